@@ -1,0 +1,1 @@
+"""Data contracts: the row schemas every stage relies on, and the Great Expectations suites that guard them."""

@@ -1,0 +1,24 @@
+"""Flow parameters as pydantic models: the Prefect UI renders them as forms with these descriptions."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+Profile = Literal["quick", "default"]
+
+
+class RoleRun(BaseModel):
+    """Train, evaluate and maybe promote one role."""
+
+    role: str = Field(description="A configured role, e.g. ceo, cfo, coo, tool-agent.")
+    profile: Profile = Field(default="default", description="Training recipe profile: quick (minutes) or default (nightly).")
+
+
+class SelfLearningRun(BaseModel):
+    """The whole loop: ingest new feedback, then improve every role."""
+
+    feedback: list[str] = Field(default_factory=list, description="Feedback files or directories (local paths or fsspec URLs) to ingest first.")
+    roles: list[str] | None = Field(default=None, description="Roles to improve; all configured roles when empty.")
+    profile: Profile = Field(default="default", description="Training recipe profile: quick (minutes) or default (nightly).")

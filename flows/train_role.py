@@ -1,0 +1,29 @@
+"""One role through the DAG: contract -> labels -> DPO adapter -> A/B against the champion -> promotion gate."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from roleforge.flows.params import RoleRun
+from roleforge.tasks.evaluate import evaluate_role
+from roleforge.tasks.label import label_role
+from roleforge.tasks.promote import promote_role
+from roleforge.tasks.report import RoleOutcome
+from roleforge.tasks.train import train_role_adapter
+from roleforge.tasks.validate import check_contract
+
+
+@flow(name="train-role", flow_run_name="train-{run.role}")
+def train_role(run: RoleRun) -> RoleOutcome:
+    contract = check_contract(run.role)
+    dataset = label_role(run.role, contract)
+    if not dataset.ready:
+        return RoleOutcome.held_back(dataset)
+    candidate = train_role_adapter(dataset, run.profile)
+    evaluation = evaluate_role(candidate, run.profile)
+    decision = promote_role(candidate, evaluation, contract.success)
+    return RoleOutcome.finished(dataset, candidate, evaluation, decision)
+
+
+if __name__ == "__main__":
+    print(train_role(RoleRun(role="tool-agent", profile="quick")).model_dump_json(indent=2))

@@ -1,0 +1,1 @@
+"""roleforge: a self-learning pipeline for role-playing LLM agents."""

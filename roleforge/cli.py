@@ -1,0 +1,168 @@
+"""The `roleforge` command. Heavy libraries are imported inside each command, so that --help answers at once."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def emit(payload: Any, as_json: bool) -> None:
+    """With --json, the last stdout line is one JSON object."""
+    if as_json:
+        sys.stdout.flush()
+        print(json.dumps(payload, default=str), flush=True)
+
+
+def _settings() -> Any:
+    from roleforge.runtime import prepare_environment
+    from roleforge.tasks.settings import load_settings
+
+    settings = load_settings()
+    prepare_environment(settings.home)
+    return settings
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=False, width=160)
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    settings = _settings()
+    from roleforge.tasks.ingest import ingest_files
+
+    report = ingest_files(args.paths, set(settings.roles), settings.resolved_store_url, settings.path("quarantine"))
+    if not args.json:
+        print(f"ingested {report.ingested}, duplicates {report.duplicates}, quarantined {report.quarantined}, "
+              f"blank {report.blank}" + (f" -> {report.quarantine_path}" if report.quarantine_path else ""))
+    emit(report.model_dump(), args.json)
+    return 0
+
+
+def _roles(settings: Any, names: str | None) -> list[str] | None:
+    if not names:
+        return None
+    roles = [name.strip() for name in names.split(",") if name.strip()]
+    for role in roles:
+        settings.role(role)
+    return roles
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = _settings()
+    roles = _roles(settings, args.roles)
+    feedback = list(args.feedback)
+    if args.sample:
+        from roleforge.sample import SAMPLE_FEEDBACK
+
+        feedback.append(str(SAMPLE_FEEDBACK))
+    from roleforge.flows.params import SelfLearningRun
+    from roleforge.flows.self_learning import self_learning
+    from roleforge.tasks.models import ensure_base_model
+    from roleforge.tasks.report import outcome_rows, render_table
+
+    ensure_base_model(settings.resolved_base_model, is_default=settings.base_model is None)
+    outcomes = self_learning(SelfLearningRun(feedback=feedback, roles=roles, profile=args.profile or settings.profile))
+    _console().print(render_table("roleforge run", outcome_rows(outcomes)))
+    emit({role: outcome.model_dump() for role, outcome in outcomes.items()}, args.json)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    settings = _settings()
+    from roleforge.tasks.status import role_status
+
+    status = role_status(settings)
+    from roleforge.tasks.report import render_table
+
+    _console().print(render_table("roleforge status", [{"role": role, **row} for role, row in status.items()]))
+    emit(status, args.json)
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    settings = _settings()
+    settings.role(args.role)
+    from roleforge.tasks.promote import rollback
+    from roleforge.tasks.tracking import mlflow_client
+
+    champion, previous = rollback(mlflow_client(settings.resolved_tracking_uri), settings.registered_model_name(args.role))
+    if not args.json:
+        print(f"{args.role}: champion is now version {champion}" + (f", previous {previous}" if previous else ""))
+    emit({"role": args.role, "champion_version": champion, "previous_version": previous}, args.json)
+    return 0
+
+
+def cmd_setup_model(args: argparse.Namespace) -> int:
+    settings = _settings()
+    from roleforge.tasks.models import ensure_base_model
+
+    path = ensure_base_model(settings.resolved_base_model, is_default=settings.base_model is None)
+    print(f"base model ready: {path}")
+    return 0
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="roleforge", description="Self-learning pipeline for role-playing LLM agents.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    ingest = commands.add_parser("ingest", help="ingest feedback files (JSONL, CSV, Parquet; paths or fsspec URLs)")
+    ingest.add_argument("paths", nargs="+", help="feedback files or directories")
+    ingest.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+    ingest.set_defaults(handler=cmd_ingest)
+
+    run = commands.add_parser("run", help="run the self-learning flow locally")
+    run.add_argument("feedback", nargs="*", help="feedback files or directories to ingest first")
+    run.add_argument("--sample", action="store_true", help="ingest the bundled sample feedback first")
+    run.add_argument("--roles", help="comma-separated roles (default: all configured)")
+    run.add_argument("--profile", choices=["quick", "default"], help="training profile (default: settings.profile)")
+    run.add_argument("--json", action="store_true", help="print per-role outcomes as JSON on the last line")
+    run.set_defaults(handler=cmd_run)
+
+    status = commands.add_parser("status", help="per-role feedback, pairs and champion")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(handler=cmd_status)
+
+    rollback = commands.add_parser("rollback", help="move a role's champion back to the previous version")
+    rollback.add_argument("--role", required=True)
+    rollback.add_argument("--json", action="store_true")
+    rollback.set_defaults(handler=cmd_rollback)
+
+    setup_model = commands.add_parser("setup-model", help="convert the default base model once (make setup runs it)")
+    setup_model.set_defaults(handler=cmd_setup_model)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from roleforge.tasks.errors import RoleforgeError
+
+    try:
+        return args.handler(args)
+    except RoleforgeError as error:
+        print(f"roleforge: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("roleforge: interrupted", file=sys.stderr)
+        return 130
+    except OSError as error:
+        if os.environ.get("ROLEFORGE_DEBUG"):
+            raise
+        where = f": {error.filename}" if error.filename else ""
+        print(f"roleforge: error: {error.strerror or error}{where}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

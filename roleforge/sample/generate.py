@@ -1,0 +1,188 @@
+"""Generate the bundled sample feedback: `python -m roleforge.sample.generate [OUT_DIR]`.
+
+Deterministic (seeded), so the committed files change only when this script does. Each executive role gets A/B
+choices and 1-5 ratings whose preferred answers follow the role's system prompt (a decision with its reason and
+next step; figures, risk and a recommendation; owners, steps and a deadline); the tool-agent's preferred answers
+are a `Thought:` line plus an `Action:` JSON tool call.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+OUT_DIR = Path(__file__).parent / "feedback"
+SEED = 20261122
+RATERS = [f"user-{n:03d}" for n in range(1, 41)]
+
+TOPICS = [
+    "expanding into the German market", "a 15% price increase for the enterprise plan", "hiring 20 engineers next quarter",
+    "moving our data centers to the cloud", "acquiring a small analytics startup", "cutting the travel budget",
+    "launching a free tier", "a four-day work week pilot", "switching our CRM vendor", "opening an office in Singapore",
+    "delaying the mobile app release", "a partnership with a large reseller", "raising a Series C round",
+    "consolidating two product lines", "outsourcing first-line support", "a security audit after the phishing incident",
+    "renegotiating the office lease", "sunsetting the legacy on-premise product", "a bonus program for sales",
+    "investing in an AI assistant for customers", "reducing customer churn in the SMB segment",
+    "entering the healthcare vertical", "a hiring freeze", "building a second data region in the US",
+    "a company-wide OKR reset", "paying down technical debt for a quarter", "a bug bounty program",
+    "moving to usage-based pricing", "a customer advisory board", "a reorganisation into product squads",
+]
+ASKS = [
+    "What should we do about {topic}?", "Give me your view on {topic}.", "Should we go ahead with {topic}?",
+    "The board asks about {topic}. What is our position?", "How do we handle {topic}?",
+    "I need a recommendation on {topic} by Friday.", "What is your take on {topic}?",
+    "We are debating {topic}. Where do you land?",
+]
+
+OWNERS = ["the VP of Engineering", "the Head of Sales", "the Finance team", "the Operations lead", "HR", "the CTO", "Legal"]
+DEADLINES = ["by the end of the month", "within two weeks", "before the next board meeting", "by the end of the quarter", "by Friday"]
+FIGURES = ["$1.2M", "$350k", "$4.8M", "$90k", "$2.1M", "$640k"]
+VAGUE = [
+    "It depends on many factors. There are pros and cons, and we should think about it carefully.",
+    "That is an interesting question. Many companies have tried different things.",
+    "I am not sure. Let's discuss it sometime and see what people think.",
+    "There are a lot of considerations here and it is hard to say anything definite right now.",
+]
+REFUSALS = ["I cannot help with that.", "I'm sorry, but I can't give advice on this topic.", "As an AI, I cannot make business decisions."]
+
+
+def ceo_good(rng: random.Random, topic: str) -> str:
+    verdict = rng.choice(["Go ahead with", "Do not pursue", "Pilot"])
+    return (f"Decision: {verdict} {topic}.\nReason: it {rng.choice(['protects our core revenue', 'fits our three-year strategy', 'focuses the team on what customers pay for', 'keeps risk contained while we learn'])}.\n"
+            f"Next step: {rng.choice(OWNERS)} brings a one-page plan {rng.choice(DEADLINES)}.")
+
+
+def cfo_good(rng: random.Random, topic: str) -> str:
+    return (f"Figures: {topic} costs about {rng.choice(FIGURES)} this year against {rng.choice(FIGURES)} of expected upside.\n"
+            f"Risk: {rng.choice(['cash runway drops by two months', 'margin dips for two quarters', 'the payback period is 18 months', 'currency exposure rises'])}.\n"
+            f"Recommendation: {rng.choice(['approve with a staged budget', 'approve if the pilot hits its target', 'defer to next fiscal year', 'reject until costs are clearer'])}.")
+
+
+def coo_good(rng: random.Random, topic: str) -> str:
+    owner, other = rng.sample(OWNERS, 2)
+    return (f"Plan for {topic}:\n1. Owner: {owner} scopes the work {rng.choice(DEADLINES)}.\n"
+            f"2. {other} lines up the people and budget.\n3. Weekly check-in until launch.\nDeadline: {rng.choice(DEADLINES)}.")
+
+
+def off_role(rng: random.Random, topic: str) -> str:
+    return rng.choice([
+        f"Honestly, {topic} sounds exciting! I love new ideas and I think the team will be thrilled either way.",
+        f"Here is a poem about {topic}: change is hard, change is good, we will do what we should.",
+        f"Let me tell you about the history of {topic} in other industries, which goes back many decades and involves many people.",
+    ])
+
+
+def mediocre(rng: random.Random, topic: str) -> str:
+    return f"We should probably look at {topic} more closely. {rng.choice(VAGUE)}"
+
+
+EXEC_ROLES: dict[str, Callable[[random.Random, str], str]] = {"ceo": ceo_good, "cfo": cfo_good, "coo": coo_good}
+
+CALC = [("What is {a} times {b}?", "{a} * {b}"), ("Compute {a} plus {b}.", "{a} + {b}"), ("How much is {a} divided by {b}?", "{a} / {b}"),
+        ("I need {a} minus {b}.", "{a} - {b}"), ("What's {p}% of {a}?", "{a} * {p} / 100")]
+SEARCH = ["Find the latest news about {q}.", "Search for {q}.", "Look up {q} for me.", "Who won {q}?", "What do people say about {q}?"]
+QUERIES = ["the Champions League final", "electric car sales in Norway", "the weather in Lisbon", "quantum computing startups",
+           "the best hiking trails in Austria", "inflation in Japan", "the James Webb telescope", "open source licenses"]
+CALENDAR = ["Schedule a meeting called {t} on {d} at {h}.", "Put {t} in my calendar for {d} at {h}.", "Book {t} on {d}, {h}.",
+            "Add an event {t} on {d} at {h}."]
+TITLES = ["Budget review", "Team sync", "Dentist", "Customer call", "Quarterly planning", "Lunch with Maria"]
+DATES = ["2026-12-01", "2026-12-03", "2027-01-15", "2026-11-28", "2027-02-02"]
+HOURS = ["09:00", "10:30", "14:00", "16:15"]
+
+
+def tool_request(rng: random.Random) -> tuple[str, str, dict[str, object], str]:
+    """(request, tool, args, what the agent is thinking) for one random tool-use request."""
+    kind = rng.choice(["calculator", "search", "calendar"])
+    if kind == "calculator":
+        template, expression = rng.choice(CALC)
+        a, b, p = rng.randint(2, 999), rng.randint(2, 99), rng.choice([5, 10, 15, 20, 25])
+        return (template.format(a=a, b=b, p=p), kind, {"expression": expression.format(a=a, b=b, p=p)},
+                "The user needs arithmetic, so I will use the calculator.")
+    if kind == "search":
+        query = rng.choice(QUERIES)
+        return rng.choice(SEARCH).format(q=query), kind, {"query": query}, "The user needs current information, so I will search."
+    title, date, hour = rng.choice(TITLES), rng.choice(DATES), rng.choice(HOURS)
+    return (rng.choice(CALENDAR).format(t=title, d=date, h=hour), kind,
+            {"action": "create", "title": title, "date": date, "time": hour}, "The user wants an event, so I will use the calendar.")
+
+
+def tool_call(thought: str, tool: str, args: dict[str, object]) -> str:
+    return f"Thought: {thought}\nAction:\n```json\n{json.dumps({'tool': tool, 'args': args})}\n```"
+
+
+def tool_rejected(rng: random.Random, request: str, tool: str, args: dict[str, object]) -> str:
+    wrong = rng.choice([t for t in ("calculator", "search", "calendar") if t != tool])
+    return rng.choice([
+        f"Sure! {request.rstrip('?.')} is something I can help with. Let me know if you need anything else.",
+        rng.choice(REFUSALS),
+        f"Thought: I should use a tool.\nAction:\n```json\n{{'tool': '{tool}', 'args': {args}}}\n```",
+        tool_call("I will use a tool.", wrong, args),
+        f"Action: {tool}({', '.join(str(v) for v in args.values())})",
+    ])
+
+
+def exec_rows(rng: random.Random, role: str, good: Callable[[random.Random, str], str]) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+    prompts = [ask.format(topic=topic) for topic in TOPICS for ask in ASKS]
+    rng.shuffle(prompts)
+    for prompt in prompts[:150]:
+        topic = next(t for t in TOPICS if t in prompt)
+        better, worse = good(rng, topic), rng.choice([off_role, mediocre])(rng, topic) if rng.random() < 0.7 else rng.choice(REFUSALS)
+        flip = rng.random() < 0.5
+        rows.append({"agent_role": role, "prompt": prompt, "response_a": worse if flip else better,
+                     "response_b": better if flip else worse, "preference": "b" if flip else "a",
+                     "rater": rng.choice(RATERS), "confidence": rng.choice(["high", "high", "medium", 0.9])})
+    for prompt in prompts[150:210]:
+        topic = next(t for t in TOPICS if t in prompt)
+        for response, rating in ((good(rng, topic), rng.choice([4, 5])), (mediocre(rng, topic), 3),
+                                 (off_role(rng, topic), rng.choice([1, 2]))):
+            rows.append({"agent_role": role, "prompt": prompt, "response": response, "rating": rating, "rater": rng.choice(RATERS)})
+    return rows
+
+
+def tool_agent_rows(rng: random.Random) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+    for index in range(260):
+        request, tool, args, thought = tool_request(rng)
+        chosen, rejected = tool_call(thought, tool, args), tool_rejected(rng, request, tool, args)
+        if index < 180:
+            flip = rng.random() < 0.5
+            rows.append({"agent_role": "tool-agent", "prompt": request, "response_a": rejected if flip else chosen,
+                         "response_b": chosen if flip else rejected, "preference": "b" if flip else "a", "rater": rng.choice(RATERS)})
+        else:
+            rows.append({"agent_role": "tool-agent", "prompt": request, "response": chosen, "rating": 5, "rater": rng.choice(RATERS)})
+            rows.append({"agent_role": "tool-agent", "prompt": request, "response": rejected, "rating": rng.choice([1, 2]), "rater": rng.choice(RATERS)})
+    return rows
+
+
+BAD_LINES = [
+    b'{"agent_role": "ceo", "prompt": "Missing the rest"',
+    b'{"agent_role": "ceo", "prompt": "Rate this", "response": "Fine.", "rating": 9}',
+    b'{"agent_role": "cfo", "prompt": "Pick one", "response_a": "A", "response_b": "B", "preference": "c"}',
+    b'{"agent_role": "cmo", "prompt": "Who am I?", "response": "Nobody.", "rating": 3}',
+    b'["not", "an", "object"]',
+    b'{"agent_role": "coo", "prompt": "", "response": "Empty prompt.", "rating": 2}',
+    b'{"agent_role": "coo", "prompt": "Same?", "response_a": "Same.", "response_b": "Same.", "preference": "a"}',
+    b'{"agent_role": "ceo", "prompt": "caf\xe9 latin-1", "response": "bytes", "rating": 4}',
+    b'',
+    b'{"agent_role": "cfo", "prompt": "Call me at +1 415 555 0199 or mail jane.doe@example.com", "response": "Card 4111 1111 1111 1111 is on file.", "rating": 1}',
+]
+
+
+def write_jsonl(path: Path, rows: list[dict[str, object]]) -> None:
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+
+
+def main(out_dir: Path = OUT_DIR) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for offset, (role, good) in enumerate(EXEC_ROLES.items()):
+        write_jsonl(out_dir / f"{role}.jsonl", exec_rows(random.Random(SEED + offset), role, good))
+    write_jsonl(out_dir / "tool-agent.jsonl", tool_agent_rows(random.Random(SEED + 10)))
+    (out_dir / "mixed-quality.jsonl").write_bytes(b"\n".join(BAD_LINES) + b"\n")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else OUT_DIR)

@@ -1,0 +1,152 @@
+"""Evaluate: A/B of a candidate adapter against the role's champion (or the base model) on held-out pairs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel
+
+from roleforge.tasks.errors import retry_transient
+from roleforge.tasks.label import load_split
+from roleforge.tasks.settings import load_settings
+from roleforge.tasks.train import Candidate
+
+CANDIDATE, CHAMPION = "candidate", "champion"
+
+
+class ModelScore(BaseModel):
+    """How one model ranks the held-out pairs."""
+
+    preference_accuracy: float  # share of pairs where the model's mean token log-prob favours chosen
+    reward_accuracy: float | None  # share where the implicit DPO reward (log-ratio to base) favours chosen
+    reward_margin: float | None  # mean implicit reward of chosen minus rejected (nats per sequence)
+
+
+class Evaluation(BaseModel):
+    """The A/B verdict inputs: the candidate's and its opponent's scores on the same held-out pairs."""
+
+    role: str
+    held_out_pairs: int
+    opponent: str  # "champion" or "base"
+    opponent_version: str | None
+    candidate: ModelScore
+    opponent_score: ModelScore
+
+    @property
+    def accuracy_gain(self) -> float:
+        return self.candidate.preference_accuracy - self.opponent_score.preference_accuracy
+
+
+def completion_logps(model: Any, tokenizer: Any, prompts: list[str], completions: list[str], batch_size: int = 8) -> list[tuple[float, int]]:
+    """(sum of log-probs, token count) of each completion given its prompt; logits only for completion tokens."""
+    import torch
+
+    results: list[tuple[float, int]] = []
+    pad = tokenizer.pad_token_id
+    decoder, lm_head = _decoder_and_head(model)
+    for start in range(0, len(prompts), batch_size):
+        prompt_ids = tokenizer(prompts[start:start + batch_size], add_special_tokens=False)["input_ids"]
+        completion_ids = tokenizer(completions[start:start + batch_size], add_special_tokens=False)["input_ids"]
+        sequences = [p + c for p, c in zip(prompt_ids, completion_ids)]
+        width = max(map(len, sequences))
+        input_ids = torch.full((len(sequences), width), pad, dtype=torch.long)
+        attention = torch.zeros((len(sequences), width), dtype=torch.long)
+        targets = torch.zeros((len(sequences), width), dtype=torch.bool)
+        for row, (p, sequence) in enumerate(zip(prompt_ids, sequences)):
+            input_ids[row, : len(sequence)] = torch.tensor(sequence)
+            attention[row, : len(sequence)] = 1
+            targets[row, len(p): len(sequence)] = True
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=_cpu_bf16()):
+            hidden = decoder(input_ids=input_ids, attention_mask=attention).last_hidden_state
+            # Position t predicts token t+1: score only the positions whose next token is a completion token.
+            predictors = targets[:, 1:]
+            logits = lm_head(hidden[:, :-1][predictors]).float()
+        token_logps = torch.log_softmax(logits, dim=-1).gather(1, input_ids[:, 1:][predictors].unsqueeze(1)).squeeze(1)
+        counts = predictors.sum(dim=1).tolist()
+        for chunk in torch.split(token_logps, counts):
+            results.append((float(chunk.sum()), len(chunk)))
+    return results
+
+
+def _decoder_and_head(model: Any) -> tuple[Any, Any]:
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return inner.base_model, inner.get_output_embeddings()
+
+
+def _cpu_bf16() -> bool:
+    from roleforge.tasks.recipes import _bf16_supported
+
+    return _bf16_supported()
+
+
+def score(chosen: list[tuple[float, int]], rejected: list[tuple[float, int]],
+          ref_chosen: list[tuple[float, int]] | None, ref_rejected: list[tuple[float, int]] | None) -> ModelScore:
+    """Preference accuracy from a model's own log-probs, and DPO reward accuracy/margin against a reference."""
+    n = len(chosen)
+    accuracy = sum(c / max(nc, 1) > r / max(nr, 1) for (c, nc), (r, nr) in zip(chosen, rejected)) / n
+    if ref_chosen is None or ref_rejected is None:
+        return ModelScore(preference_accuracy=accuracy, reward_accuracy=None, reward_margin=None)
+    margins = [(c - rc) - (r - rr) for (c, _), (r, _), (rc, _), (rr, _) in zip(chosen, rejected, ref_chosen, ref_rejected)]
+    return ModelScore(preference_accuracy=accuracy, reward_accuracy=sum(m > 0 for m in margins) / n, reward_margin=sum(margins) / n)
+
+
+def chat_prompts(tokenizer: Any, system_prompt: str, user_prompts: list[str]) -> list[str]:
+    return [tokenizer.apply_chat_template([{"role": "system", "content": system_prompt}, {"role": "user", "content": p}],
+                                          tokenize=False, add_generation_prompt=True) for p in user_prompts]
+
+
+def evaluate_candidate(candidate: Candidate, system_prompt: str, base_model: Path, champion_adapter: Path | None,
+                       champion_version: str | None, max_pairs: int) -> Evaluation:
+    """Score candidate and opponent (champion adapter, or the base model) on the role's held-out pairs."""
+    from peft import PeftModel
+
+    from roleforge.tasks.models import load_model, load_tokenizer
+
+    pairs = sorted(load_split(candidate.dataset_path, "held_out"), key=lambda p: p["pair_id"])[:max_pairs]
+    tokenizer = load_tokenizer(base_model)
+    model = PeftModel.from_pretrained(load_model(base_model), candidate.adapter_path, adapter_name=CANDIDATE)
+    if champion_adapter is not None:
+        model.load_adapter(str(champion_adapter), adapter_name=CHAMPION)
+    model.eval()
+    prompts = chat_prompts(tokenizer, system_prompt, [p["prompt"] for p in pairs])
+    chosen = [p["chosen"] + tokenizer.eos_token for p in pairs]
+    rejected = [p["rejected"] + tokenizer.eos_token for p in pairs]
+
+    def logps(adapter: str | None) -> tuple[list[tuple[float, int]], list[tuple[float, int]]]:
+        if adapter is None:
+            with model.disable_adapter():
+                return completion_logps(model, tokenizer, prompts, chosen), completion_logps(model, tokenizer, prompts, rejected)
+        model.set_adapter(adapter)
+        return completion_logps(model, tokenizer, prompts, chosen), completion_logps(model, tokenizer, prompts, rejected)
+
+    base = logps(None)
+    candidate_score = score(*logps(CANDIDATE), *base)
+    opponent_score = score(*logps(CHAMPION), *base) if champion_adapter is not None else score(*base, None, None)
+    return Evaluation(
+        role=candidate.role, held_out_pairs=len(pairs), opponent=CHAMPION if champion_adapter is not None else "base",
+        opponent_version=champion_version, candidate=candidate_score, opponent_score=opponent_score,
+    )
+
+
+@task(name="evaluate-candidate", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+def evaluate_role(candidate: Candidate, profile: str) -> Evaluation:
+    """A/B the candidate against the role's champion (or the base model) and log the scores to its MLflow run."""
+    from roleforge.tasks.promote import champion_adapter
+    from roleforge.tasks.recipes import role_recipe
+    from roleforge.tasks.tracking import mlflow_client
+
+    settings = load_settings()
+    config = settings.role(candidate.role)
+    client = mlflow_client(settings.resolved_tracking_uri)
+    champion_path, champion_version = champion_adapter(
+        client, settings.registered_model_name(candidate.role), settings.path("registry-cache"))
+    evaluation = evaluate_candidate(candidate, config.system_prompt, settings.resolved_base_model, champion_path,
+                                    champion_version, role_recipe(profile, config.training)["data"]["max_eval_pairs"])
+    metrics = {f"eval_{side}_{k}": v for side, scores in (("candidate", evaluation.candidate), ("opponent", evaluation.opponent_score))
+               for k, v in scores.model_dump().items() if v is not None}
+    for key, value in {**metrics, "eval_accuracy_gain": evaluation.accuracy_gain}.items():
+        client.log_metric(candidate.mlflow_run_id, key, value)
+    return evaluation

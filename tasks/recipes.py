@@ -1,0 +1,80 @@
+"""Training recipes: a profile's TRL DPOConfig and PEFT LoraConfig fields, with a role's overrides on top.
+
+A recipe passes through whole to TRL and PEFT; it is validated by building those config objects at start-up,
+so that a bad field fails before any compute is spent.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from roleforge.tasks.errors import RoleforgeError
+
+LORA_DEFAULTS: dict[str, Any] = {
+    "r": 16, "lora_alpha": 32, "lora_dropout": 0.0, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "task_type": "CAUSAL_LM",
+}
+DPO_DEFAULTS: dict[str, Any] = {
+    "beta": 0.1, "loss_type": ["sigmoid"], "learning_rate": 5e-5, "lr_scheduler_type": "constant",
+    "per_device_train_batch_size": 8, "gradient_accumulation_steps": 1, "max_length": 256,
+    "activation_checkpointing": False, "logging_steps": 1, "save_steps": 10, "save_total_limit": 2, "seed": 0,
+    # The reference (the base with adapters off) never changes: score it once instead of every step.
+    "precompute_ref_log_probs": True, "precompute_ref_batch_size": 16,
+}
+
+PROFILES: dict[str, dict[str, dict[str, Any]]] = {
+    # A few minutes for the whole sample on two CPU cores: a short look at the data.
+    "quick": {"dpo": {**DPO_DEFAULTS, "num_train_epochs": 1, "learning_rate": 2e-4}, "lora": LORA_DEFAULTS,
+              "data": {"max_train_pairs": 32, "max_eval_pairs": 32}},
+    # The nightly recipe.
+    "default": {"dpo": {**DPO_DEFAULTS, "num_train_epochs": 2}, "lora": LORA_DEFAULTS,
+                "data": {"max_train_pairs": 512, "max_eval_pairs": 128}},
+}
+
+DATA_FIELDS = {"max_train_pairs", "max_eval_pairs"}
+
+
+def role_recipe(profile: str, overrides: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The profile's recipe with a role's overrides merged in, section by section."""
+    if profile not in PROFILES:
+        raise RoleforgeError(f"unknown profile {profile!r} (choose from {', '.join(PROFILES)})")
+    unknown_sections = set(overrides) - {"dpo", "lora", "data"}
+    if unknown_sections:
+        raise RoleforgeError(f"unknown recipe section(s) {sorted(unknown_sections)}: use dpo, lora or data")
+    recipe = copy.deepcopy(PROFILES[profile])
+    for section, values in overrides.items():
+        recipe[section].update(values)
+    unknown_data = set(recipe["data"]) - DATA_FIELDS
+    if unknown_data:
+        raise RoleforgeError(f"unknown data field(s) {sorted(unknown_data)}: use {sorted(DATA_FIELDS)}")
+    return recipe
+
+
+def build_configs(recipe: dict[str, dict[str, Any]], output_dir: str) -> tuple[Any, Any]:
+    """TRL's DPOConfig and PEFT's LoraConfig for a recipe; a bad field is a one-line error."""
+    from peft import LoraConfig
+    from trl import DPOConfig
+
+    try:
+        lora = LoraConfig(**recipe["lora"])
+        machine = {"report_to": "none", "save_strategy": "steps", "remove_unused_columns": False, "disable_tqdm": True,
+                   "use_cpu": not _has_accelerator(), "bf16": _bf16_supported()}
+        dpo = DPOConfig(output_dir=output_dir, **{**machine, **recipe["dpo"]})
+    except (TypeError, ValueError) as error:
+        raise RoleforgeError(f"bad training recipe: {str(error).splitlines()[0]}") from error
+    return dpo, lora
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _bf16_supported() -> bool:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()

@@ -1,0 +1,101 @@
+"""Report: one outcome per role, whatever happened to it, as a table for people and JSON for machines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+from pydantic import BaseModel
+
+
+class RoleOutcome(BaseModel):
+    """Where a role ended in this run, and why."""
+
+    role: str
+    pairs: int = 0
+    train_pairs: int = 0
+    held_out_pairs: int = 0
+    by_source: dict[str, int] = {}
+    conflicts: int = 0
+    trained: bool = False
+    promoted: bool = False
+    reason: str = ""
+    snapshot_hash: str | None = None
+    version: str | None = None
+    champion_version: str | None = None
+    previous_version: str | None = None
+    mlflow_run_id: str | None = None
+    train_seconds: float | None = None
+    resumed_from_step: int | None = None
+    opponent: str | None = None
+    preference_accuracy: float | None = None
+    opponent_preference_accuracy: float | None = None
+    accuracy_gain: float | None = None
+    reward_accuracy: float | None = None
+    reward_margin: float | None = None
+
+    @classmethod
+    def held_back(cls, dataset: Any) -> RoleOutcome:
+        """A role that did not train: its contract failed or it has too few pairs."""
+        return cls(role=dataset.role, reason=dataset.skip_reason or "", **_dataset_fields(dataset))
+
+    @classmethod
+    def finished(cls, dataset: Any, candidate: Any, evaluation: Any, decision: Any) -> RoleOutcome:
+        return cls(
+            role=dataset.role, **_dataset_fields(dataset), trained=True, promoted=decision.promoted, reason=decision.reason,
+            version=decision.version, champion_version=decision.champion_version, previous_version=decision.previous_version,
+            mlflow_run_id=candidate.mlflow_run_id, train_seconds=candidate.train_seconds,
+            resumed_from_step=candidate.resumed_from_step, opponent=evaluation.opponent,
+            preference_accuracy=evaluation.candidate.preference_accuracy,
+            opponent_preference_accuracy=evaluation.opponent_score.preference_accuracy,
+            accuracy_gain=evaluation.accuracy_gain, reward_accuracy=evaluation.candidate.reward_accuracy,
+            reward_margin=evaluation.candidate.reward_margin,
+        )
+
+    @classmethod
+    def failed(cls, role: str, error: BaseException | str) -> RoleOutcome:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return cls(role=role, reason=f"failed: {message}")
+
+
+def _dataset_fields(dataset: Any) -> dict[str, Any]:
+    return {"pairs": dataset.train_pairs + dataset.held_out_pairs, "train_pairs": dataset.train_pairs,
+            "held_out_pairs": dataset.held_out_pairs, "by_source": dataset.by_source, "conflicts": dataset.conflicts,
+            "snapshot_hash": dataset.snapshot_hash}
+
+
+def outcome_rows(outcomes: dict[str, RoleOutcome]) -> list[dict[str, Any]]:
+    """One flat row per role for tables (terminal and Prefect artifact)."""
+    def fmt(value: float | None) -> str:
+        return "" if value is None else f"{value:.3f}"
+
+    return [{
+        "role": o.role, "pairs": o.pairs, "by source": ", ".join(f"{k}={v}" for k, v in sorted(o.by_source.items())),
+        "trained": "yes" if o.trained else "no", "accuracy": fmt(o.preference_accuracy),
+        "opponent": f"{o.opponent or ''} {fmt(o.opponent_preference_accuracy)}".strip(),
+        "reward acc": fmt(o.reward_accuracy), "promoted": "yes" if o.promoted else "no",
+        "champion": o.champion_version or "", "reason": o.reason,
+    } for o in outcomes.values()]
+
+
+def render_table(title: str, rows: list[dict[str, Any]]) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in (rows[0] if rows else {}):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*(str(v) for v in row.values()))
+    return table
+
+
+@task(name="publish-summary")
+def publish_summary(outcomes: dict[str, RoleOutcome]) -> None:
+    """The run's per-role table as a Prefect artifact, for the UI."""
+    from prefect.artifacts import create_markdown_artifact
+
+    rows = outcome_rows(outcomes)
+    header = "| " + " | ".join(rows[0]) + " |\n|" + "---|" * len(rows[0]) + "\n" if rows else ""
+    body = "".join("| " + " | ".join(str(v).replace("|", "/") for v in row.values()) + " |\n" for row in rows)
+    create_markdown_artifact(key="self-learning-summary", markdown=f"# roleforge run\n\n{header}{body}",
+                             description="Per-role outcome of the self-learning run")

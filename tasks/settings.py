@@ -1,0 +1,142 @@
+"""One configuration object: ROLEFORGE_* environment variables over an optional roleforge.toml over defaults."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+from roleforge.tasks.errors import RoleforgeError
+
+DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+
+TOOL_AGENT_SYSTEM_PROMPT = (
+    "You are a tool-using agent. Tools: calculator (args: expression), search (args: query), "
+    "calendar (args: action, title, date, time). Answer every request with one line that starts with "
+    '"Thought:", then a line "Action:", then a ```json block holding {"tool": ..., "args": {...}}.'
+)
+
+
+class GateConfig(BaseModel):
+    """When a candidate adapter may replace the champion."""
+
+    min_accuracy_gain: float = Field(
+        default=0.02, description="Held-out preference accuracy the candidate must gain over its opponent."
+    )
+    min_reward_accuracy: float = Field(
+        default=0.55, ge=0.0, le=1.0, description="Share of held-out pairs the candidate's implicit reward must rank right."
+    )
+
+
+class RoleConfig(BaseModel):
+    """A role that an agent plays, with its own data rules, training recipe overrides and promotion gate."""
+
+    description: str = ""
+    system_prompt: str
+    min_pairs: int = Field(default=16, ge=1, description="Fewest training pairs a role needs before it trains.")
+    held_out_fraction: float = Field(default=0.2, gt=0.0, lt=1.0, description="Share of prompts kept for evaluation.")
+    min_rating_gap: int = Field(default=2, ge=1, le=4, description="Smallest rating difference that makes a pair.")
+    training: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Overrides of the profile's recipe: {'dpo': {...}, 'lora': {...}, 'data': {...}}."
+    )
+    gate: GateConfig = Field(default_factory=GateConfig)
+
+
+DEFAULT_ROLES: dict[str, RoleConfig] = {
+    "ceo": RoleConfig(
+        description="Chief executive: strategy, priorities, decisions.",
+        system_prompt="You are the CEO of a mid-sized software company. Answer with a clear decision, the reason, and the next step.",
+    ),
+    "cfo": RoleConfig(
+        description="Chief financial officer: numbers, budgets, risk.",
+        system_prompt="You are the CFO of a mid-sized software company. Answer with the figures that matter, the financial risk, and a recommendation.",
+    ),
+    "coo": RoleConfig(
+        description="Chief operating officer: execution, process, people.",
+        system_prompt="You are the COO of a mid-sized software company. Answer with a concrete operational plan: owners, steps and a deadline.",
+    ),
+    "tool-agent": RoleConfig(
+        description="An agent that answers with a Thought line and a JSON tool call.",
+        system_prompt=TOOL_AGENT_SYSTEM_PROMPT,
+    ),
+}
+
+
+class Settings(BaseSettings):
+    """Everything roleforge reads from its environment. All state lives under `home`."""
+
+    model_config = SettingsConfigDict(env_prefix="ROLEFORGE_", env_nested_delimiter="__", extra="forbid")
+
+    home: Path = Field(default=Path(".roleforge"), description="Where every run writes its state.")
+    store_url: str | None = Field(default=None, description="SQLAlchemy URL of the feedback store; sqlite under home if unset.")
+    mlflow_tracking_uri: str | None = Field(default=None, description="MLflow tracking + registry URI; sqlite under home if unset.")
+    base_model: Path | None = Field(default=None, description="Directory of the base model (safetensors); the converted default if unset.")
+    profile: Literal["quick", "default"] = Field(default="default", description="Training recipe profile.")
+    roles: dict[str, RoleConfig] = Field(default_factory=lambda: dict(DEFAULT_ROLES))
+    registry_prefix: str = Field(default="roleforge", description="Registered model name = '<prefix>-<role>'.")
+
+    @field_validator("roles", mode="before")
+    @classmethod
+    def _over_defaults(cls, roles: Any) -> Any:
+        """Configured roles refine the built-in ones field by field; a new role must bring its system_prompt."""
+        if not isinstance(roles, dict):
+            return roles
+        merged: dict[str, Any] = {name: config.model_dump() for name, config in DEFAULT_ROLES.items()}
+        for name, override in roles.items():
+            given = override.model_dump() if isinstance(override, BaseModel) else override
+            merged[name] = _deep_merge(merged.get(name, {}), given) if isinstance(given, dict) else given
+        return merged
+
+    @field_validator("home")
+    @classmethod
+    def _absolute(cls, home: Path) -> Path:
+        return home.expanduser().resolve()
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource, env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource, file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_path = Path(os.environ.get("ROLEFORGE_CONFIG", "roleforge.toml"))
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+
+    @property
+    def resolved_store_url(self) -> str:
+        return self.store_url or f"sqlite:///{self.home / 'store.db'}"
+
+    @property
+    def resolved_tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @property
+    def resolved_base_model(self) -> Path:
+        return self.base_model or self.home / "models" / DEFAULT_MODEL_NAME
+
+    def path(self, *parts: str) -> Path:
+        """A directory under home, created on first use."""
+        directory = self.home.joinpath(*parts)
+        directory.mkdir(parents=True, exist_ok=True)
+        return directory
+
+    def role(self, name: str) -> RoleConfig:
+        if name not in self.roles:
+            raise RoleforgeError(f"unknown role {name!r} (configured: {', '.join(sorted(self.roles))})")
+        return self.roles[name]
+
+    def registered_model_name(self, role: str) -> str:
+        return f"{self.registry_prefix}-{role}"
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = _deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the configuration now (not at import), so that tests and CLIs can change the environment first."""
+    return Settings(**overrides)

@@ -1,0 +1,97 @@
+"""The feedback store: SQLAlchemy Core, sqlite under ROLEFORGE_HOME by default, any SQLAlchemy URL for teams."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+feedback = sa.Table(
+    "feedback",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("content_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("agent_role", sa.String(128), nullable=False, index=True),
+    sa.Column("kind", sa.String(8), nullable=False),
+    sa.Column("prompt", sa.Text, nullable=False),
+    sa.Column("response", sa.Text),
+    sa.Column("rating", sa.Integer),
+    sa.Column("response_a", sa.Text),
+    sa.Column("response_b", sa.Text),
+    sa.Column("preference", sa.String(1)),
+    sa.Column("event_id", sa.String(256)),
+    sa.Column("rater", sa.String(256)),
+    sa.Column("confidence", sa.Float),
+    sa.Column("metadata", sa.JSON),
+    sa.Column("timestamp", sa.String(64)),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("source_line", sa.Integer, nullable=False),
+    sa.Column("ingested_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+)
+
+FEEDBACK_COLUMNS = [c.name for c in feedback.columns if c.name not in ("id", "ingested_at")]
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets readers run beside one writer; busy_timeout turns "database is locked" into a short wait.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+@functools.cache
+def engine_for(url: str) -> sa.Engine:
+    """One engine per URL and process, with the schema created on first use."""
+    engine = sa.create_engine(url)
+    if engine.dialect.name == "sqlite":
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+    metadata.create_all(engine)
+    return engine
+
+
+def insert_new_feedback(engine: sa.Engine, rows: Sequence[dict[str, Any]]) -> int:
+    """Insert rows whose content hash is not stored yet, in one transaction; returns how many were new."""
+    if not rows:
+        return 0
+    if engine.dialect.name in ("sqlite", "postgresql"):
+        insert = _dialect_insert(engine.dialect.name)(feedback).on_conflict_do_nothing(index_elements=["content_hash"])
+        with engine.begin() as connection:
+            return connection.execute(insert, list(rows)).rowcount
+    with engine.begin() as connection:
+        known = set(connection.scalars(sa.select(feedback.c.content_hash).where(
+            feedback.c.content_hash.in_([r["content_hash"] for r in rows]))))
+        fresh = [r for r in rows if r["content_hash"] not in known]
+        if fresh:
+            connection.execute(feedback.insert(), fresh)
+        return len(fresh)
+
+
+def _dialect_insert(name: str) -> Any:
+    if name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        from sqlalchemy.dialects.postgresql import insert
+    return insert
+
+
+def feedback_for_role(engine: sa.Engine, role: str) -> list[dict[str, Any]]:
+    """Every stored feedback row of one role, oldest first."""
+    query = sa.select(*[feedback.c[name] for name in ["id", *FEEDBACK_COLUMNS]]).where(
+        feedback.c.agent_role == role).order_by(feedback.c.id)
+    with engine.connect() as connection:
+        return [dict(row._mapping) for row in connection.execute(query)]
+
+
+def feedback_counts(engine: sa.Engine, roles: Iterable[str] | None = None) -> dict[str, int]:
+    """Stored feedback rows per role."""
+    query = sa.select(feedback.c.agent_role, sa.func.count()).group_by(feedback.c.agent_role)
+    if roles is not None:
+        query = query.where(feedback.c.agent_role.in_(list(roles)))
+    with engine.connect() as connection:
+        return {role: count for role, count in connection.execute(query)}

@@ -1,0 +1,42 @@
+"""MLflow at the edge: one client per tracking URI, the experiment's artifacts kept under ROLEFORGE_HOME."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+EXPERIMENT = "roleforge"
+
+
+@functools.cache
+def mlflow_client(tracking_uri: str) -> Any:
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    mlflow.set_tracking_uri(tracking_uri)
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def experiment_id(client: Any, artifact_root: Path) -> str:
+    """The roleforge experiment, created with its artifacts under home (not in the current directory)."""
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    if experiment is not None:
+        return experiment.experiment_id
+    return client.create_experiment(EXPERIMENT, artifact_location=artifact_root.resolve().as_uri())
+
+
+def current_flow_run() -> dict[str, str]:
+    """The Prefect flow run this code runs in, as MLflow tags (empty outside a flow)."""
+    try:
+        from prefect.runtime import flow_run
+    except ImportError:
+        return {}
+    run_id = flow_run.get_id()
+    if not run_id:
+        return {}
+    tags = {"prefect.flow_run_id": str(run_id), "prefect.flow_run_name": str(flow_run.get_name() or "")}
+    ui_url = flow_run.get_flow_run_ui_url()
+    if ui_url:
+        tags["prefect.flow_run_url"] = ui_url
+    return tags

@@ -1,0 +1,159 @@
+"""Train: one DPO LoRA adapter per role with TRL's DPOTrainer on the base model; checkpoints, resume, MLflow."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel
+
+from roleforge.tasks.errors import retry_transient
+from roleforge.tasks.label import PreferenceDataset, load_split
+from roleforge.tasks.settings import load_settings
+
+LOGGED_METRICS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen",
+                  "logps/rejected", "grad_norm", "learning_rate")
+
+
+class Candidate(BaseModel):
+    """A freshly trained adapter, not yet judged."""
+
+    role: str
+    adapter_path: str
+    mlflow_run_id: str
+    snapshot_hash: str
+    dataset_path: str
+    train_pairs: int
+    steps: int
+    resumed_from_step: int | None
+    train_seconds: float
+    train_metrics: dict[str, float]
+
+
+def conversation_records(pairs: list[dict[str, Any]], system_prompt: str) -> list[dict[str, Any]]:
+    """Pairs in TRL's conversational preference format, with the role's system prompt."""
+    return [{
+        "prompt": [{"role": "system", "content": system_prompt}, {"role": "user", "content": pair["prompt"]}],
+        "chosen": [{"role": "assistant", "content": pair["chosen"]}],
+        "rejected": [{"role": "assistant", "content": pair["rejected"]}],
+    } for pair in pairs]
+
+
+def recipe_fingerprint(recipe: dict[str, Any], base_model: Path) -> str:
+    return hashlib.sha256(json.dumps([recipe, str(base_model)], sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def mlflow_logging_callback(client: Any, run_id: str) -> Any:
+    from transformers import TrainerCallback
+
+    class MlflowStepMetrics(TrainerCallback):
+        """Log the trainer's per-step metrics into the role's MLflow run."""
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **_: Any) -> None:
+            from mlflow.entities import Metric
+
+            now = int(time.time() * 1000)
+            metrics = [Metric(key=k.replace("/", "_"), value=float(v), timestamp=now, step=state.global_step)
+                       for k, v in (logs or {}).items() if k in LOGGED_METRICS]
+            if metrics:
+                client.log_batch(run_id, metrics=metrics)
+
+    return MlflowStepMetrics()
+
+
+def resume_point(output_dir: Path) -> tuple[str | None, int | None]:
+    """The newest complete checkpoint and its step. The trainer writes trainer_state.json last, so a checkpoint
+    without it (or with it unreadable) was cut off mid-write and is passed over."""
+    checkpoints = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[1]) if p.name.rsplit("-", 1)[1].isdigit() else -1,
+                         reverse=True) if output_dir.is_dir() else []
+    for checkpoint in checkpoints:
+        try:
+            step = json.loads((checkpoint / "trainer_state.json").read_text())["global_step"]
+        except (OSError, ValueError, KeyError):
+            continue
+        if (checkpoint / "adapter_model.safetensors").exists():
+            return str(checkpoint), int(step)
+    return None, None
+
+
+def _open_run(client: Any, experiment: str, output_dir: Path, role: str, dataset: PreferenceDataset, tags: dict[str, str]) -> str:
+    """The MLflow run of this training: the one a resumed training started, or a new one."""
+    marker = output_dir / "mlflow_run_id"
+    if marker.exists():
+        return marker.read_text().strip()
+    run = client.create_run(experiment, run_name=f"{role}-{dataset.snapshot_hash[:8]}", tags={
+        "roleforge.role": role, "roleforge.dataset_hash": dataset.snapshot_hash, "roleforge.stage": "train", **tags})
+    output_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(run.info.run_id)
+    return run.info.run_id
+
+
+def train_adapter(dataset: PreferenceDataset, system_prompt: str, recipe: dict[str, dict[str, Any]], base_model: Path,
+                  checkpoints_dir: Path, adapters_dir: Path, client: Any, experiment: str,
+                  run_tags: dict[str, str] | None = None) -> Candidate:
+    """Train a role's DPO LoRA adapter on its snapshot; resumes from the newest checkpoint of the same training."""
+    from datasets import Dataset
+    from transformers import PrinterCallback
+    from trl import DPOTrainer
+
+    from roleforge.tasks.models import load_model, load_tokenizer
+    from roleforge.tasks.recipes import build_configs
+
+    started = time.monotonic()
+    output_dir = checkpoints_dir / dataset.role / f"{dataset.snapshot_hash}-{recipe_fingerprint(recipe, base_model)}"
+    dpo_config, lora_config = build_configs(recipe, str(output_dir))
+    pairs = sorted(load_split(dataset.path, "train"), key=lambda p: p["pair_id"])[: recipe["data"]["max_train_pairs"]]
+    run_id = _open_run(client, experiment, output_dir, dataset.role, dataset, run_tags or {})
+    checkpoint, resumed_from_step = resume_point(output_dir)
+    if checkpoint is None:
+        client.log_batch(run_id, params=_params(recipe, dataset, len(pairs)))
+    trainer = DPOTrainer(
+        model=load_model(base_model), args=dpo_config, processing_class=load_tokenizer(base_model),
+        train_dataset=Dataset.from_list(conversation_records(pairs, system_prompt)), peft_config=lora_config,
+        callbacks=[mlflow_logging_callback(client, run_id)],
+    )
+    trainer.remove_callback(PrinterCallback)  # metrics go to MLflow and the run logger, not to stdout
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    adapter_path = adapters_dir / dataset.role / run_id
+    trainer.model.save_pretrained(str(adapter_path), safe_serialization=True)
+    client.log_artifacts(run_id, str(adapter_path), artifact_path="adapter")
+    return Candidate(
+        role=dataset.role, adapter_path=str(adapter_path), mlflow_run_id=run_id, snapshot_hash=dataset.snapshot_hash,
+        dataset_path=dataset.path, train_pairs=len(pairs), steps=result.global_step, resumed_from_step=resumed_from_step,
+        train_seconds=round(time.monotonic() - started, 2),
+        train_metrics={k: float(v) for k, v in result.metrics.items() if isinstance(v, (int, float))},
+    )
+
+
+def _params(recipe: dict[str, dict[str, Any]], dataset: PreferenceDataset, train_pairs: int) -> list[Any]:
+    from mlflow.entities import Param
+
+    flat = {f"{section}.{key}": value for section, values in recipe.items() for key, value in values.items()}
+    flat.update({"dataset.snapshot_hash": dataset.snapshot_hash, "dataset.train_pairs": train_pairs})
+    return [Param(key, str(value)[:6000]) for key, value in sorted(flat.items())]
+
+
+@task(name="train-adapter", retries=2, retry_delay_seconds=[30, 120], retry_jitter_factor=0.5,
+      retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+def train_role_adapter(dataset: PreferenceDataset, profile: str) -> Candidate:
+    """Train a role's candidate adapter; a retry resumes from the newest checkpoint."""
+    from roleforge.tasks.models import ensure_base_model
+    from roleforge.tasks.recipes import role_recipe
+    from roleforge.tasks.tracking import current_flow_run, experiment_id, mlflow_client
+
+    settings = load_settings()
+    config = settings.role(dataset.role)
+    base_model = ensure_base_model(settings.resolved_base_model, is_default=settings.base_model is None)
+    client = mlflow_client(settings.resolved_tracking_uri)
+    candidate = train_adapter(
+        dataset, config.system_prompt, role_recipe(profile, config.training), base_model, settings.path("checkpoints"),
+        settings.path("adapters"), client, experiment_id(client, settings.path("mlartifacts")), current_flow_run(),
+    )
+    get_run_logger().info("role %s: %d steps in %.0f s%s", dataset.role, candidate.steps, candidate.train_seconds,
+                          f", resumed from step {candidate.resumed_from_step}" if candidate.resumed_from_step else "")
+    return candidate

@@ -1,0 +1,52 @@
+"""The self-learning flow end to end on the tiny model, under a Prefect test harness."""
+
+from roleforge.flows.params import SelfLearningRun
+from roleforge.flows.self_learning import self_learning
+from roleforge.tasks.promote import CHAMPION, alias_version
+from roleforge.tasks.settings import load_settings
+from roleforge.tasks.store import engine_for, feedback
+from roleforge.tasks.tracking import mlflow_client
+from tests.conftest import SAMPLE
+
+GATES = """
+[roles.ceo.gate]
+min_accuracy_gain = -1.0
+min_reward_accuracy = 0.0
+[roles.cfo.gate]
+min_accuracy_gain = 2.0
+[roles."tool-agent"]
+min_pairs = 100000
+"""
+
+
+def test_roles_train_promote_or_are_held_back_with_a_reason(home, prefect_harness, tmp_path):
+    (tmp_path / "roleforge.toml").write_text((tmp_path / "roleforge.toml").read_text() + GATES)
+    settings = load_settings()
+    outcomes = self_learning(SelfLearningRun(feedback=[str(SAMPLE / "ceo.jsonl"), str(SAMPLE / "cfo.jsonl"),
+                                                       str(SAMPLE / "tool-agent.jsonl")], profile="quick"))
+    assert set(outcomes) == {"ceo", "cfo", "coo", "tool-agent"}
+    ceo, cfo, coo, tool = (outcomes[r] for r in ("ceo", "cfo", "coo", "tool-agent"))
+    assert ceo.trained and ceo.promoted and ceo.champion_version == ceo.version and ceo.opponent == "base"
+    assert cfo.trained and not cfo.promoted and cfo.champion_version is None and "below" in cfo.reason
+    assert not coo.trained and "contract failed" in coo.reason  # no coo feedback at all: an empty batch fails
+    assert not tool.trained and "too few pairs" in tool.reason and tool.pairs > 100
+    assert ceo.by_source["human_ab"] > 0 and ceo.by_source["rating"] > 0
+
+    client = mlflow_client(settings.resolved_tracking_uri)
+    assert alias_version(client, "roleforge-ceo", CHAMPION).version == int(ceo.version)
+    assert alias_version(client, "roleforge-cfo", CHAMPION) is None
+    run = client.get_run(ceo.mlflow_run_id)
+    assert run.data.tags["prefect.flow_run_id"] and "eval_candidate_preference_accuracy" in run.data.metrics
+
+    again = self_learning(SelfLearningRun(roles=["ceo"], profile="quick"))
+    assert again["ceo"].opponent == "champion" and again["ceo"].snapshot_hash == ceo.snapshot_hash
+
+
+def test_a_contract_failure_holds_only_that_role_back(home, prefect_harness):
+    settings = load_settings()
+    with engine_for(settings.resolved_store_url).begin() as connection:
+        connection.execute(feedback.insert(), [{
+            "content_hash": "x", "agent_role": "coo", "kind": "rating", "prompt": "p", "response": "r", "rating": 9,
+            "source": "manual", "source_line": 1}])
+    outcomes = self_learning(SelfLearningRun(roles=["coo"], profile="quick"))
+    assert not outcomes["coo"].trained and "expect_column_values_to_be_between(rating)" in outcomes["coo"].reason

@@ -1,0 +1,29 @@
+"""PII never reaches the store: emails, phones, Luhn-valid cards and valid IBANs are replaced; look-alikes stay."""
+
+import pytest
+
+from roleforge.tasks.pii import luhn_valid, scrub
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("mail jane.doe+x@example.co.uk now", "mail [EMAIL] now"),
+    ("call +1 415 555 0199 today", "call [PHONE] today"),
+    ("call (030) 1234-5678", "call [PHONE]"),
+    ("card 4111 1111 1111 1111 on file", "card [CARD] on file"),
+    ("card 4111-1111-1111-1111", "card [CARD]"),
+    ("iban DE89 3704 0044 0532 0130 00 ok", "iban [IBAN] ok"),
+])
+def test_pii_is_replaced(text, expected):
+    assert scrub(text) == expected
+
+
+@pytest.mark.parametrize("text", [
+    "Revenue grew 12% to $4.8M in 2026.", "Meet on 2026-12-01 at 10:30.", "What is 417 * 23?",
+    "card-like 4111 1111 1111 1112 fails Luhn", "Order 12345 shipped", "DE00 1234 5678 9012 3456 78 is not valid",
+])
+def test_ordinary_text_is_untouched(text):
+    assert scrub(text) == text
+
+
+def test_luhn():
+    assert luhn_valid("4111111111111111") and not luhn_valid("4111111111111112")
