@@ -93,7 +93,9 @@ def load_model(directory: Path, dtype: str = "float32") -> PreTrainedModel:
     """A fresh copy of the base model from safetensors only (no pickle, no remote code)."""
     import torch
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as transformers_logging
 
+    transformers_logging.disable_progress_bar()  # a sub-second load needs no bar
     return AutoModelForCausalLM.from_pretrained(
         str(directory), dtype=getattr(torch, dtype), use_safetensors=True, trust_remote_code=False)
 

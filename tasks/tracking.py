@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,12 @@ def mlflow_client(tracking_uri: str) -> Any:
     import mlflow
     from mlflow.tracking import MlflowClient
 
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # schema migrations of a new database are not news
+
+    from roleforge.tasks.store import ensure_sqlite_parent
+
+    if tracking_uri.startswith("sqlite:"):
+        ensure_sqlite_parent(tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 

@@ -1,0 +1,57 @@
+"""The command-line contract: --json puts one JSON object on the last stdout line; user mistakes are one line."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SAMPLE
+
+
+def roleforge(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "roleforge.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=900)
+
+
+def last_json(result: subprocess.CompletedProcess) -> dict:
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_ingest_json_and_reingest(home):
+    first = roleforge("ingest", str(SAMPLE), "--json")
+    assert first.returncode == 0, first.stderr
+    report = last_json(first)
+    assert report["ingested"] == 1331 and report["quarantined"] == 8 and Path(report["quarantine_path"]).exists()
+    again = last_json(roleforge("ingest", str(SAMPLE), "--json"))
+    assert (again["ingested"], again["duplicates"]) == (0, 1331)
+
+
+def test_status_json_before_and_after_ingest(home):
+    before = last_json(roleforge("status", "--json"))
+    assert before["ceo"] == {"feedback": 0, "pairs": 0, "snapshot": None, "champion_version": None, "champion_metrics": {}}
+    roleforge("ingest", str(SAMPLE / "ceo.jsonl"))
+    assert last_json(roleforge("status", "--json"))["ceo"]["feedback"] == 330
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["ingest", "/no/such/file.jsonl"], "no such feedback file"),
+    (["run", "--roles", "cmo"], "unknown role 'cmo'"),
+    (["run", "--profile", "fast"], "invalid choice"),
+    (["rollback", "--role", "ceo"], "no previous champion"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_user_mistakes_are_one_line_errors(home, args, message):
+    result = roleforge(*args)
+    assert result.returncode == 2
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_run_json_contract_on_the_tiny_model(home):
+    result = roleforge("run", str(SAMPLE / "tool-agent.jsonl"), "--roles", "tool-agent", "--profile", "quick", "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    outcome = last_json(result)["tool-agent"]
+    assert outcome["trained"] and outcome["pairs"] > 100 and {"promoted", "reason", "preference_accuracy"} <= set(outcome)
