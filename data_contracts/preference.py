@@ -10,10 +10,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from roleforge.data_contracts.feedback import MAX_TEXT_CHARS
 
-Source = Literal["human_ab", "rating"]
+Source = Literal["human_ab", "rating", "teacher", "heuristic", "generated"]
+HUMAN_SOURCES: tuple[Source, ...] = ("human_ab", "rating")
 Split = Literal["train", "held_out"]
 # When two sources disagree on the same pair, the one earlier in this list wins.
-SOURCE_PRIORITY: tuple[Source, ...] = ("human_ab", "rating")
+SOURCE_PRIORITY: tuple[Source, ...] = ("human_ab", "rating", "teacher", "heuristic", "generated")
 
 
 class PreferencePair(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -79,6 +80,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_label(args: argparse.Namespace) -> int:
+    settings = _settings()
+    roles = _roles(settings, args.roles) or list(settings.roles)
+    from roleforge.tasks.label import label_stored, labeling_row
+    from roleforge.tasks.report import render_table
+
+    results = {}
+    for role in roles:
+        dataset, pair_contract = label_stored(role, settings)
+        results[role] = {**labeling_row(dataset), "pair_contract": pair_contract.failure_summary or "passed"}
+    _console().print(render_table("roleforge label", list(results.values())))
+    emit(results, args.json)
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     settings = _settings()
     from roleforge.tasks.status import role_status
@@ -130,6 +146,11 @@ def build_parser() -> Parser:
     run.add_argument("--json", action="store_true", help="print per-role outcomes as JSON on the last line")
     run.set_defaults(handler=cmd_run)
 
+    label = commands.add_parser("label", help="label what the store holds into preference pairs, per role")
+    label.add_argument("--roles", help="comma-separated roles (default: all configured)")
+    label.add_argument("--json", action="store_true", help="print per-role counts as JSON on the last line")
+    label.set_defaults(handler=cmd_label)
+
     status = commands.add_parser("status", help="per-role feedback, pairs and champion")
     status.add_argument("--json", action="store_true")
     status.set_defaults(handler=cmd_status)
@@ -146,6 +167,8 @@ def build_parser() -> Parser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # SIGTERM (a scheduler, a spot eviction) unwinds like Ctrl-C, so the local Prefect server we started stops too.
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     from roleforge.tasks.errors import RoleforgeError
 
     try:

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
 from collections import defaultdict
 from collections.abc import Iterable
-from itertools import combinations
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
-from roleforge.data_contracts.preference import SOURCE_PRIORITY, PreferencePair, Split
-from roleforge.tasks.errors import retry_transient
-from roleforge.tasks.settings import load_settings
-from roleforge.tasks.validate import ContractResult
+from roleforge.data_contracts.preference import HUMAN_SOURCES, SOURCE_PRIORITY, PreferencePair, Split
+from roleforge.tasks.labelers import LabelResult, Labeler
+from roleforge.tasks.labelers.generator import RejectedResponseGenerator
+from roleforge.tasks.labelers.heuristics import HeuristicLabeler
+from roleforge.tasks.labelers.human import HumanChoiceLabeler, RatingGapLabeler
+from roleforge.tasks.labelers.judge import HttpJudge, Judge, JudgeLabeler, LocalJudge
+from roleforge.tasks.errors import RoleforgeError, retry_transient
+from roleforge.tasks.settings import LabelingConfig, Settings, TeacherConfig, load_settings
+from roleforge.tasks.validate import ContractResult, validate_pairs
 
 
 class PreferenceDataset(BaseModel):
@@ -30,49 +37,14 @@ class PreferenceDataset(BaseModel):
     held_out_pairs: int
     by_source: dict[str, int]
     conflicts: int
+    abstained: int = 0
+    skipped: dict[str, int] = {}
+    capped: dict[str, int] = {}
     skip_reason: str | None = None
 
     @property
     def ready(self) -> bool:
         return self.skip_reason is None
-
-
-def human_choice_pairs(rows: Iterable[dict[str, Any]]) -> list[PreferencePair]:
-    """A/B rows: the response the user preferred is chosen."""
-    pairs = []
-    for row in rows:
-        if row["kind"] != "ab":
-            continue
-        chosen, rejected = (row["response_a"], row["response_b"]) if row["preference"] == "a" else (row["response_b"], row["response_a"])
-        pairs.append(PreferencePair(
-            role=row["agent_role"], prompt=row["prompt"], chosen=chosen, rejected=rejected, source="human_ab",
-            labeler="human_choice", confidence=row["confidence"] if row["confidence"] is not None else 1.0,
-            feedback_ids=(row["id"],), rater=row["rater"],
-        ))
-    return pairs
-
-
-def rating_pairs(rows: Iterable[dict[str, Any]], min_gap: int) -> list[PreferencePair]:
-    """Rated responses to the same prompt: the higher-rated one is chosen when the mean ratings differ by min_gap."""
-    ratings: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
-    for row in rows:
-        if row["kind"] == "rating":
-            ratings[(row["agent_role"], row["prompt"])][row["response"]].append(row)
-    pairs = []
-    for (role, prompt), by_response in ratings.items():
-        means = {response: sum(r["rating"] for r in rated) / len(rated) for response, rated in by_response.items()}
-        for first, second in combinations(sorted(means), 2):
-            gap = means[first] - means[second]
-            if abs(gap) < min_gap:
-                continue
-            chosen, rejected = (first, second) if gap > 0 else (second, first)
-            raters = {r["rater"] for r in by_response[first] + by_response[second]}
-            pairs.append(PreferencePair(
-                role=role, prompt=prompt, chosen=chosen, rejected=rejected, source="rating", labeler="rating_gap",
-                confidence=min(1.0, abs(gap) / 4), rater=raters.pop() if len(raters) == 1 else None,
-                feedback_ids=tuple(sorted(r["id"] for r in by_response[first] + by_response[second])),
-            ))
-    return pairs
 
 
 def resolve_pairs(pairs: Iterable[PreferencePair]) -> tuple[list[PreferencePair], int]:
@@ -131,35 +103,148 @@ def load_split(dataset_path: str | Path, split: Split) -> list[dict[str, Any]]:
     return pd.read_parquet(Path(dataset_path) / f"{split}.parquet").to_dict("records")
 
 
-def build_dataset(rows: list[dict[str, Any]], role: str, min_gap: int, held_out_fraction: float, min_pairs: int,
-                  datasets_dir: Path) -> PreferenceDataset:
-    """Label a role's feedback, resolve duplicates and conflicts, and snapshot the result."""
-    pairs, conflicts = resolve_pairs([*human_choice_pairs(rows), *rating_pairs(rows, min_gap)])
+def labelers_for(config: LabelingConfig, judge: Judge | None, system_prompt: str, teacher: TeacherConfig) -> list[Labeler]:
+    """The labelers a role's configuration asks for, human ones first."""
+    labelers: list[Labeler] = [HumanChoiceLabeler(), RatingGapLabeler(config.min_rating_gap)]
+    if config.heuristics:
+        labelers.append(HeuristicLabeler(list(config.heuristics), {"min_detail_chars": config.min_detail_chars}, config.min_rating_gap))
+    if config.generate_rejected:
+        labelers.append(RejectedResponseGenerator())
+    if config.teacher and judge is not None and teacher.max_comparisons > 0:
+        labelers.append(JudgeLabeler(judge, system_prompt, config.min_rating_gap, teacher.max_comparisons,
+                                     teacher.abstain_margin, teacher.batch_size * 2))
+    return labelers
+
+
+def cap_automated(pairs: list[PreferencePair], max_share: dict[str, float]) -> tuple[list[PreferencePair], dict[str, int]]:
+    """Keep every human pair; keep at most max_share of the final set per automated source, most confident first."""
+    human = [p for p in pairs if p.source in HUMAN_SOURCES]
+    automated: dict[str, list[PreferencePair]] = defaultdict(list)
+    for pair in pairs:
+        if pair.source not in HUMAN_SOURCES:
+            automated[pair.source].append(pair)
+    shares = {source: max_share.get(source, 0.0) for source in automated}
+    limits = {source: len(candidates) for source, candidates in automated.items()}
+    if sum(shares.values()) < 1.0:
+        # Largest N with n_s = min(available_s, share_s * N) and N = humans + sum(n_s): shrink N from its bound.
+        total = len(human) / (1.0 - sum(shares.values()))
+        for _ in range(100):
+            limits = {s: min(len(c), int(shares[s] * total)) for s, c in automated.items()}
+            if len(human) + sum(limits.values()) >= total - 1e-9:
+                break
+            total = len(human) + sum(limits.values())
+    kept, dropped = list(human), {}
+    for source, candidates in automated.items():
+        limit = limits[source]
+        ranked = sorted(candidates, key=lambda p: (-p.confidence, p.pair_id))
+        kept.extend(ranked[:limit])
+        if len(ranked) > limit:
+            dropped[source] = len(ranked) - limit
+    return sorted(kept, key=lambda p: p.pair_id), dropped
+
+
+def label_rows(rows: list[dict[str, Any]], labelers: list[Labeler], max_share: dict[str, float]) -> LabelingOutcome:
+    """Run every labeler, settle duplicates and conflicts, then cap the automated sources."""
+    combined = LabelResult()
+    by_labeler: dict[str, int] = {}
+    for labeler in labelers:
+        result = labeler.label(rows)
+        by_labeler[labeler.name] = len(result.pairs)
+        combined.extend(result)
+    resolved, conflicts = resolve_pairs(combined.pairs)
+    kept, dropped = cap_automated(resolved, max_share)
+    return LabelingOutcome(pairs=kept, conflicts=conflicts, abstained=combined.abstained, skipped=dict(combined.skipped),
+                           capped=dropped, by_labeler=by_labeler)
+
+
+@dataclass
+class LabelingOutcome:
+    pairs: list[PreferencePair]
+    conflicts: int
+    abstained: int
+    skipped: dict[str, int]
+    capped: dict[str, int]
+    by_labeler: dict[str, int]
+
+
+def snapshot_dataset(outcome: LabelingOutcome, role: str, held_out_fraction: float, min_pairs: int,
+                     datasets_dir: Path) -> PreferenceDataset:
+    """Freeze labeled pairs as the role's content-hashed snapshot, with the counts that explain it."""
+    pairs = outcome.pairs
     digest, directory = write_snapshot(pairs, role, held_out_fraction, datasets_dir)
-    splits = [split_of(role, p.prompt, held_out_fraction) for p in pairs]
+    train = sum(split_of(role, p.prompt, held_out_fraction) == "train" for p in pairs)
     by_source: dict[str, int] = defaultdict(int)
     for pair in pairs:
         by_source[pair.source] += 1
-    train = splits.count("train")
     return PreferenceDataset(
         role=role, snapshot_hash=digest, path=str(directory), train_pairs=train, held_out_pairs=len(pairs) - train,
-        by_source=dict(by_source), conflicts=conflicts,
+        by_source=dict(by_source), conflicts=outcome.conflicts, abstained=outcome.abstained, skipped=outcome.skipped,
+        capped=outcome.capped,
         skip_reason=None if train >= min_pairs and len(pairs) > train else
         f"too few pairs: {train} train / {len(pairs) - train} held-out (needs {min_pairs} train and 1 held-out)",
     )
 
 
-@task(name="label-preferences", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_transient)
-def label_role(role: str, contract: ContractResult) -> PreferenceDataset:
-    """Label a role's stored feedback into a snapshot; a role whose contract failed is held back with the reason."""
+def build_dataset(rows: list[dict[str, Any]], role: str, config: LabelingConfig, held_out_fraction: float, min_pairs: int,
+                  datasets_dir: Path, labelers: list[Labeler] | None = None) -> PreferenceDataset:
+    """Label a role's feedback with its labelers (human ones by default) and snapshot the result."""
+    labelers = labelers if labelers is not None else [HumanChoiceLabeler(), RatingGapLabeler(config.min_rating_gap)]
+    return snapshot_dataset(label_rows(rows, labelers, config.max_source_share), role, held_out_fraction, min_pairs, datasets_dir)
+
+
+def teacher_judge(teacher: TeacherConfig, base_model: Path) -> Judge | None:
+    """The configured teacher judge; a local one is loaded once per process."""
+    if teacher.kind == "http":
+        if not teacher.url:
+            raise RoleforgeError("teacher.kind is http but teacher.url is not set (ROLEFORGE_TEACHER__URL)")
+        return HttpJudge(url=teacher.url, model=teacher.model_name, timeout_s=teacher.timeout_s, retries=teacher.retries,
+                         api_key=teacher.api_key.get_secret_value() if teacher.api_key else None)
+    if teacher.kind == "local":
+        return _local_judge(teacher.model or base_model, teacher.batch_size)
+    return None
+
+
+@functools.cache
+def _local_judge(model_dir: Path, batch_size: int) -> LocalJudge:
+    from roleforge.tasks.models import load_model, load_tokenizer
+
+    return LocalJudge(load_model(model_dir).eval(), load_tokenizer(model_dir), batch_size)
+
+
+def label_stored(role: str, settings: Settings) -> tuple[PreferenceDataset, ContractResult]:
+    """Label what the store holds for a role with the labelers its configuration names, and check the pairs."""
+    from roleforge.tasks.models import ensure_base_model
     from roleforge.tasks.store import engine_for, feedback_for_role
 
-    settings = load_settings()
     config = settings.role(role)
+    judge = None
+    if config.labeling.teacher and settings.teacher.kind != "none":
+        base_model = ensure_base_model(settings.resolved_base_model, is_default=settings.base_model is None)
+        judge = teacher_judge(settings.teacher, base_model)
     rows = feedback_for_role(engine_for(settings.resolved_store_url), role)
-    dataset = build_dataset(rows, role, config.min_rating_gap, config.held_out_fraction, config.min_pairs, settings.path("datasets"))
+    outcome = label_rows(rows, labelers_for(config.labeling, judge, config.system_prompt, settings.teacher),
+                         config.labeling.max_source_share)
+    pair_contract = validate_pairs(role, outcome.pairs, config.labeling.max_rater_share)
+    dataset = snapshot_dataset(outcome, role, config.held_out_fraction, config.min_pairs, settings.path("datasets"))
+    return dataset, pair_contract
+
+
+@task(name="label-preferences", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+def label_role(role: str, contract: ContractResult) -> PreferenceDataset:
+    """Label a role's stored feedback into a snapshot; a role whose feedback or pair contract failed is held back."""
+    from prefect.artifacts import create_table_artifact
+
+    dataset, pair_contract = label_stored(role, load_settings())
+    create_table_artifact(key=f"labels-{role}", table=[labeling_row(dataset)],
+                          description=f"Preference pairs of role {role} by source, with abstentions and conflicts")
     get_run_logger().info("role %s: %d train / %d held-out pairs %s, snapshot %s", role, dataset.train_pairs,
                           dataset.held_out_pairs, dataset.by_source, dataset.snapshot_hash)
-    if not contract.success:
-        return dataset.model_copy(update={"skip_reason": contract.failure_summary})
-    return dataset
+    reasons = [r.failure_summary for r in (contract, pair_contract) if not r.success]
+    return dataset.model_copy(update={"skip_reason": "; ".join(reasons)}) if reasons else dataset
+
+
+def labeling_row(dataset: PreferenceDataset) -> dict[str, Any]:
+    """A role's labeling counts, flat, for tables and JSON."""
+    return {"role": dataset.role, "pairs": dataset.train_pairs + dataset.held_out_pairs, "by_source": dataset.by_source,
+            "abstained": dataset.abstained, "conflicts": dataset.conflicts, "skipped": dataset.skipped,
+            "capped": dataset.capped, "snapshot": dataset.snapshot_hash}

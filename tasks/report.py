@@ -17,6 +17,7 @@ class RoleOutcome(BaseModel):
     held_out_pairs: int = 0
     by_source: dict[str, int] = {}
     conflicts: int = 0
+    abstained: int = 0
     trained: bool = False
     promoted: bool = False
     reason: str = ""
@@ -61,7 +62,7 @@ class RoleOutcome(BaseModel):
 def _dataset_fields(dataset: Any) -> dict[str, Any]:
     return {"pairs": dataset.train_pairs + dataset.held_out_pairs, "train_pairs": dataset.train_pairs,
             "held_out_pairs": dataset.held_out_pairs, "by_source": dataset.by_source, "conflicts": dataset.conflicts,
-            "snapshot_hash": dataset.snapshot_hash}
+            "abstained": dataset.abstained, "snapshot_hash": dataset.snapshot_hash}
 
 
 def outcome_rows(outcomes: dict[str, RoleOutcome]) -> list[dict[str, Any]]:

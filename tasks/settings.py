@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from roleforge.tasks.errors import RoleforgeError
@@ -31,6 +31,37 @@ class GateConfig(BaseModel):
     )
 
 
+class LabelingConfig(BaseModel):
+    """How a role's feedback becomes preference pairs."""
+
+    min_rating_gap: int = Field(default=2, ge=1, le=4, description="Smallest mean-rating difference that makes a pair.")
+    heuristics: list[Literal["refusal", "detail", "tool_format"]] = Field(
+        default_factory=lambda: ["refusal", "detail"], description="Heuristic rules, tried in order.")
+    min_detail_chars: int = Field(default=40, ge=1, description="detail rule: answers shorter than this are terse.")
+    teacher: bool = Field(default=True, description="Ask the configured teacher judge about pairs humans left undecided.")
+    generate_rejected: bool = Field(default=False, description="Derive rejected answers from good tool calls.")
+    max_source_share: dict[str, float] = Field(
+        default_factory=lambda: {"heuristic": 0.1, "teacher": 0.1, "generated": 0.2},
+        description="Most an automated source may make up of the role's pairs (human sources are never capped).")
+    max_rater_share: float = Field(default=0.5, gt=0.0, le=1.0, description="Flood guard: most pairs one rater may give.")
+
+
+class TeacherConfig(BaseModel):
+    """The judge that ranks response pairs humans left undecided."""
+
+    kind: Literal["none", "local", "http"] = Field(
+        default="none", description="none; local: a causal LM on this machine (the base model by default); http: an OpenAI-compatible endpoint.")
+    model: Path | None = Field(default=None, description="local: model directory (default: the base model).")
+    url: str | None = Field(default=None, description="http: base URL, e.g. https://host/v1")
+    model_name: str = Field(default="gpt-4o-mini", description="http: the model to ask.")
+    api_key: SecretStr | None = Field(default=None, description="http: bearer key (ROLEFORGE_TEACHER__API_KEY); never logged.")
+    batch_size: int = Field(default=8, ge=1)
+    max_comparisons: int = Field(default=24, ge=0, description="Most pairs judged per role and run.")
+    abstain_margin: float = Field(default=0.1, ge=0.0, lt=0.5, description="No pair when P(first better) is this close to 0.5.")
+    timeout_s: float = Field(default=30.0, gt=0)
+    retries: int = Field(default=3, ge=0)
+
+
 class RoleConfig(BaseModel):
     """A role that an agent plays, with its own data rules, training recipe overrides and promotion gate."""
 
@@ -38,7 +69,7 @@ class RoleConfig(BaseModel):
     system_prompt: str
     min_pairs: int = Field(default=16, ge=1, description="Fewest training pairs a role needs before it trains.")
     held_out_fraction: float = Field(default=0.2, gt=0.0, lt=1.0, description="Share of prompts kept for evaluation.")
-    min_rating_gap: int = Field(default=2, ge=1, le=4, description="Smallest rating difference that makes a pair.")
+    labeling: LabelingConfig = Field(default_factory=LabelingConfig)
     training: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Overrides of the profile's recipe: {'dpo': {...}, 'lora': {...}, 'data': {...}}."
     )
@@ -61,6 +92,8 @@ DEFAULT_ROLES: dict[str, RoleConfig] = {
     "tool-agent": RoleConfig(
         description="An agent that answers with a Thought line and a JSON tool call.",
         system_prompt=TOOL_AGENT_SYSTEM_PROMPT,
+        labeling=LabelingConfig(heuristics=["tool_format", "refusal", "detail"], generate_rejected=True,
+                                max_source_share={"heuristic": 0.1, "teacher": 0.1, "generated": 0.5}),
     ),
 }
 
@@ -76,6 +109,7 @@ class Settings(BaseSettings):
     base_model: Path | None = Field(default=None, description="Directory of the base model (safetensors); the converted default if unset.")
     profile: Literal["quick", "default"] = Field(default="default", description="Training recipe profile.")
     roles: dict[str, RoleConfig] = Field(default_factory=lambda: dict(DEFAULT_ROLES))
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     registry_prefix: str = Field(default="roleforge", description="Registered model name = '<prefix>-<role>'.")
 
     @field_validator("roles", mode="before")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -47,19 +48,13 @@ def _quiet_context() -> Any:
     return context
 
 
-def validate_feedback(role: str, rows: list[dict[str, Any]]) -> ContractResult:
-    """Check one role's stored feedback against the feedback suite."""
-    import pandas as pd
-
-    from roleforge.data_contracts.suites import feedback_suite
-    from roleforge.tasks.store import FEEDBACK_COLUMNS
-
+def run_suite(role: str, frame: Any, make_suite: Callable[[], Any]) -> ContractResult:
+    """Validate a DataFrame against a Great Expectations suite built in a fresh ephemeral context."""
     context = _quiet_context()
-    frame = pd.DataFrame(rows, columns=FEEDBACK_COLUMNS).drop(columns=["metadata"])
-    batch_definition = (context.data_sources.add_pandas("feedback").add_dataframe_asset(role)
+    suite = make_suite()
+    batch_definition = (context.data_sources.add_pandas("roleforge").add_dataframe_asset(suite.name)
                         .add_batch_definition_whole_dataframe("all"))
-    suite = context.suites.add(feedback_suite(role))
-    validation = batch_definition.get_batch(batch_parameters={"dataframe": frame}).validate(suite)
+    validation = batch_definition.get_batch(batch_parameters={"dataframe": frame}).validate(context.suites.add(suite))
     outcomes = [
         ExpectationOutcome(
             expectation=result.expectation_config.type,
@@ -71,6 +66,31 @@ def validate_feedback(role: str, rows: list[dict[str, Any]]) -> ContractResult:
         for result in validation.results
     ]
     return ContractResult(role=role, rows=len(frame), success=bool(validation.success), expectations=outcomes)
+
+
+def validate_feedback(role: str, rows: list[dict[str, Any]]) -> ContractResult:
+    """Check one role's stored feedback against the feedback suite."""
+    import pandas as pd
+
+    from roleforge.data_contracts.suites import feedback_suite
+    from roleforge.tasks.store import FEEDBACK_COLUMNS
+
+    frame = pd.DataFrame(rows, columns=FEEDBACK_COLUMNS).drop(columns=["metadata"])
+    return run_suite(role, frame, lambda: feedback_suite(role))
+
+
+def validate_pairs(role: str, pairs: list[Any], max_rater_share: float) -> ContractResult:
+    """Check a role's labeled pairs against the preference suite, flood guard included."""
+    import pandas as pd
+
+    from roleforge.data_contracts.suites import preference_suite
+
+    frame = pd.DataFrame([{**pair.model_dump(exclude={"feedback_ids"}), "pair_id": pair.pair_id} for pair in pairs],
+                         columns=["role", "prompt", "chosen", "rejected", "source", "labeler", "confidence", "rater", "pair_id"])
+    frame["distinct"] = frame["chosen"] != frame["rejected"]
+    counts = frame["rater"].value_counts()
+    frame["rater_share"] = frame["rater"].map(counts / max(len(frame), 1)).astype(float)
+    return run_suite(role, frame, lambda: preference_suite(role, max_rater_share))
 
 
 @task(name="check-contract", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_transient)

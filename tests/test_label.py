@@ -1,6 +1,18 @@
 """Labeling: human choices and rating gaps become pairs with provenance; conflicts and splits follow fixed rules."""
 
-from roleforge.tasks.label import build_dataset, human_choice_pairs, load_split, rating_pairs, resolve_pairs, split_of
+from roleforge.tasks.label import build_dataset, load_split, resolve_pairs, split_of
+from roleforge.tasks.labelers.human import HumanChoiceLabeler, RatingGapLabeler
+from roleforge.tasks.settings import LabelingConfig
+
+CONFIG = LabelingConfig()
+
+
+def human_choice_pairs(rows):
+    return HumanChoiceLabeler().label(rows).pairs
+
+
+def rating_pairs(rows, min_gap):
+    return RatingGapLabeler(min_gap).label(rows).pairs
 
 
 def ab(id_, prompt, a, b, pref, confidence=None):
@@ -38,8 +50,8 @@ def test_equal_evidence_both_ways_is_dropped():
 
 def test_split_is_stable_as_data_grows(tmp_path):
     rows = [ab(i, f"prompt {i}", f"good {i}", f"bad {i}", "a") for i in range(200)]
-    first = build_dataset(rows[:100], "ceo", 2, 0.2, 1, tmp_path)
-    second = build_dataset(rows, "ceo", 2, 0.2, 1, tmp_path)
+    first = build_dataset(rows[:100], "ceo", CONFIG, 0.2, 1, tmp_path)
+    second = build_dataset(rows, "ceo", CONFIG, 0.2, 1, tmp_path)
     held_first = {p["prompt"] for p in load_split(first.path, "held_out")}
     held_second = {p["prompt"] for p in load_split(second.path, "held_out")}
     assert held_first <= held_second and first.snapshot_hash != second.snapshot_hash
@@ -49,9 +61,9 @@ def test_split_is_stable_as_data_grows(tmp_path):
 
 def test_snapshot_is_content_addressed(tmp_path):
     rows = [ab(i, f"prompt {i}", f"good {i}", f"bad {i}", "a") for i in range(30)]
-    assert build_dataset(rows, "ceo", 2, 0.2, 1, tmp_path).snapshot_hash == build_dataset(rows[::-1], "ceo", 2, 0.2, 1, tmp_path).snapshot_hash
+    assert build_dataset(rows, "ceo", CONFIG, 0.2, 1, tmp_path).snapshot_hash == build_dataset(rows[::-1], "ceo", CONFIG, 0.2, 1, tmp_path).snapshot_hash
 
 
 def test_too_few_pairs_holds_the_role_back(tmp_path):
-    dataset = build_dataset([ab(1, "p", "x", "y", "a")], "ceo", 2, 0.2, 16, tmp_path)
+    dataset = build_dataset([ab(1, "p", "x", "y", "a")], "ceo", CONFIG, 0.2, 16, tmp_path)
     assert not dataset.ready and "too few pairs" in dataset.skip_reason

@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 from roleforge.tasks.errors import RoleforgeError
 from roleforge.tasks.label import build_dataset
 from roleforge.tasks.recipes import build_configs, role_recipe
-from roleforge.tasks.settings import load_settings
+from roleforge.tasks.settings import LabelingConfig, load_settings
 from roleforge.tasks.tracking import experiment_id, mlflow_client
 from roleforge.tasks.train import train_adapter
 
@@ -20,7 +20,7 @@ def dataset(tmp_path: Path):
     rows = [{"id": i, "agent_role": "tool-agent", "kind": "ab", "prompt": f"What is {i} times 7?", "rater": None,
              "response_a": f'Thought: use the calculator.\nAction:\n```json\n{{"tool": "calculator", "args": {{"expression": "{i} * 7"}}}}\n```',
              "response_b": "I cannot help with that.", "preference": "a", "confidence": None} for i in range(40)]
-    return build_dataset(rows, "tool-agent", 2, 0.2, 4, tmp_path / "datasets")
+    return build_dataset(rows, "tool-agent", LabelingConfig(), 0.2, 4, tmp_path / "datasets")
 
 
 def train(home: Path, tiny_model_dir: Path, overrides=RECIPE_OVERRIDES):

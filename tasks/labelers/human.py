@@ -1,0 +1,55 @@
+"""Human labels: an A/B choice, and two rated responses to the same prompt far enough apart."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import combinations
+from typing import Any
+
+from roleforge.data_contracts.preference import PreferencePair
+from roleforge.tasks.labelers import LabelResult, mean_ratings
+
+
+@dataclass
+class HumanChoiceLabeler:
+    """A/B rows: the response the user preferred is chosen, with the user's confidence (1.0 when not given)."""
+
+    name: str = "human_choice"
+
+    def label(self, rows: list[dict[str, Any]]) -> LabelResult:
+        pairs = []
+        for row in rows:
+            if row["kind"] != "ab":
+                continue
+            a_wins = row["preference"] == "a"
+            pairs.append(PreferencePair(
+                role=row["agent_role"], prompt=row["prompt"], chosen=row["response_a"] if a_wins else row["response_b"],
+                rejected=row["response_b"] if a_wins else row["response_a"], source="human_ab", labeler=self.name,
+                confidence=row["confidence"] if row["confidence"] is not None else 1.0, feedback_ids=(row["id"],),
+                rater=row["rater"]))
+        return LabelResult(pairs=pairs)
+
+
+@dataclass
+class RatingGapLabeler:
+    """Rated responses to the same prompt: the higher mean rating is chosen when the gap is at least min_gap."""
+
+    min_gap: int = 2
+    name: str = "rating_gap"
+
+    def label(self, rows: list[dict[str, Any]]) -> LabelResult:
+        pairs = []
+        for (role, prompt), by_response in mean_ratings(rows).items():
+            means = {response: sum(r["rating"] for r in rated) / len(rated) for response, rated in by_response.items()}
+            for first, second in combinations(sorted(means), 2):
+                gap = means[first] - means[second]
+                if abs(gap) < self.min_gap:
+                    continue
+                chosen, rejected = (first, second) if gap > 0 else (second, first)
+                rated = by_response[first] + by_response[second]
+                raters = {r["rater"] for r in rated}
+                pairs.append(PreferencePair(
+                    role=role, prompt=prompt, chosen=chosen, rejected=rejected, source="rating", labeler=self.name,
+                    confidence=min(1.0, abs(gap) / 4), rater=raters.pop() if len(raters) == 1 else None,
+                    feedback_ids=tuple(sorted(r["id"] for r in rated))))
+        return LabelResult(pairs=pairs)
