@@ -120,6 +120,22 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_label(args: argparse.Namespace) -> int:
+    settings = _settings()
+    from roleforge.bench import label_benchmark, write_report
+    from roleforge.tasks.models import ensure_base_model
+
+    base_model = ensure_base_model(settings.resolved_base_model, settings.base_model is None) if args.judge_pairs else None
+    report = label_benchmark(args.rows, args.judge_pairs, base_model)
+    out = Path(args.out) if args.out else settings.path("bench") / "label.json"
+    write_report(report, out)
+    if not args.json:
+        print(json.dumps(report, indent=2))
+        print(f"written to {out}")
+    emit(report, args.json)
+    return 0
+
+
 def cmd_setup_model(args: argparse.Namespace) -> int:
     settings = _settings()
     from roleforge.tasks.models import ensure_base_model
@@ -159,6 +175,15 @@ def build_parser() -> Parser:
     rollback.add_argument("--role", required=True)
     rollback.add_argument("--json", action="store_true")
     rollback.set_defaults(handler=cmd_rollback)
+
+    bench = commands.add_parser("bench", help="benchmarks that print JSON").add_subparsers(
+        dest="benchmark", required=True, parser_class=Parser)
+    bench_label = bench.add_parser("label", help="heuristic labeling throughput; local judge batched vs one at a time")
+    bench_label.add_argument("--rows", type=int, default=100_000, help="feedback rows to label (default 100000)")
+    bench_label.add_argument("--judge-pairs", type=int, default=16, help="pairs for the local-judge comparison (0: skip)")
+    bench_label.add_argument("--out", help="JSON file to write (default $ROLEFORGE_HOME/bench/label.json)")
+    bench_label.add_argument("--json", action="store_true")
+    bench_label.set_defaults(handler=cmd_bench_label)
 
     setup_model = commands.add_parser("setup-model", help="convert the default base model once (make setup runs it)")
     setup_model.set_defaults(handler=cmd_setup_model)

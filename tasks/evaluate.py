@@ -44,9 +44,11 @@ def completion_logps(model: Any, tokenizer: Any, prompts: list[str], completions
     """(sum of log-probs, token count) of each completion given its prompt; logits only for completion tokens."""
     import torch
 
+    from roleforge.tasks.models import decoder_and_head, inference_autocast
+
     results: list[tuple[float, int]] = []
     pad = tokenizer.pad_token_id
-    decoder, lm_head = _decoder_and_head(model)
+    decoder, lm_head = decoder_and_head(model)
     for start in range(0, len(prompts), batch_size):
         prompt_ids = tokenizer(prompts[start:start + batch_size], add_special_tokens=False)["input_ids"]
         completion_ids = tokenizer(completions[start:start + batch_size], add_special_tokens=False)["input_ids"]
@@ -59,7 +61,7 @@ def completion_logps(model: Any, tokenizer: Any, prompts: list[str], completions
             input_ids[row, : len(sequence)] = torch.tensor(sequence)
             attention[row, : len(sequence)] = 1
             targets[row, len(p): len(sequence)] = True
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=_cpu_bf16()):
+        with torch.no_grad(), inference_autocast():
             hidden = decoder(input_ids=input_ids, attention_mask=attention).last_hidden_state
             # Position t predicts token t+1: score only the positions whose next token is a completion token.
             predictors = targets[:, 1:]
@@ -69,17 +71,6 @@ def completion_logps(model: Any, tokenizer: Any, prompts: list[str], completions
         for chunk in torch.split(token_logps, counts):
             results.append((float(chunk.sum()), len(chunk)))
     return results
-
-
-def _decoder_and_head(model: Any) -> tuple[Any, Any]:
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return inner.base_model, inner.get_output_embeddings()
-
-
-def _cpu_bf16() -> bool:
-    from roleforge.tasks.recipes import _bf16_supported
-
-    return _bf16_supported()
 
 
 def score(chosen: list[tuple[float, int]], rejected: list[tuple[float, int]],

@@ -234,8 +234,10 @@ def label_role(role: str, contract: ContractResult) -> PreferenceDataset:
     """Label a role's stored feedback into a snapshot; a role whose feedback or pair contract failed is held back."""
     from prefect.artifacts import create_table_artifact
 
+    from roleforge.tasks.report import artifact_key
+
     dataset, pair_contract = label_stored(role, load_settings())
-    create_table_artifact(key=f"labels-{role}", table=[labeling_row(dataset)],
+    create_table_artifact(key=artifact_key("labels", role), table=[labeling_row(dataset)],
                           description=f"Preference pairs of role {role} by source, with abstentions and conflicts")
     get_run_logger().info("role %s: %d train / %d held-out pairs %s, snapshot %s", role, dataset.train_pairs,
                           dataset.held_out_pairs, dataset.by_source, dataset.snapshot_hash)

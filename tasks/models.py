@@ -103,3 +103,20 @@ def load_model(directory: Path, dtype: str = "float32") -> PreTrainedModel:
 @functools.cache
 def cached_tokenizer(directory: Path) -> Any:
     return load_tokenizer(directory)
+
+
+def decoder_and_head(model: Any) -> tuple[Any, Any]:
+    """The transformer body and the LM head of a causal LM (PEFT-wrapped or not), so callers can project only
+    the positions they score instead of computing vocabulary logits for every token."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return inner.base_model, inner.get_output_embeddings()
+
+
+def inference_autocast() -> Any:
+    """bf16 autocast where the hardware has it (AMX on CPU, any recent GPU); a no-op elsewhere."""
+    import torch
+
+    from roleforge.tasks.recipes import _bf16_supported
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.autocast(device, dtype=torch.bfloat16, enabled=_bf16_supported())

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from prefect import task
 from pydantic import BaseModel
+
+
+def artifact_key(prefix: str, role: str) -> str:
+    """A Prefect artifact key (lowercase letters, digits and dashes only) for a role's artifact."""
+    return re.sub(r"[^a-z0-9-]+", "-", f"{prefix}-{role}".lower())
 
 
 class RoleOutcome(BaseModel):

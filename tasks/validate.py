@@ -98,11 +98,12 @@ def check_contract(role: str) -> ContractResult:
     """Validate a role's stored feedback and publish the per-expectation verdict as a table artifact."""
     from prefect.artifacts import create_table_artifact
 
+    from roleforge.tasks.report import artifact_key
     from roleforge.tasks.store import engine_for, feedback_for_role
 
     result = validate_feedback(role, feedback_for_role(engine_for(load_settings().resolved_store_url), role))
     create_table_artifact(
-        key=f"contract-{role}".replace("_", "-"), table=[e.model_dump() for e in result.expectations],
+        key=artifact_key("contract", role), table=[e.model_dump() for e in result.expectations],
         description=f"Feedback contract of role {role}: {'passed' if result.success else 'FAILED'} on {result.rows} rows",
     )
     if not result.success:

@@ -51,6 +51,9 @@ class LocalJudge:
     def prefer_a(self, system_prompt: str, items: Sequence[tuple[str, str, str]]) -> list[float | str]:
         import torch
 
+        from roleforge.tasks.models import decoder_and_head, inference_autocast
+
+        decoder, lm_head = decoder_and_head(self.model)
         letters = [self.tokenizer.encode(letter, add_special_tokens=False)[0] for letter in ("A", "B")]
         texts = [self.tokenizer.apply_chat_template([{"role": "user", "content": judge_message(system_prompt, *item)}],
                                                     tokenize=False, add_generation_prompt=True) for item in items]
@@ -58,10 +61,10 @@ class LocalJudge:
         self.tokenizer.padding_side = "right"
         for start in range(0, len(texts), self.batch_size):
             batch = self.tokenizer(texts[start:start + self.batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
-            with torch.no_grad():
-                logits = self.model(**batch).logits
             last = batch["attention_mask"].sum(dim=1) - 1
-            pair_logits = logits[torch.arange(len(last)), last][:, letters].float()
+            with torch.no_grad(), inference_autocast():
+                hidden = decoder(**batch).last_hidden_state[torch.arange(len(last)), last]
+                pair_logits = lm_head(hidden)[:, letters].float()  # only the next-token logits are needed
             results.extend(torch.softmax(pair_logits, dim=-1)[:, 0].tolist())
         return results
 
