@@ -102,16 +102,16 @@ def test_local_judge_gives_probabilities(tiny_model_dir):
 
 
 class JudgeEndpoint(BaseHTTPRequestHandler):
-    """An OpenAI-compatible endpoint: prefers the answer containing "good", fails or babbles on cue."""
+    """An OpenAI-compatible endpoint: prefers the answer containing "good"; answers 503 once, or babbles, on cue."""
 
-    calls = {"n": 0}
+    attempts: dict[str, int] = {}
 
     def do_POST(self):  # noqa: N802 - the http.server API
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         message = body["messages"][0]["content"]
-        JudgeEndpoint.calls["n"] += 1
+        JudgeEndpoint.attempts[message] = JudgeEndpoint.attempts.get(message, 0) + 1
         assert self.headers["Authorization"] == "Bearer sk-test"
-        if "flaky" in message and JudgeEndpoint.calls["n"] % 2:
+        if "flaky" in message and JudgeEndpoint.attempts[message] == 1:  # every first attempt fails
             self.send_response(503)
             self.end_headers()
             return
