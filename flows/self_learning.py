@@ -13,11 +13,11 @@ from roleforge.tasks.settings import load_settings
 
 @flow(name="self-learning")
 def self_learning(run: SelfLearningRun = SelfLearningRun()) -> dict[str, RoleOutcome]:
-    if run.feedback:
-        ingest_feedback(run.feedback)
+    settings = load_settings()
+    ingest_feedback(run.feedback or [str(settings.path("inbox"))])
     outcomes = {}
-    for role in run.roles or list(load_settings().roles):
-        state = train_role(RoleRun(role=role, profile=run.profile), return_state=True)
+    for role in run.roles or list(settings.roles):
+        state = train_role(RoleRun(role=role, profile=run.profile, force=run.force), return_state=True)
         outcomes[role] = state.result() if state.is_completed() else RoleOutcome.failed(role, state.message or state.name)
     publish_summary(outcomes)
     return outcomes

@@ -9,14 +9,14 @@ from roleforge.tasks.evaluate import evaluate_role
 from roleforge.tasks.label import label_role
 from roleforge.tasks.promote import promote_role
 from roleforge.tasks.report import RoleOutcome
-from roleforge.tasks.train import train_role_adapter
+from roleforge.tasks.train import should_train, train_role_adapter
 from roleforge.tasks.validate import check_contract
 
 
 @flow(name="train-role", flow_run_name="train-{run.role}")
 def train_role(run: RoleRun) -> RoleOutcome:
     contract = check_contract(run.role)
-    dataset = label_role(run.role, contract)
+    dataset = should_train(label_role(run.role, contract), run.force)
     if not dataset.ready:
         return RoleOutcome.held_back(dataset)
     candidate = train_role_adapter(dataset, run.profile)

@@ -136,6 +136,14 @@ def cmd_bench_label(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    _settings()
+    from roleforge.deployments.serve import serve_all
+
+    serve_all(limit=args.limit, with_schedules=not args.no_schedules)
+    return 0
+
+
 def cmd_setup_model(args: argparse.Namespace) -> int:
     settings = _settings()
     from roleforge.tasks.models import ensure_base_model
@@ -184,6 +192,11 @@ def build_parser() -> Parser:
     bench_label.add_argument("--out", help="JSON file to write (default $ROLEFORGE_HOME/bench/label.json)")
     bench_label.add_argument("--json", action="store_true")
     bench_label.set_defaults(handler=cmd_bench_label)
+
+    serve = commands.add_parser("serve", help="serve the deployments of prefect.yaml (with schedules) from this process")
+    serve.add_argument("--limit", type=int, default=1, help="flow runs at once (default 1: one CPU-heavy run at a time)")
+    serve.add_argument("--no-schedules", action="store_true", help="serve for manual runs only")
+    serve.set_defaults(handler=cmd_serve)
 
     setup_model = commands.add_parser("setup-model", help="convert the default base model once (make setup runs it)")
     setup_model.set_defaults(handler=cmd_setup_model)

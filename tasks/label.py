@@ -40,6 +40,7 @@ class PreferenceDataset(BaseModel):
     abstained: int = 0
     skipped: dict[str, int] = {}
     capped: dict[str, int] = {}
+    new_pairs: int | None = None  # training pairs new since the role's last training, once the trigger has looked
     skip_reason: str | None = None
 
     @property

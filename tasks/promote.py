@@ -72,6 +72,18 @@ def champion_adapter(client: Any, name: str, cache_dir: Path) -> tuple[Path | No
     return local_adapter_path(client, champion, cache_dir), str(champion.version)
 
 
+def last_trained_snapshot(client: Any, name: str) -> str | None:
+    """The dataset hash of the role's newest registered version: what its last training saw."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = client.search_model_versions(f"name='{name}'")
+    except MlflowException:
+        return None
+    newest = max(versions, key=lambda v: int(v.version), default=None)
+    return newest.tags.get("roleforge.dataset_hash") if newest is not None else None
+
+
 def register_candidate(client: Any, name: str, candidate: Candidate, evaluation: Evaluation, tags: dict[str, str]) -> str:
     """A new version of the role's registered model, with lineage and metrics as tags."""
     from mlflow.exceptions import MlflowException
@@ -140,6 +152,9 @@ def rollback(client: Any, name: str) -> tuple[str, str | None]:
 @task(name="promote-candidate", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
 def promote_role(candidate: Candidate, evaluation: Evaluation, contract_passed: bool) -> Decision:
     """Register the candidate and promote it if it passes the role's gate."""
+    from prefect.events import emit_event
+
+    from roleforge.tasks.report import role_resource
     from roleforge.tasks.tracking import current_flow_run, mlflow_client
 
     settings = load_settings()
@@ -148,4 +163,24 @@ def promote_role(candidate: Candidate, evaluation: Evaluation, contract_passed: 
                       candidate, evaluation, settings.role(candidate.role).gate, tags)
     get_run_logger().info("role %s v%s: %s (%s)", candidate.role, decision.version,
                           "promoted" if decision.promoted else "not promoted", decision.reason)
+    if decision.promoted:
+        emit_event(event="roleforge.adapter.promoted", resource=role_resource(candidate.role),
+                   payload={**decision.model_dump(), "mlflow_run_id": candidate.mlflow_run_id,
+                            "dataset_hash": candidate.snapshot_hash})
     return decision
+
+
+@task(name="rollback-champion", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+def rollback_role(role: str) -> dict[str, str | None]:
+    """Move a role's champion back to its previous version."""
+    from prefect.events import emit_event
+
+    from roleforge.tasks.report import role_resource
+    from roleforge.tasks.tracking import mlflow_client
+
+    settings = load_settings()
+    settings.role(role)
+    champion, previous = rollback(mlflow_client(settings.resolved_tracking_uri), settings.registered_model_name(role))
+    emit_event(event="roleforge.adapter.rolled-back", resource=role_resource(role),
+               payload={"champion_version": champion, "previous_version": previous})
+    return {"role": role, "champion_version": champion, "previous_version": previous}

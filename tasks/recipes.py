@@ -7,6 +7,7 @@ so that a bad field fails before any compute is spent.
 from __future__ import annotations
 
 import copy
+import sys
 from typing import Any
 
 from roleforge.tasks.errors import RoleforgeError
@@ -58,7 +59,9 @@ def build_configs(recipe: dict[str, dict[str, Any]], output_dir: str) -> tuple[A
 
     try:
         lora = LoraConfig(**recipe["lora"])
-        machine = {"report_to": "none", "save_strategy": "steps", "remove_unused_columns": False, "disable_tqdm": True,
+        # A progress bar in a terminal; none in logs and CI.
+        machine = {"report_to": "none", "save_strategy": "steps", "remove_unused_columns": False,
+                   "disable_tqdm": not sys.stderr.isatty(),
                    "use_cpu": not _has_accelerator(), "bf16": _bf16_supported()}
         dpo = DPOConfig(output_dir=output_dir, **{**machine, **recipe["dpo"]})
     except (TypeError, ValueError) as error:

@@ -14,6 +14,11 @@ def artifact_key(prefix: str, role: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", f"{prefix}-{role}".lower())
 
 
+def role_resource(role: str) -> dict[str, str]:
+    """The Prefect event resource for a role, which automations can match on."""
+    return {"prefect.resource.id": f"roleforge.role.{role}", "prefect.resource.name": role}
+
+
 class RoleOutcome(BaseModel):
     """Where a role ended in this run, and why."""
 
@@ -24,6 +29,7 @@ class RoleOutcome(BaseModel):
     by_source: dict[str, int] = {}
     conflicts: int = 0
     abstained: int = 0
+    new_pairs: int | None = None
     trained: bool = False
     promoted: bool = False
     reason: str = ""
@@ -32,6 +38,7 @@ class RoleOutcome(BaseModel):
     champion_version: str | None = None
     previous_version: str | None = None
     mlflow_run_id: str | None = None
+    mlflow_experiment_id: str | None = None
     train_seconds: float | None = None
     resumed_from_step: int | None = None
     opponent: str | None = None
@@ -51,7 +58,7 @@ class RoleOutcome(BaseModel):
         return cls(
             role=dataset.role, **_dataset_fields(dataset), trained=True, promoted=decision.promoted, reason=decision.reason,
             version=decision.version, champion_version=decision.champion_version, previous_version=decision.previous_version,
-            mlflow_run_id=candidate.mlflow_run_id, train_seconds=candidate.train_seconds,
+            mlflow_run_id=candidate.mlflow_run_id, mlflow_experiment_id=candidate.mlflow_experiment_id, train_seconds=candidate.train_seconds,
             resumed_from_step=candidate.resumed_from_step, opponent=evaluation.opponent,
             preference_accuracy=evaluation.candidate.preference_accuracy,
             opponent_preference_accuracy=evaluation.opponent_score.preference_accuracy,
@@ -68,7 +75,7 @@ class RoleOutcome(BaseModel):
 def _dataset_fields(dataset: Any) -> dict[str, Any]:
     return {"pairs": dataset.train_pairs + dataset.held_out_pairs, "train_pairs": dataset.train_pairs,
             "held_out_pairs": dataset.held_out_pairs, "by_source": dataset.by_source, "conflicts": dataset.conflicts,
-            "abstained": dataset.abstained, "snapshot_hash": dataset.snapshot_hash}
+            "abstained": dataset.abstained, "new_pairs": dataset.new_pairs, "snapshot_hash": dataset.snapshot_hash}
 
 
 def outcome_rows(outcomes: dict[str, RoleOutcome]) -> list[dict[str, Any]]:
@@ -96,13 +103,23 @@ def render_table(title: str, rows: list[dict[str, Any]]) -> Any:
     return table
 
 
+def summary_markdown(outcomes: dict[str, RoleOutcome], mlflow_ui_url: str) -> str:
+    """The run's per-role table in markdown, each trained role linked to its MLflow run."""
+    rows = outcome_rows(outcomes)
+    for row, outcome in zip(rows, outcomes.values()):
+        row["mlflow"] = (f"[run]({mlflow_ui_url}/#/experiments/{outcome.mlflow_experiment_id}/runs/{outcome.mlflow_run_id})"
+                         if outcome.mlflow_run_id else "")
+    header = "| " + " | ".join(rows[0]) + " |\n|" + "---|" * len(rows[0]) + "\n" if rows else ""
+    body = "".join("| " + " | ".join(str(v).replace("|", "/") for v in row.values()) + " |\n" for row in rows)
+    return f"# roleforge run\n\n{header}{body}"
+
+
 @task(name="publish-summary")
 def publish_summary(outcomes: dict[str, RoleOutcome]) -> None:
     """The run's per-role table as a Prefect artifact, for the UI."""
     from prefect.artifacts import create_markdown_artifact
 
-    rows = outcome_rows(outcomes)
-    header = "| " + " | ".join(rows[0]) + " |\n|" + "---|" * len(rows[0]) + "\n" if rows else ""
-    body = "".join("| " + " | ".join(str(v).replace("|", "/") for v in row.values()) + " |\n" for row in rows)
-    create_markdown_artifact(key="self-learning-summary", markdown=f"# roleforge run\n\n{header}{body}",
+    from roleforge.tasks.settings import load_settings
+
+    create_markdown_artifact(key="self-learning-summary", markdown=summary_markdown(outcomes, load_settings().mlflow_ui_url),
                              description="Per-role outcome of the self-learning run")

@@ -41,8 +41,9 @@ class LabelingConfig(BaseModel):
     teacher: bool = Field(default=True, description="Ask the configured teacher judge about pairs humans left undecided.")
     generate_rejected: bool = Field(default=False, description="Derive rejected answers from good tool calls.")
     max_source_share: dict[str, float] = Field(
-        default_factory=lambda: {"heuristic": 0.1, "teacher": 0.1, "generated": 0.2},
-        description="Most an automated source may make up of the role's pairs (human sources are never capped).")
+        default_factory=lambda: {"teacher": 0.1, "heuristic": 0.05, "generated": 0.05},
+        description="Most an automated source may make up of the role's pairs; human sources are never capped. "
+                    "The defaults keep at least 80% human pairs.")
     max_rater_share: float = Field(default=0.5, gt=0.0, le=1.0, description="Flood guard: most pairs one rater may give.")
 
 
@@ -68,6 +69,7 @@ class RoleConfig(BaseModel):
     description: str = ""
     system_prompt: str
     min_pairs: int = Field(default=16, ge=1, description="Fewest training pairs a role needs before it trains.")
+    min_new_pairs: int = Field(default=16, ge=0, description="Train only when this many training pairs are new since the last training.")
     held_out_fraction: float = Field(default=0.2, gt=0.0, lt=1.0, description="Share of prompts kept for evaluation.")
     labeling: LabelingConfig = Field(default_factory=LabelingConfig)
     training: dict[str, dict[str, Any]] = Field(
@@ -93,7 +95,7 @@ DEFAULT_ROLES: dict[str, RoleConfig] = {
         description="An agent that answers with a Thought line and a JSON tool call.",
         system_prompt=TOOL_AGENT_SYSTEM_PROMPT,
         labeling=LabelingConfig(heuristics=["tool_format", "refusal", "detail"], generate_rejected=True,
-                                max_source_share={"heuristic": 0.1, "teacher": 0.1, "generated": 0.5}),
+                                max_source_share={"teacher": 0.05, "heuristic": 0.05, "generated": 0.4}),
     ),
 }
 
@@ -110,6 +112,7 @@ class Settings(BaseSettings):
     profile: Literal["quick", "default"] = Field(default="default", description="Training recipe profile.")
     roles: dict[str, RoleConfig] = Field(default_factory=lambda: dict(DEFAULT_ROLES))
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    mlflow_ui_url: str = Field(default="http://127.0.0.1:5000", description="Where `mlflow ui` serves, for links in run summaries.")
     registry_prefix: str = Field(default="roleforge", description="Registered model name = '<prefix>-<role>'.")
 
     @field_validator("roles", mode="before")

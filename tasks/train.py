@@ -25,6 +25,7 @@ class Candidate(BaseModel):
 
     role: str
     adapter_path: str
+    mlflow_experiment_id: str
     mlflow_run_id: str
     snapshot_hash: str
     dataset_path: str
@@ -42,6 +43,29 @@ def conversation_records(pairs: list[dict[str, Any]], system_prompt: str) -> lis
         "chosen": [{"role": "assistant", "content": pair["chosen"]}],
         "rejected": [{"role": "assistant", "content": pair["rejected"]}],
     } for pair in pairs]
+
+
+def plot_training_curve(history: list[dict[str, float]], title: str, path: Path) -> Path | None:
+    """Loss, reward margin and reward accuracy per step as a PNG; None when nothing was logged."""
+    steps = [entry for entry in history if "loss" in entry and "step" in entry]
+    if not steps:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    for axis, key, label in zip(axes, ("loss", "rewards/margins", "rewards/accuracies"), ("DPO loss", "reward margin", "reward accuracy")):
+        axis.plot([e["step"] for e in steps if key in e], [e[key] for e in steps if key in e], marker="o", markersize=3)
+        axis.set_title(label)
+        axis.set_xlabel("step")
+        axis.grid(alpha=0.3)
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
 
 
 def recipe_fingerprint(recipe: dict[str, Any], base_model: Path) -> str:
@@ -122,8 +146,11 @@ def train_adapter(dataset: PreferenceDataset, system_prompt: str, recipe: dict[s
     adapter_path = adapters_dir / dataset.role / run_id
     trainer.model.save_pretrained(str(adapter_path), safe_serialization=True)
     client.log_artifacts(run_id, str(adapter_path), artifact_path="adapter")
+    curve = plot_training_curve(trainer.state.log_history, f"{dataset.role}: DPO training", output_dir / "training_curve.png")
+    if curve is not None:
+        client.log_artifact(run_id, str(curve))
     return Candidate(
-        role=dataset.role, adapter_path=str(adapter_path), mlflow_run_id=run_id, snapshot_hash=dataset.snapshot_hash,
+        role=dataset.role, adapter_path=str(adapter_path), mlflow_experiment_id=experiment, mlflow_run_id=run_id, snapshot_hash=dataset.snapshot_hash,
         dataset_path=dataset.path, train_pairs=len(pairs), steps=result.global_step, resumed_from_step=resumed_from_step,
         train_seconds=round(time.monotonic() - started, 2),
         train_metrics={k: float(v) for k, v in result.metrics.items() if isinstance(v, (int, float))},
@@ -157,3 +184,28 @@ def train_role_adapter(dataset: PreferenceDataset, profile: str) -> Candidate:
     get_run_logger().info("role %s: %d steps in %.0f s%s", dataset.role, candidate.steps, candidate.train_seconds,
                           f", resumed from step {candidate.resumed_from_step}" if candidate.resumed_from_step else "")
     return candidate
+
+
+def new_pairs_since(dataset: PreferenceDataset, previous_hash: str | None) -> int:
+    """Training pairs in this snapshot that the snapshot of the last training did not have."""
+    current = {pair["pair_id"] for pair in load_split(dataset.path, "train")}
+    previous_path = Path(dataset.path).parent / previous_hash if previous_hash else None
+    if previous_path is None or not (previous_path / "train.parquet").exists():
+        return len(current)
+    return len(current - {pair["pair_id"] for pair in load_split(previous_path, "train")})
+
+
+@task(name="should-train", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+def should_train(dataset: PreferenceDataset, force: bool) -> PreferenceDataset:
+    """The self-learning trigger: a role trains only with at least min_new_pairs new pairs since its last training."""
+    if not dataset.ready:
+        return dataset
+    from roleforge.tasks.promote import last_trained_snapshot
+    from roleforge.tasks.tracking import mlflow_client
+
+    settings = load_settings()
+    minimum = settings.role(dataset.role).min_new_pairs
+    previous = last_trained_snapshot(mlflow_client(settings.resolved_tracking_uri), settings.registered_model_name(dataset.role))
+    new = new_pairs_since(dataset, previous)
+    reason = None if force or new >= minimum else f"only {new} new training pairs since the last training (needs {minimum})"
+    return dataset.model_copy(update={"new_pairs": new, "skip_reason": reason})

@@ -97,8 +97,9 @@ def validate_pairs(role: str, pairs: list[Any], max_rater_share: float) -> Contr
 def check_contract(role: str) -> ContractResult:
     """Validate a role's stored feedback and publish the per-expectation verdict as a table artifact."""
     from prefect.artifacts import create_table_artifact
+    from prefect.events import emit_event
 
-    from roleforge.tasks.report import artifact_key
+    from roleforge.tasks.report import artifact_key, role_resource
     from roleforge.tasks.store import engine_for, feedback_for_role
 
     result = validate_feedback(role, feedback_for_role(engine_for(load_settings().resolved_store_url), role))
@@ -108,4 +109,6 @@ def check_contract(role: str) -> ContractResult:
     )
     if not result.success:
         get_run_logger().warning("role %s held back: %s", role, result.failure_summary)
+        emit_event(event="roleforge.contract.failed", resource=role_resource(role),
+                   payload={"rows": result.rows, "failed": [e.model_dump() for e in result.expectations if not e.success]})
     return result

@@ -38,8 +38,10 @@ def test_roles_train_promote_or_are_held_back_with_a_reason(home, prefect_harnes
     run = client.get_run(ceo.mlflow_run_id)
     assert run.data.tags["prefect.flow_run_id"] and "eval_candidate_preference_accuracy" in run.data.metrics
 
-    again = self_learning(SelfLearningRun(roles=["ceo"], profile="quick"))
-    assert again["ceo"].opponent == "champion" and again["ceo"].snapshot_hash == ceo.snapshot_hash
+    nothing_new = self_learning(SelfLearningRun(roles=["ceo"], profile="quick"))
+    assert not nothing_new["ceo"].trained and nothing_new["ceo"].new_pairs == 0 and "new training pairs" in nothing_new["ceo"].reason
+    forced = self_learning(SelfLearningRun(roles=["ceo"], profile="quick", force=True))
+    assert forced["ceo"].opponent == "champion" and forced["ceo"].snapshot_hash == ceo.snapshot_hash
 
 
 def test_a_contract_failure_holds_only_that_role_back(home, prefect_harness):

@@ -26,7 +26,7 @@ def candidate(client, home: Path) -> Candidate:
     adapter.mkdir(parents=True, exist_ok=True)
     (adapter / "adapter_config.json").write_text("{}")
     client.log_artifacts(run.info.run_id, str(adapter), artifact_path="adapter")
-    return Candidate(role="ceo", adapter_path=str(adapter), mlflow_run_id=run.info.run_id, snapshot_hash="abc",
+    return Candidate(role="ceo", adapter_path=str(adapter), mlflow_experiment_id=run.info.experiment_id, mlflow_run_id=run.info.run_id, snapshot_hash="abc",
                      dataset_path=str(home), train_pairs=10, steps=3, resumed_from_step=None, train_seconds=1.0, train_metrics={})
 
 

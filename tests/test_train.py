@@ -36,7 +36,10 @@ def test_lora_moves_and_base_stays(home, tiny_model_dir):
     lora_b = [t for name, t in adapter.items() if "lora_B" in name]
     assert lora_b and any(t.abs().sum() > 0 for t in lora_b), "LoRA B starts at zero: training must move it"
     assert all("lora_" in name for name in adapter), "only LoRA weights train: the base model stays frozen"
-    run = mlflow_client(load_settings().resolved_tracking_uri).get_run(candidate.mlflow_run_id)
+    client = mlflow_client(load_settings().resolved_tracking_uri)
+    artifacts = {a.path for a in client.list_artifacts(candidate.mlflow_run_id)}
+    assert {"adapter", "training_curve.png"} <= artifacts
+    run = client.get_run(candidate.mlflow_run_id)
     assert run.data.tags["roleforge.dataset_hash"] == candidate.snapshot_hash
     assert "loss" in run.data.metrics and run.data.params["dpo.beta"] == "0.1"
     assert candidate.resumed_from_step is None and candidate.steps == 4
