@@ -25,10 +25,17 @@ def emit(payload: Any, as_json: bool) -> None:
 
 
 def _settings() -> Any:
+    from pydantic import ValidationError
+
+    from roleforge.data_contracts.feedback import describe_error
     from roleforge.runtime import prepare_environment
+    from roleforge.tasks.errors import RoleforgeError
     from roleforge.tasks.settings import load_settings
 
-    settings = load_settings()
+    try:
+        settings = load_settings()
+    except ValidationError as error:
+        raise RoleforgeError(f"bad configuration: {describe_error(error)}") from None
     prepare_environment(settings.home)
     return settings
 

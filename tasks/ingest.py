@@ -117,7 +117,7 @@ def to_stored_row(row: FeedbackRow, source: str, line: int) -> dict[str, Any]:
     }
     stored = {
         "agent_role": row.agent_role, "kind": row.kind, **scrubbed, "rating": row.rating, "preference": row.preference,
-        "event_id": row.event_id, "rater": row.rater, "confidence": row.confidence,
+        "event_id": row.event_id, "rater": pii.scrub(row.rater) if row.rater else None, "confidence": row.confidence,
         "metadata": json.loads(pii.scrub(json.dumps(row.metadata))) if row.metadata else None,
         "timestamp": row.timestamp.isoformat() if row.timestamp else None, "source": source, "source_line": line,
     }

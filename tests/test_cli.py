@@ -36,6 +36,11 @@ def test_status_json_before_and_after_ingest(home):
     assert last_json(roleforge("status", "--json"))["ceo"]["feedback"] == 330
 
 
+def test_bad_configuration_is_a_one_line_error(home):
+    result = roleforge("status", env={"ROLEFORGE_PROFILE": "fastest"})
+    assert result.returncode == 2 and "bad configuration: profile" in result.stderr and len(result.stderr.splitlines()) == 1
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["ingest", "/no/such/file.jsonl"], "no such feedback file"),
     (["run", "--roles", "cmo"], "unknown role 'cmo'"),
