@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from roleforge.tasks.errors import RoleforgeError
+
 
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
@@ -29,7 +31,6 @@ def _settings() -> Any:
 
     from roleforge.data_contracts.feedback import describe_error
     from roleforge.runtime import prepare_environment
-    from roleforge.tasks.errors import RoleforgeError
     from roleforge.tasks.settings import load_settings
 
     try:
@@ -151,6 +152,83 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _router(settings: Any, role: str, model: str) -> tuple[Any, str | None]:
+    """A router serving the role's champion (model="champion") or the base model (model="base")."""
+    settings.role(role)
+    from roleforge.tasks.infer import RoleRouter, champion_adapters
+    from roleforge.tasks.models import ensure_base_model
+
+    base_model = ensure_base_model(settings.resolved_base_model, is_default=settings.base_model is None)
+    found = champion_adapters(settings, [role]) if model == "champion" else {}
+    if model == "champion" and role not in found:
+        raise RoleforgeError(f"role {role} has no champion yet: run `roleforge run` first, or use --model base")
+    router = RoleRouter(base_model, {r: path for r, (path, _) in found.items()})
+    return router, found[role][1] if role in found else None
+
+
+def read_prompts(path: str, key: str) -> list[dict[str, Any]]:
+    """JSONL rows (each with `key`), or plain text lines taken as the prompt itself."""
+    rows = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = {key: line}
+        if not isinstance(row, dict) or not isinstance(row.get(key), str):
+            raise RoleforgeError(f"{path}:{number}: expected a JSON object with a string {key!r}")
+        rows.append(row)
+    if not rows:
+        raise RoleforgeError(f"{path}: no prompts")
+    return rows
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    settings = _settings()
+    rows = read_prompts(args.prompts, "prompt")
+    router, version = _router(settings, args.role, args.model)
+    answers = router.generate(args.role, settings.role(args.role).system_prompt, [r["prompt"] for r in rows],
+                              max_new_tokens=args.max_new_tokens)
+    for row, answer in zip(rows, answers):
+        print(json.dumps({"role": args.role, "model": args.model, "version": version, "prompt": row["prompt"], "response": answer}))
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    settings = _settings()
+    router, version = _router(settings, args.role, args.model)
+    print(f"{args.role} ({args.model}{' v' + version if version else ''}); an empty line or Ctrl-D ends the chat.")
+    while True:
+        try:
+            prompt = input("you> ").strip()
+        except EOFError:
+            break
+        if not prompt:
+            break
+        print(f"{args.role}> {router.generate(args.role, settings.role(args.role).system_prompt, [prompt])[0]}", flush=True)
+    return 0
+
+
+def cmd_evaluate_tool_use(args: argparse.Namespace) -> int:
+    settings = _settings()
+    rows = read_prompts(args.prompts, "request")
+    if any(not isinstance(r.get("tool"), str) for r in rows):
+        raise RoleforgeError(f"{args.prompts}: every row needs `request` and `tool`")
+    router, version = _router(settings, args.role, args.model)
+    from roleforge.tasks.infer import tool_use_rates
+
+    answers = router.generate(args.role, settings.role(args.role).system_prompt, [r["request"] for r in rows])
+    report = {"role": args.role, "model": args.model, "version": version,
+              **tool_use_rates(answers, [r["tool"] for r in rows])}
+    if not args.json:
+        print(f"{args.role} {args.model}{' v' + version if version else ''}: n={report['n']} "
+              f"thought={report['thought_rate']:.3f} json_valid={report['json_valid_rate']:.3f} "
+              f"full_compliance={report['full_compliance_rate']:.3f}")
+    emit(report, args.json)
+    return 0
+
+
 def cmd_setup_model(args: argparse.Namespace) -> int:
     settings = _settings()
     from roleforge.tasks.models import ensure_base_model
@@ -200,6 +278,27 @@ def build_parser() -> Parser:
     bench_label.add_argument("--json", action="store_true")
     bench_label.set_defaults(handler=cmd_bench_label)
 
+    generate = commands.add_parser("generate", help="answer prompts as a role's champion (or the base model)")
+    generate.add_argument("--role", required=True)
+    generate.add_argument("--prompts", required=True, help="JSONL with `prompt`, or one prompt per line")
+    generate.add_argument("--model", choices=["champion", "base"], default="champion")
+    generate.add_argument("--max-new-tokens", type=int, default=160)
+    generate.set_defaults(handler=cmd_generate)
+
+    chat = commands.add_parser("chat", help="talk to a role's champion (or the base model)")
+    chat.add_argument("--role", required=True)
+    chat.add_argument("--model", choices=["champion", "base"], default="champion")
+    chat.set_defaults(handler=cmd_chat)
+
+    evaluate = commands.add_parser("evaluate", help="task evaluations").add_subparsers(
+        dest="evaluation", required=True, parser_class=Parser)
+    tool_use = evaluate.add_parser("tool-use", help="Thought / JSON / full-compliance rates on tool-use requests")
+    tool_use.add_argument("--prompts", required=True, help="JSONL with `request` and `tool` (the tool that should be called)")
+    tool_use.add_argument("--model", choices=["base", "champion"], default="champion")
+    tool_use.add_argument("--role", default="tool-agent")
+    tool_use.add_argument("--json", action="store_true")
+    tool_use.set_defaults(handler=cmd_evaluate_tool_use)
+
     serve = commands.add_parser("serve", help="serve the deployments of prefect.yaml (with schedules) from this process")
     serve.add_argument("--limit", type=int, default=1, help="flow runs at once (default 1: one CPU-heavy run at a time)")
     serve.add_argument("--no-schedules", action="store_true", help="serve for manual runs only")
@@ -214,8 +313,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # SIGTERM (a scheduler, a spot eviction) unwinds like Ctrl-C, so the local Prefect server we started stops too.
     signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
-    from roleforge.tasks.errors import RoleforgeError
-
     try:
         return args.handler(args)
     except RoleforgeError as error:

@@ -1,0 +1,87 @@
+"""Inference: the base model loaded once, every role's champion adapter attached by name, requests routed by role.
+
+A role without a champion is served by the base model: the fallback the registry keeps until a candidate wins.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+from roleforge.tasks.settings import Settings
+
+
+class RoleRouter:
+    """Greedy, batched generation for many roles on one copy of the base model."""
+
+    def __init__(self, base_model: Path, adapters: dict[str, Path]) -> None:
+        from peft import PeftModel
+
+        from roleforge.tasks.models import load_model, load_tokenizer
+
+        self.tokenizer = load_tokenizer(base_model)
+        self.tokenizer.padding_side = "left"  # generation continues from the right edge of every row
+        model = load_model(base_model)
+        self.adapters = dict(adapters)
+        for index, (role, path) in enumerate(self.adapters.items()):
+            if index == 0:
+                model = PeftModel.from_pretrained(model, str(path), adapter_name=role)
+            else:
+                model.load_adapter(str(path), adapter_name=role)
+        self.model = model.eval()
+
+    def _serving(self, role: str) -> Any:
+        if role in self.adapters:
+            self.model.set_adapter(role)
+            return nullcontext()
+        return self.model.disable_adapter() if self.adapters else nullcontext()
+
+    def generate(self, role: str, system_prompt: str, prompts: list[str], max_new_tokens: int = 160,
+                 batch_size: int = 8) -> list[str]:
+        """Answers of the role's champion (or the base model) to each prompt, in order."""
+        import torch
+
+        from roleforge.tasks.models import inference_autocast
+
+        texts = [self.tokenizer.apply_chat_template([{"role": "system", "content": system_prompt}, {"role": "user", "content": p}],
+                                                    tokenize=False, add_generation_prompt=True) for p in prompts]
+        answers: list[str] = []
+        with self._serving(role), torch.no_grad(), inference_autocast():
+            for start in range(0, len(texts), batch_size):
+                batch = self.tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
+                output = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                                             pad_token_id=self.tokenizer.pad_token_id)
+                answers.extend(self.tokenizer.batch_decode(output[:, batch["input_ids"].shape[1]:], skip_special_tokens=True))
+        return [answer.strip() for answer in answers]
+
+
+def champion_adapters(settings: Settings, roles: list[str]) -> dict[str, tuple[Path, str]]:
+    """Each role's champion adapter directory and version, for the roles that have one."""
+    from roleforge.tasks.promote import champion_adapter
+    from roleforge.tasks.tracking import mlflow_client
+
+    client = mlflow_client(settings.resolved_tracking_uri)
+    found = {}
+    for role in roles:
+        path, version = champion_adapter(client, settings.registered_model_name(role), settings.path("registry-cache"))
+        if path is not None and version is not None:
+            found[role] = (path, version)
+    return found
+
+
+def tool_use_rates(answers: list[str], expected_tools: list[str]) -> dict[str, float | int]:
+    """The agentic-DPO table's three rates: Thought prefix, valid JSON action, and full compliance (both, with
+    a known tool that is the right one for the request)."""
+    from roleforge.tasks.tool_use import check_tool_use
+
+    checks = [check_tool_use(answer) for answer in answers]
+    n = len(checks)
+    if n == 0:
+        return {"n": 0, "thought_rate": 0.0, "json_valid_rate": 0.0, "full_compliance_rate": 0.0}
+    return {
+        "n": n,
+        "thought_rate": sum(c.thought for c in checks) / n,
+        "json_valid_rate": sum(c.json_valid for c in checks) / n,
+        "full_compliance_rate": sum(c.compliant(tool) for c, tool in zip(checks, expected_tools)) / n,
+    }
