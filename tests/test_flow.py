@@ -19,8 +19,10 @@ min_pairs = 100000
 """
 
 
-def test_roles_train_promote_or_are_held_back_with_a_reason(home, prefect_harness, tmp_path):
+def test_roles_train_promote_or_are_held_back_with_a_reason(home, prefect_harness, tmp_path, monkeypatch):
     (tmp_path / "roleforge.toml").write_text((tmp_path / "roleforge.toml").read_text() + GATES)
+    events = []
+    monkeypatch.setattr("prefect.events.emit_event", lambda event, resource, payload: events.append((event, resource, payload)))
     settings = load_settings()
     outcomes = self_learning(SelfLearningRun(feedback=[str(SAMPLE / "ceo.jsonl"), str(SAMPLE / "cfo.jsonl"),
                                                        str(SAMPLE / "tool-agent.jsonl")], profile="quick"))
@@ -31,6 +33,10 @@ def test_roles_train_promote_or_are_held_back_with_a_reason(home, prefect_harnes
     assert not coo.trained and "contract failed" in coo.reason  # no coo feedback at all: an empty batch fails
     assert not tool.trained and "too few pairs" in tool.reason and tool.pairs > 100
     assert ceo.by_source["human_ab"] > 0 and ceo.by_source["rating"] > 0
+
+    assert [(e, r["prefect.resource.id"]) for e, r, _ in events] == [
+        ("roleforge.adapter.promoted", "roleforge.role.ceo"), ("roleforge.contract.failed", "roleforge.role.coo")]
+    assert events[0][2]["version"] == ceo.version
 
     client = mlflow_client(settings.resolved_tracking_uri)
     assert alias_version(client, "roleforge-ceo", CHAMPION).version == int(ceo.version)

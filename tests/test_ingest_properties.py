@@ -1,0 +1,42 @@
+"""Property: whatever a feedback file holds, every line is stored, quarantined or skipped as blank, and nothing
+crashes ingestion."""
+
+import json
+import tempfile
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from roleforge.tasks.ingest import ingest_files, parse_records, read_records
+
+ROLES = {"ceo", "tool-agent"}
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=10,
+)
+rowish = st.fixed_dictionaries(
+    {"agent_role": st.sampled_from(["ceo", "tool-agent", "cmo", ""]), "prompt": st.text(max_size=30)},
+    optional={"response": st.text(max_size=30), "rating": json_values, "response_a": st.text(max_size=10),
+              "response_b": st.text(max_size=10), "preference": st.sampled_from(["a", "b", "c"]), "confidence": json_values},
+)
+lines = st.lists(st.one_of(
+    st.binary(max_size=60).filter(lambda b: b"\n" not in b),
+    json_values.map(lambda v: json.dumps(v).encode()),
+    rowish.map(lambda v: json.dumps(v).encode()),
+), max_size=25)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines)
+def test_every_line_is_stored_quarantined_or_blank(content):
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "feedback.jsonl"
+        path.write_bytes(b"\n".join(content) + (b"\n" if content else b""))
+        batch = parse_records(str(path), read_records(str(path)), ROLES)
+        total = len(batch.rows) + len(batch.quarantined) + batch.blank
+        assert total == len(content)
+        assert all(q.reason and "\n" not in q.reason for q in batch.quarantined)
+        report = ingest_files([str(path)], ROLES, f"sqlite:///{directory}/store.db", Path(directory) / "quarantine")
+        assert report.ingested + report.duplicates == len(batch.rows) and report.quarantined == len(batch.quarantined)
