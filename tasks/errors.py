@@ -5,10 +5,6 @@ class RoleforgeError(Exception):
     """A mistake in input, arguments or configuration that the user can fix."""
 
 
-class NotEnoughData(RoleforgeError):
-    """A role has too few preference pairs to train on."""
-
-
 class Preempted(Exception):
     """The machine is going away (spot eviction, SIGTERM): retry elsewhere, from the last checkpoint."""
 

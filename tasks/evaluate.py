@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -107,11 +108,10 @@ def evaluate_candidate(candidate: Candidate, system_prompt: str, base_model: Pat
     rejected = [p["rejected"] + tokenizer.eos_token for p in pairs]
 
     def logps(adapter: str | None) -> tuple[list[tuple[float, int]], list[tuple[float, int]]]:
-        if adapter is None:
-            with model.disable_adapter():
-                return completion_logps(model, tokenizer, prompts, chosen), completion_logps(model, tokenizer, prompts, rejected)
-        model.set_adapter(adapter)
-        return completion_logps(model, tokenizer, prompts, chosen), completion_logps(model, tokenizer, prompts, rejected)
+        if adapter is not None:
+            model.set_adapter(adapter)
+        with model.disable_adapter() if adapter is None else nullcontext():
+            return completion_logps(model, tokenizer, prompts, chosen), completion_logps(model, tokenizer, prompts, rejected)
 
     base = logps(None)
     candidate_score = score(*logps(CANDIDATE), *base)

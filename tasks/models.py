@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import shutil
 import time
 from pathlib import Path
@@ -100,11 +99,6 @@ def load_model(directory: Path, dtype: str = "float32") -> PreTrainedModel:
         str(directory), dtype=getattr(torch, dtype), use_safetensors=True, trust_remote_code=False)
 
 
-@functools.cache
-def cached_tokenizer(directory: Path) -> Any:
-    return load_tokenizer(directory)
-
-
 def decoder_and_head(model: Any) -> tuple[Any, Any]:
     """The transformer body and the LM head of a causal LM (PEFT-wrapped or not), so callers can project only
     the positions they score instead of computing vocabulary logits for every token."""
@@ -116,7 +110,7 @@ def inference_autocast() -> Any:
     """bf16 autocast where the hardware has it (AMX on CPU, any recent GPU); a no-op elsewhere."""
     import torch
 
-    from roleforge.tasks.recipes import _bf16_supported
+    from roleforge.tasks.recipes import bf16_supported
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.autocast(device, dtype=torch.bfloat16, enabled=_bf16_supported())
+    return torch.autocast(device, dtype=torch.bfloat16, enabled=bf16_supported())

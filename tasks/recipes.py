@@ -62,22 +62,24 @@ def build_configs(recipe: dict[str, dict[str, Any]], output_dir: str) -> tuple[A
         # A progress bar in a terminal; none in logs and CI.
         machine = {"report_to": "none", "save_strategy": "steps", "remove_unused_columns": False,
                    "disable_tqdm": not sys.stderr.isatty(),
-                   "use_cpu": not _has_accelerator(), "bf16": _bf16_supported()}
+                   "use_cpu": not has_accelerator(), "bf16": bf16_supported()}
         dpo = DPOConfig(output_dir=output_dir, **{**machine, **recipe["dpo"]})
     except (TypeError, ValueError) as error:
         raise RoleforgeError(f"bad training recipe: {str(error).splitlines()[0]}") from error
     return dpo, lora
 
 
-def _has_accelerator() -> bool:
+def has_accelerator() -> bool:
+    """A CUDA device to train on."""
     import torch
 
     return torch.cuda.is_available()
 
 
-def _bf16_supported() -> bool:
+def bf16_supported() -> bool:
+    """bf16 math in hardware: a recent GPU, or a CPU with AVX512-BF16/AMX."""
     import torch
 
     if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
+        return torch.cuda.isbf16_supported()
     return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()

@@ -60,12 +60,17 @@ def mean_ratings(rows: Iterable[dict[str, Any]]) -> dict[tuple[str, str], dict[s
     return grouped
 
 
+def mean_by_response(by_response: dict[str, list[dict[str, Any]]]) -> dict[str, float]:
+    """Each distinct response's mean rating."""
+    return {response: sum(r["rating"] for r in rated) / len(rated) for response, rated in by_response.items()}
+
+
 def comparisons(rows: list[dict[str, Any]], min_gap: int, include_ab: bool) -> list[Comparison]:
     """Response pairs that humans left undecided (rated responses closer than min_gap), and optionally the
     A/B pairs too, for labelers that should be checked against human choices."""
     found = []
     for (role, prompt), by_response in mean_ratings(rows).items():
-        means = {r: sum(x["rating"] for x in rated) / len(rated) for r, rated in by_response.items()}
+        means = mean_by_response(by_response)
         for first, second in combinations(sorted(means), 2):
             if abs(means[first] - means[second]) < min_gap:
                 ids = tuple(sorted(x["id"] for x in by_response[first] + by_response[second]))

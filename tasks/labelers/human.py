@@ -7,7 +7,7 @@ from itertools import combinations
 from typing import Any
 
 from roleforge.data_contracts.preference import PreferencePair
-from roleforge.tasks.labelers import LabelResult, mean_ratings
+from roleforge.tasks.labelers import LabelResult, mean_by_response, mean_ratings
 
 
 @dataclass
@@ -40,7 +40,7 @@ class RatingGapLabeler:
     def label(self, rows: list[dict[str, Any]]) -> LabelResult:
         pairs = []
         for (role, prompt), by_response in mean_ratings(rows).items():
-            means = {response: sum(r["rating"] for r in rated) / len(rated) for response, rated in by_response.items()}
+            means = mean_by_response(by_response)
             for first, second in combinations(sorted(means), 2):
                 gap = means[first] - means[second]
                 if abs(gap) < self.min_gap:
