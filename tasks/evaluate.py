@@ -85,17 +85,12 @@ def score(chosen: list[tuple[float, int]], rejected: list[tuple[float, int]],
     return ModelScore(preference_accuracy=accuracy, reward_accuracy=sum(m > 0 for m in margins) / n, reward_margin=sum(margins) / n)
 
 
-def chat_prompts(tokenizer: Any, system_prompt: str, user_prompts: list[str]) -> list[str]:
-    return [tokenizer.apply_chat_template([{"role": "system", "content": system_prompt}, {"role": "user", "content": p}],
-                                          tokenize=False, add_generation_prompt=True) for p in user_prompts]
-
-
 def evaluate_candidate(candidate: Candidate, system_prompt: str, base_model: Path, champion_adapter: Path | None,
                        champion_version: str | None, max_pairs: int) -> Evaluation:
     """Score candidate and opponent (champion adapter, or the base model) on the role's held-out pairs."""
     from peft import PeftModel
 
-    from roleforge.tasks.models import load_model, load_tokenizer
+    from roleforge.tasks.models import chat_prompts, load_model, load_tokenizer
 
     pairs = sorted(load_split(candidate.dataset_path, "held_out"), key=lambda p: p["pair_id"])[:max_pairs]
     tokenizer = load_tokenizer(base_model)

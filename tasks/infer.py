@@ -42,10 +42,9 @@ class RoleRouter:
         """Answers of the role's champion (or the base model) to each prompt, in order."""
         import torch
 
-        from roleforge.tasks.models import inference_autocast
+        from roleforge.tasks.models import chat_prompts, inference_autocast
 
-        texts = [self.tokenizer.apply_chat_template([{"role": "system", "content": system_prompt}, {"role": "user", "content": p}],
-                                                    tokenize=False, add_generation_prompt=True) for p in prompts]
+        texts = chat_prompts(self.tokenizer, system_prompt, prompts)
         answers: list[str] = []
         with self._serving(role), torch.no_grad(), inference_autocast():
             for start in range(0, len(texts), batch_size):

@@ -147,15 +147,12 @@ def cap_automated(pairs: list[PreferencePair], max_share: dict[str, float]) -> t
 def label_rows(rows: list[dict[str, Any]], labelers: list[Labeler], max_share: dict[str, float]) -> LabelingOutcome:
     """Run every labeler, settle duplicates and conflicts, then cap the automated sources."""
     combined = LabelResult()
-    by_labeler: dict[str, int] = {}
     for labeler in labelers:
-        result = labeler.label(rows)
-        by_labeler[labeler.name] = len(result.pairs)
-        combined.extend(result)
+        combined.extend(labeler.label(rows))
     resolved, conflicts = resolve_pairs(combined.pairs)
     kept, dropped = cap_automated(resolved, max_share)
     return LabelingOutcome(pairs=kept, conflicts=conflicts, abstained=combined.abstained, skipped=dict(combined.skipped),
-                           capped=dropped, by_labeler=by_labeler)
+                           capped=dropped)
 
 
 @dataclass
@@ -165,7 +162,6 @@ class LabelingOutcome:
     abstained: int
     skipped: dict[str, int]
     capped: dict[str, int]
-    by_labeler: dict[str, int]
 
 
 def snapshot_dataset(outcome: LabelingOutcome, role: str, held_out_fraction: float, min_pairs: int,

@@ -114,3 +114,9 @@ def inference_autocast() -> Any:
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.autocast(device, dtype=torch.bfloat16, enabled=bf16_supported())
+
+
+def chat_prompts(tokenizer: Any, system_prompt: str, user_prompts: list[str]) -> list[str]:
+    """Each user prompt under the role's system prompt, in the model's chat template, ready for the answer."""
+    return [tokenizer.apply_chat_template([{"role": "system", "content": system_prompt}, {"role": "user", "content": p}],
+                                          tokenize=False, add_generation_prompt=True) for p in user_prompts]

@@ -51,7 +51,14 @@ class Comparison:
                               feedback_ids=self.feedback_ids, rater=self.rater)
 
 
-def mean_ratings(rows: Iterable[dict[str, Any]]) -> dict[tuple[str, str], dict[str, list[dict[str, Any]]]]:
+def preferred(row: dict[str, Any]) -> tuple[str, str]:
+    """(chosen, rejected) of an A/B row, as the user chose."""
+    if row["preference"] == "a":
+        return row["response_a"], row["response_b"]
+    return row["response_b"], row["response_a"]
+
+
+def rated_by_prompt(rows: Iterable[dict[str, Any]]) -> dict[tuple[str, str], dict[str, list[dict[str, Any]]]]:
     """Rated rows grouped by (role, prompt), then by response."""
     grouped: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
@@ -69,7 +76,7 @@ def comparisons(rows: list[dict[str, Any]], min_gap: int, include_ab: bool) -> l
     """Response pairs that humans left undecided (rated responses closer than min_gap), and optionally the
     A/B pairs too, for labelers that should be checked against human choices."""
     found = []
-    for (role, prompt), by_response in mean_ratings(rows).items():
+    for (role, prompt), by_response in rated_by_prompt(rows).items():
         means = mean_by_response(by_response)
         for first, second in combinations(sorted(means), 2):
             if abs(means[first] - means[second]) < min_gap:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from roleforge.data_contracts.preference import PreferencePair
-from roleforge.tasks.labelers import LabelResult
+from roleforge.tasks.labelers import LabelResult, preferred
 from roleforge.tasks.tool_use import TOOLS, check_tool_use, parse_action
 
 FAILURE_MODES = ("refusal", "prose", "malformed_json", "wrong_tool")
@@ -65,7 +65,7 @@ def _good_tool_calls(rows: list[dict[str, Any]]) -> list[tuple[dict[str, Any], s
         if row["kind"] == "rating" and row["rating"] >= 4:
             response = row["response"]
         elif row["kind"] == "ab":
-            response = row["response_a"] if row["preference"] == "a" else row["response_b"]
+            response = preferred(row)[0]
         else:
             continue
         if check_tool_use(response).compliant():

@@ -7,7 +7,7 @@ from itertools import combinations
 from typing import Any
 
 from roleforge.data_contracts.preference import PreferencePair
-from roleforge.tasks.labelers import LabelResult, mean_by_response, mean_ratings
+from roleforge.tasks.labelers import LabelResult, mean_by_response, preferred, rated_by_prompt
 
 
 @dataclass
@@ -21,10 +21,9 @@ class HumanChoiceLabeler:
         for row in rows:
             if row["kind"] != "ab":
                 continue
-            a_wins = row["preference"] == "a"
+            chosen, rejected = preferred(row)
             pairs.append(PreferencePair(
-                role=row["agent_role"], prompt=row["prompt"], chosen=row["response_a"] if a_wins else row["response_b"],
-                rejected=row["response_b"] if a_wins else row["response_a"], source="human_ab", labeler=self.name,
+                role=row["agent_role"], prompt=row["prompt"], chosen=chosen, rejected=rejected, source="human_ab", labeler=self.name,
                 confidence=row["confidence"] if row["confidence"] is not None else 1.0, feedback_ids=(row["id"],),
                 rater=row["rater"]))
         return LabelResult(pairs=pairs)
@@ -39,7 +38,7 @@ class RatingGapLabeler:
 
     def label(self, rows: list[dict[str, Any]]) -> LabelResult:
         pairs = []
-        for (role, prompt), by_response in mean_ratings(rows).items():
+        for (role, prompt), by_response in rated_by_prompt(rows).items():
             means = mean_by_response(by_response)
             for first, second in combinations(sorted(means), 2):
                 gap = means[first] - means[second]

@@ -8,7 +8,6 @@ had or parsed is skipped and counted, never turned into a pair.
 
 from __future__ import annotations
 
-import logging
 import random
 import re
 import time
@@ -18,8 +17,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from roleforge.tasks.labelers import Comparison, LabelResult, comparisons
-
-log = logging.getLogger(__name__)
 
 JUDGE_PROMPT = (
     "Two assistants answered the same request while playing this role:\n{system}\n\nRequest: {prompt}\n\n"
