@@ -15,7 +15,7 @@ from roleforge.tasks.label import load_split
 from roleforge.tasks.settings import load_settings
 from roleforge.tasks.train import Candidate
 
-CANDIDATE, CHAMPION = "candidate", "champion"
+CANDIDATE, CHAMPION, REFERENCE = "candidate", "champion", "reference"
 
 
 class ModelScore(BaseModel):
@@ -31,7 +31,7 @@ class Evaluation(BaseModel):
 
     role: str
     held_out_pairs: int
-    opponent: str  # "champion" or "base"
+    opponent: str  # "champion"; without one, "sft" (the role's base adapter) or "base"
     opponent_version: str | None
     candidate: ModelScore
     opponent_score: ModelScore
@@ -86,33 +86,40 @@ def score(chosen: list[tuple[float, int]], rejected: list[tuple[float, int]],
 
 
 def evaluate_candidate(candidate: Candidate, system_prompt: str, base_model: Path, champion_adapter: Path | None,
-                       champion_version: str | None, max_pairs: int) -> Evaluation:
-    """Score candidate and opponent (champion adapter, or the base model) on the role's held-out pairs."""
+                       champion_version: str | None, max_pairs: int, base_adapter: Path | None = None) -> Evaluation:
+    """Score candidate and opponent (the champion adapter; else the reference: the role's SFT adapter or the base
+    model) on the role's held-out pairs. Implicit rewards are log-ratios to that same reference."""
     from peft import PeftModel
 
-    from roleforge.tasks.models import chat_prompts, load_model, load_tokenizer
+    from roleforge.tasks.models import BASE_MODELS, chat_prompts, load_tokenizer
 
     pairs = sorted(load_split(candidate.dataset_path, "held_out"), key=lambda p: p["pair_id"])[:max_pairs]
     tokenizer = load_tokenizer(base_model)
-    model = PeftModel.from_pretrained(load_model(base_model), candidate.adapter_path, adapter_name=CANDIDATE)
-    if champion_adapter is not None:
-        model.load_adapter(str(champion_adapter), adapter_name=CHAMPION)
-    model.eval()
     prompts = chat_prompts(tokenizer, system_prompt, [p["prompt"] for p in pairs])
     chosen = [p["chosen"] + tokenizer.eos_token for p in pairs]
     rejected = [p["rejected"] + tokenizer.eos_token for p in pairs]
+    with BASE_MODELS.lend(base_model) as base:
+        model = PeftModel.from_pretrained(base, candidate.adapter_path, adapter_name=CANDIDATE)
+        try:
+            for name, path in ((CHAMPION, champion_adapter), (REFERENCE, base_adapter)):
+                if path is not None:
+                    model.load_adapter(str(path), adapter_name=name)
+            model.eval()
 
-    def logps(adapter: str | None) -> tuple[list[tuple[float, int]], list[tuple[float, int]]]:
-        if adapter is not None:
-            model.set_adapter(adapter)
-        with model.disable_adapter() if adapter is None else nullcontext():
-            return completion_logps(model, tokenizer, prompts, chosen), completion_logps(model, tokenizer, prompts, rejected)
+            def logps(adapter: str | None) -> tuple[list[tuple[float, int]], list[tuple[float, int]]]:
+                if adapter is not None:
+                    model.set_adapter(adapter)
+                with model.disable_adapter() if adapter is None else nullcontext():
+                    return completion_logps(model, tokenizer, prompts, chosen), completion_logps(model, tokenizer, prompts, rejected)
 
-    base = logps(None)
-    candidate_score = score(*logps(CANDIDATE), *base)
-    opponent_score = score(*logps(CHAMPION), *base) if champion_adapter is not None else score(*base, None, None)
+            reference = logps(REFERENCE if base_adapter is not None else None)
+            candidate_score = score(*logps(CANDIDATE), *reference)
+            opponent_score = score(*logps(CHAMPION), *reference) if champion_adapter is not None else score(*reference, None, None)
+        finally:
+            model.unload()
+    opponent = CHAMPION if champion_adapter is not None else ("sft" if base_adapter is not None else "base")
     return Evaluation(
-        role=candidate.role, held_out_pairs=len(pairs), opponent=CHAMPION if champion_adapter is not None else "base",
+        role=candidate.role, held_out_pairs=len(pairs), opponent=opponent,
         opponent_version=champion_version, candidate=candidate_score, opponent_score=opponent_score,
     )
 
@@ -130,7 +137,8 @@ def evaluate_role(candidate: Candidate, profile: str) -> Evaluation:
     champion_path, champion_version = champion_adapter(
         client, settings.registered_model_name(candidate.role), settings.path("registry-cache"))
     evaluation = evaluate_candidate(candidate, config.system_prompt, settings.resolved_base_model, champion_path,
-                                    champion_version, role_recipe(profile, config.training)["data"]["max_eval_pairs"])
+                                    champion_version, role_recipe(profile, config.training)["data"]["max_eval_pairs"],
+                                    config.base_adapter)
     metrics = {f"eval_{side}_{k}": v for side, scores in (("candidate", evaluation.candidate), ("opponent", evaluation.opponent_score))
                for k, v in scores.model_dump().items() if v is not None}
     for key, value in {**metrics, "eval_accuracy_gain": evaluation.accuracy_gain}.items():

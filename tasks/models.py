@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -120,3 +122,99 @@ def chat_prompts(tokenizer: Any, system_prompt: str, user_prompts: list[str]) ->
     """Each user prompt under the role's system prompt, in the model's chat template, ready for the answer."""
     return [tokenizer.apply_chat_template([{"role": "system", "content": system_prompt}, {"role": "user", "content": p}],
                                           tokenize=False, add_generation_prompt=True) for p in user_prompts]
+
+
+class BaseModelPool:
+    """Base models loaded once per process and lent to one training or evaluation at a time.
+
+    At most `size` copies of a base model exist: that is the concurrency limit on how many roles train at once
+    (1 on a CPU, where two trainings would only fight over the cores). A borrower attaches its adapter and takes
+    it off again; a model handed back still carrying adapter layers is dropped instead of lent again.
+    """
+
+    def __init__(self) -> None:
+        import threading
+
+        self._free: dict[str, list[Any]] = {}
+        self._loaded: dict[str, int] = {}
+        self._cond = threading.Condition()
+        self.loads = 0  # models read from disk in this process
+
+    @contextmanager
+    def lend(self, directory: Path, size: int = 1) -> Iterator[PreTrainedModel]:
+        key = str(Path(directory).resolve())
+        with self._cond:
+            self._cond.wait_for(lambda: bool(self._free.get(key)) or self._loaded.get(key, 0) < size)
+            model = self._free[key].pop() if self._free.get(key) else None
+            if model is None:
+                self._loaded[key] = self._loaded.get(key, 0) + 1
+        try:
+            if model is None:
+                model = load_model(Path(key))
+                self.loads += 1
+            instance_forward = model.__dict__.get("forward")
+            yield model
+        except BaseException:
+            self._give_back(key, model if model is not None and is_clean(model) else None)
+            raise
+        # Trainers patch the forward of the model they get (TRL's fused LM head): undo that for the next borrower.
+        if instance_forward is None:
+            model.__dict__.pop("forward", None)
+        else:
+            model.forward = instance_forward
+        self._give_back(key, model if is_clean(model) else None)
+
+    def _give_back(self, key: str, model: Any) -> None:
+        with self._cond:
+            if model is None:
+                self._loaded[key] -= 1
+            else:
+                model.train(False)
+                self._free.setdefault(key, []).append(model)
+            self._cond.notify_all()
+
+
+def is_clean(model: Any) -> bool:
+    """No adapter layers attached and nothing trainable: the plain frozen base."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return not any(isinstance(module, BaseTunerLayer) for module in model.modules()) and not hasattr(model, "peft_config")
+
+
+BASE_MODELS = BaseModelPool()
+
+
+def check_adapter(adapter_dir: Path, base_dir: Path) -> None:
+    """A LoRA adapter that can sit on this base model: safetensors weights whose every LoRA matrix fits the base
+    module it targets. Reads only the file headers; a mismatch is a one-line error before any compute."""
+    import json
+
+    from safetensors import safe_open
+
+    weights, config = adapter_dir / "adapter_model.safetensors", adapter_dir / "adapter_config.json"
+    if not adapter_dir.is_dir():
+        raise RoleforgeError(f"base adapter {adapter_dir} does not exist")
+    if not weights.exists() or not config.exists():
+        raise RoleforgeError(f"base adapter {adapter_dir} needs adapter_config.json and adapter_model.safetensors")
+    try:
+        if json.loads(config.read_text()).get("peft_type") != "LORA":
+            raise RoleforgeError(f"base adapter {adapter_dir} is not a LoRA adapter")
+    except ValueError as error:
+        raise RoleforgeError(f"base adapter {config} is not valid JSON: {error}") from None
+    base_shapes: dict[str, list[int]] = {}
+    for shard in sorted(base_dir.glob("*.safetensors")):
+        with safe_open(str(shard), framework="pt") as handle:
+            base_shapes.update({name: handle.get_slice(name).get_shape() for name in handle.keys()})
+    with safe_open(str(weights), framework="pt") as handle:
+        for name in handle.keys():
+            if ".lora_A." not in name and ".lora_B." not in name:
+                continue
+            module = name.split(".lora_")[0].removeprefix("base_model.model.")
+            base = base_shapes.get(f"{module}.weight")
+            shape = handle.get_slice(name).get_shape()
+            if base is None:
+                raise RoleforgeError(f"base adapter {adapter_dir} targets {module}, which the base model {base_dir} does not have")
+            fits = shape[1] == base[1] if ".lora_A." in name else shape[0] == base[0]
+            if len(base) != 2 or not fits:
+                raise RoleforgeError(f"base adapter {adapter_dir} does not match the base model {base_dir}: "
+                                     f"{name} has shape {list(shape)}, the base weight {list(base)}")

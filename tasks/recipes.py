@@ -35,6 +35,22 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
 
 DATA_FIELDS = {"max_train_pairs", "max_eval_pairs"}
 
+# (section, field, lowest, highest, lowest allowed itself): values outside fail before any compute is spent.
+RANGES: list[tuple[str, str, float, float, bool]] = [
+    ("dpo", "beta", 0.0, 100.0, False),
+    ("dpo", "learning_rate", 0.0, 1.0, False),
+    ("dpo", "num_train_epochs", 0.0, 1000.0, False),
+    ("dpo", "per_device_train_batch_size", 1, 4096, True),
+    ("dpo", "gradient_accumulation_steps", 1, 4096, True),
+    ("dpo", "max_length", 8, 1_000_000, True),
+    ("dpo", "save_steps", 1, 1_000_000, True),
+    ("lora", "r", 1, 4096, True),
+    ("lora", "lora_alpha", 0.0, 1e6, False),
+    ("lora", "lora_dropout", 0.0, 1.0, True),
+    ("data", "max_train_pairs", 1, 10_000_000, True),
+    ("data", "max_eval_pairs", 1, 10_000_000, True),
+]
+
 
 def role_recipe(profile: str, overrides: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The profile's recipe with a role's overrides merged in, section by section."""
@@ -49,7 +65,29 @@ def role_recipe(profile: str, overrides: dict[str, dict[str, Any]]) -> dict[str,
     unknown_data = set(recipe["data"]) - DATA_FIELDS
     if unknown_data:
         raise RoleforgeError(f"unknown data field(s) {sorted(unknown_data)}: use {sorted(DATA_FIELDS)}")
+    check_ranges(recipe)
     return recipe
+
+
+def check_ranges(recipe: dict[str, dict[str, Any]]) -> None:
+    """Hyperparameters in range, and a loss mix whose weights match its losses."""
+    for section, field, low, high, low_included in RANGES:
+        value = recipe[section].get(field)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise RoleforgeError(f"bad training recipe: {section}.{field} must be a number, got {value!r}")
+        if not (low <= value if low_included else low < value) or value > high or (field == "lora_dropout" and value >= 1):
+            bound = "[" if low_included else "("
+            raise RoleforgeError(f"bad training recipe: {section}.{field} = {value} is out of range {bound}{low}, {high}]")
+    losses = recipe["dpo"].get("loss_type", ["sigmoid"])
+    losses = [losses] if isinstance(losses, str) else list(losses)
+    weights = recipe["dpo"].get("loss_weights")
+    if not losses:
+        raise RoleforgeError("bad training recipe: dpo.loss_type is empty")
+    if weights is not None and (len(weights) != len(losses) or any(w < 0 for w in weights)):
+        raise RoleforgeError(f"bad training recipe: dpo.loss_weights {weights} must be {len(losses)} non-negative "
+                             f"number(s), one per loss in {losses}")
 
 
 def build_configs(recipe: dict[str, dict[str, Any]], output_dir: str) -> tuple[Any, Any]:

@@ -63,6 +63,35 @@ class TeacherConfig(BaseModel):
     retries: int = Field(default=3, ge=0)
 
 
+class TrainingSettings(BaseModel):
+    """Where and how the per-role trainings run."""
+
+    backend: Literal["local", "azure_ml"] = Field(default="local", description="Train in this process, or as Azure ML jobs.")
+    fanout: Literal["threads", "dask"] = Field(default="threads", description="Task runner of the per-role fan-out.")
+    max_parallel_roles: int = Field(default=1, ge=1, description="Roles training at once in one process (copies of the base model).")
+    dask_address: str | None = Field(default=None, description="dask: scheduler address; a LocalCluster when unset.")
+    dask_workers: int = Field(default=2, ge=1, description="dask: worker processes of the LocalCluster.")
+    preemption_retries: int = Field(default=5, ge=0, description="Retries of a preempted training (resuming from its checkpoint).")
+    transient_retries: int = Field(default=2, ge=0, description="Retries after a transient infrastructure error; code errors fail fast.")
+
+
+class AzureMLSettings(BaseModel):
+    """An Azure ML workspace with a low-priority GPU cluster. Credentials come from the environment
+    (DefaultAzureCredential: AZURE_CLIENT_ID / AZURE_TENANT_ID / AZURE_CLIENT_SECRET, a managed identity, az login)."""
+
+    subscription_id: str | None = Field(default=None, description="Or AZURE_SUBSCRIPTION_ID.")
+    resource_group: str | None = Field(default=None, description="Or AZURE_RESOURCE_GROUP.")
+    workspace: str | None = Field(default=None, description="Or AZUREML_WORKSPACE_NAME.")
+    compute: str = Field(default="roleforge-lowpri", description="AmlCompute cluster name.")
+    vm_size: str = Field(default="Standard_NC4as_T4_v3")
+    max_instances: int = Field(default=4, ge=1)
+    idle_seconds_before_scale_down: int = Field(default=300, ge=0)
+    image: str = Field(default="mcr.microsoft.com/azureml/openmpi4.1.0-cuda11.8-cudnn8-ubuntu22.04:latest",
+                       description="Docker image of the job environment; roleforge is pip-installed from the uploaded code.")
+    max_restarts: int = Field(default=5, ge=0, description="Preemption restarts of one job before it counts as failed.")
+    poll_seconds: float = Field(default=30.0, gt=0)
+
+
 class RoleConfig(BaseModel):
     """A role that an agent plays, with its own data rules, training recipe overrides and promotion gate."""
 
@@ -76,6 +105,8 @@ class RoleConfig(BaseModel):
         default_factory=dict, description="Overrides of the profile's recipe: {'dpo': {...}, 'lora': {...}, 'data': {...}}."
     )
     gate: GateConfig = Field(default_factory=GateConfig)
+    base_adapter: Path | None = Field(
+        default=None, description="An SFT LoRA adapter of this role: DPO starts from it and uses it as the reference.")
 
 
 DEFAULT_ROLES: dict[str, RoleConfig] = {
@@ -112,6 +143,8 @@ class Settings(BaseSettings):
     profile: Literal["quick", "default"] = Field(default="default", description="Training recipe profile.")
     roles: dict[str, RoleConfig] = Field(default_factory=lambda: dict(DEFAULT_ROLES))
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
+    azure_ml: AzureMLSettings = Field(default_factory=AzureMLSettings)
     mlflow_ui_url: str = Field(default="http://127.0.0.1:5000", description="Where `mlflow ui` serves, for links in run summaries.")
     registry_prefix: str = Field(default="roleforge", description="Registered model name = '<prefix>-<role>'.")
 

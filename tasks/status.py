@@ -32,6 +32,40 @@ def role_status(settings: Settings) -> dict[str, dict[str, Any]]:
         champion = alias_version(client, settings.registered_model_name(role), CHAMPION)
         metrics = {k.removeprefix("roleforge.metric."): float(v) for k, v in (champion.tags if champion else {}).items()
                    if k.startswith("roleforge.metric.")}
+        training = read_training_status(settings.home, role) or {"state": "pending"}
         status[role] = {"feedback": counts.get(role, 0), "pairs": pairs, "snapshot": snapshot,
+                        "training": training["state"], "training_metrics": training.get("metrics", {}),
+                        "adapter_path": training.get("adapter_path"),
                         "champion_version": str(champion.version) if champion else None, "champion_metrics": metrics}
     return status
+
+
+TRAINING_STATES = ("pending", "training", "ready", "failed")
+
+
+def write_training_status(home: Path, role: str, state: str, **fields: Any) -> None:
+    """A role's training status (pending, training, ready, failed) with its last metrics and adapter path,
+    replaced atomically so that `roleforge status` never reads half a file."""
+    import json
+    import os
+    import time
+
+    if state not in TRAINING_STATES:
+        raise ValueError(f"unknown training state {state!r}")
+    directory = home / "status"
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / f"{role}.json"
+    previous = read_training_status(home, role) or {}
+    record = {**previous, **fields, "state": state, "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    staging = directory / f".{role}.json.{os.getpid()}"
+    staging.write_text(json.dumps(record, default=str))
+    staging.replace(target)
+
+
+def read_training_status(home: Path, role: str) -> dict[str, Any] | None:
+    import json
+
+    try:
+        return json.loads((home / "status" / f"{role}.json").read_text())
+    except (OSError, ValueError):
+        return None

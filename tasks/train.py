@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +14,15 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
-from roleforge.tasks.errors import retry_transient
+from roleforge.tasks.errors import Preempted, RoleforgeError, retry_transient
+from roleforge.tasks.preemption import RetryPolicy
 from roleforge.tasks.label import PreferenceDataset, load_split
 from roleforge.tasks.settings import load_settings
+
+# Retries of a training: Preempted and transient errors each have a budget in settings.training (RetryPolicy);
+# the task's own count is only the ceiling. Backoff doubles from 10 s to at most 10 min, with +-50% jitter.
+MAX_TASK_RETRIES = 20
+BACKOFF_SECONDS = [min(10 * 2**attempt, 600) for attempt in range(MAX_TASK_RETRIES)]
 
 LOGGED_METRICS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen",
                   "logps/rejected", "grad_norm", "learning_rate")
@@ -68,8 +76,10 @@ def plot_training_curve(history: list[dict[str, float]], title: str, path: Path)
     return path
 
 
-def recipe_fingerprint(recipe: dict[str, Any], base_model: Path) -> str:
-    return hashlib.sha256(json.dumps([recipe, str(base_model)], sort_keys=True, default=str).encode()).hexdigest()[:12]
+def recipe_fingerprint(recipe: dict[str, Any], base_model: Path, base_adapter: Path | None = None) -> str:
+    """Names one training: a checkpoint is resumed only by a training with the same recipe and starting point."""
+    return hashlib.sha256(json.dumps([recipe, str(base_model), str(base_adapter or "")], sort_keys=True,
+                                     default=str).encode()).hexdigest()[:12]
 
 
 def mlflow_logging_callback(client: Any, run_id: str) -> Any:
@@ -117,36 +127,71 @@ def _open_run(client: Any, experiment: str, output_dir: Path, role: str, dataset
     return run.info.run_id
 
 
+@contextmanager
+def system_metrics(run_id: str, tracking_uri: str, interval_s: float = 10.0) -> Iterator[None]:
+    """CPU, memory, disk, network (and GPU where there is one) sampled into the MLflow run while it trains."""
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(run_id, sampling_interval=interval_s, resume_logging=True, tracking_uri=tracking_uri)
+    monitor.start()
+    try:
+        yield
+    finally:
+        monitor.finish()
+
+
 def train_adapter(dataset: PreferenceDataset, system_prompt: str, recipe: dict[str, dict[str, Any]], base_model: Path,
                   checkpoints_dir: Path, adapters_dir: Path, client: Any, experiment: str,
-                  run_tags: dict[str, str] | None = None) -> Candidate:
-    """Train a role's DPO LoRA adapter on its snapshot; resumes from the newest checkpoint of the same training."""
+                  run_tags: dict[str, str] | None = None, base_adapter: Path | None = None, min_pairs: int = 1,
+                  max_parallel: int = 1) -> Candidate:
+    """Train a role's DPO LoRA adapter on its snapshot, on the process's shared base model.
+
+    From scratch, the reference is the base model. With `base_adapter` (the role's SFT adapter), training starts
+    from that adapter and uses it as the reference. Checkpoints go under `checkpoints_dir`; a run of the same
+    training (same snapshot, recipe and starting point) resumes from the newest complete one. On SIGTERM it writes a
+    checkpoint and raises Preempted.
+    """
     from datasets import Dataset
     from transformers import PrinterCallback
     from trl import DPOTrainer
 
-    from roleforge.tasks.models import load_model, load_tokenizer
+    from roleforge.tasks.models import BASE_MODELS, check_adapter, load_tokenizer
+    from roleforge.tasks.preemption import checkpoint_on_shutdown_callback, raise_if_preempted, training_in_progress
     from roleforge.tasks.recipes import build_configs
 
     started = time.monotonic()
-    output_dir = checkpoints_dir / dataset.role / f"{dataset.snapshot_hash}-{recipe_fingerprint(recipe, base_model)}"
+    if base_adapter is not None:
+        check_adapter(base_adapter, base_model)
+    output_dir = checkpoints_dir / dataset.role / f"{dataset.snapshot_hash}-{recipe_fingerprint(recipe, base_model, base_adapter)}"
     dpo_config, lora_config = build_configs(recipe, str(output_dir))
     pairs = sorted(load_split(dataset.path, "train"), key=lambda p: p["pair_id"])[: recipe["data"]["max_train_pairs"]]
+    if len(pairs) < min_pairs:
+        raise RoleforgeError(f"role {dataset.role}: {len(pairs)} training pairs in snapshot {dataset.snapshot_hash[:12]}, "
+                             f"fewer than the {min_pairs} it needs")
     run_id = _open_run(client, experiment, output_dir, dataset.role, dataset, run_tags or {})
     checkpoint, resumed_from_step = resume_point(output_dir)
     if checkpoint is None:
-        client.log_batch(run_id, params=_params(recipe, dataset, len(pairs)))
-    trainer = DPOTrainer(
-        model=load_model(base_model), args=dpo_config, processing_class=load_tokenizer(base_model),
-        train_dataset=Dataset.from_list(conversation_records(pairs, system_prompt)), peft_config=lora_config,
-        callbacks=[mlflow_logging_callback(client, run_id)],
-    )
-    trainer.remove_callback(PrinterCallback)  # metrics go to MLflow and the run logger, not to stdout
-    result = trainer.train(resume_from_checkpoint=checkpoint)
-    adapter_path = adapters_dir / dataset.role / run_id
-    trainer.model.save_pretrained(str(adapter_path), safe_serialization=True)
+        client.log_batch(run_id, params=_params(recipe, dataset, len(pairs), base_adapter))
+    tokenizer = load_tokenizer(base_model)
+    records = Dataset.from_list(conversation_records(pairs, system_prompt))
+    with (BASE_MODELS.lend(base_model, max_parallel) as base, training_in_progress(),
+          system_metrics(run_id, client.tracking_uri)):
+        model, peft_config = trainable(base, lora_config, base_adapter)
+        try:
+            trainer = DPOTrainer(model=model, args=dpo_config, processing_class=tokenizer, train_dataset=records,
+                                 peft_config=peft_config,
+                                 callbacks=[mlflow_logging_callback(client, run_id), checkpoint_on_shutdown_callback()])
+            trainer.remove_callback(PrinterCallback)  # metrics go to MLflow and the run logger, not to stdout
+            result = trainer.train(resume_from_checkpoint=checkpoint)
+            raise_if_preempted(trainer.state.global_step)
+            adapter_path = adapters_dir / dataset.role / run_id
+            trainer.model.save_pretrained(str(adapter_path), safe_serialization=True, selected_adapters=["default"])
+            history = trainer.state.log_history
+        finally:
+            # Take the adapters off the shared base model so the next role trains on the plain base.
+            (trainer.model if "trainer" in locals() else model).unload()
     client.log_artifacts(run_id, str(adapter_path), artifact_path="adapter")
-    curve = plot_training_curve(trainer.state.log_history, f"{dataset.role}: DPO training", output_dir / "training_curve.png")
+    curve = plot_training_curve(history, f"{dataset.role}: DPO training", output_dir / "training_curve.png")
     if curve is not None:
         client.log_artifact(run_id, str(curve))
     return Candidate(
@@ -157,30 +202,69 @@ def train_adapter(dataset: PreferenceDataset, system_prompt: str, recipe: dict[s
     )
 
 
-def _params(recipe: dict[str, dict[str, Any]], dataset: PreferenceDataset, train_pairs: int) -> list[Any]:
+def trainable(base: Any, lora_config: Any, base_adapter: Path | None) -> tuple[Any, Any]:
+    """The model and peft_config to hand TRL: a new LoRA adapter (TRL attaches it; the reference is the base with
+    adapters off), or the SFT adapter loaded trainable (TRL copies it into a frozen "ref" adapter: the reference)."""
+    if base_adapter is None:
+        return base, lora_config
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(base, str(base_adapter), is_trainable=True), None
+
+
+def _params(recipe: dict[str, dict[str, Any]], dataset: PreferenceDataset, train_pairs: int, base_adapter: Path | None) -> list[Any]:
     from mlflow.entities import Param
 
     flat = {f"{section}.{key}": value for section, values in recipe.items() for key, value in values.items()}
-    flat.update({"dataset.snapshot_hash": dataset.snapshot_hash, "dataset.train_pairs": train_pairs})
+    flat.update({"dataset.snapshot_hash": dataset.snapshot_hash, "dataset.train_pairs": train_pairs,
+                 "base_adapter": str(base_adapter) if base_adapter else "none"})
     return [Param(key, str(value)[:6000]) for key, value in sorted(flat.items())]
 
 
-@task(name="train-adapter", retries=2, retry_delay_seconds=[30, 120], retry_jitter_factor=0.5,
-      retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+def _retry_budgets() -> dict[str, int]:
+    training = load_settings().training
+    return {"preempted": training.preemption_retries, "transient": training.transient_retries}
+
+
+TRAIN_RETRIES = RetryPolicy(_retry_budgets)
+
+
+@task(name="train-adapter", retries=MAX_TASK_RETRIES, retry_delay_seconds=BACKOFF_SECONDS, retry_jitter_factor=0.5,
+      retry_condition_fn=TRAIN_RETRIES, cache_policy=NO_CACHE)
 def train_role_adapter(dataset: PreferenceDataset, profile: str) -> Candidate:
-    """Train a role's candidate adapter; a retry resumes from the newest checkpoint."""
+    """Train a role's candidate adapter here or as an Azure ML job; a retry resumes from the newest checkpoint.
+    Preemptions and transient errors retry from their own budgets (settings.training); code errors fail fast."""
     from roleforge.tasks.models import ensure_base_model
     from roleforge.tasks.recipes import role_recipe
+    from roleforge.tasks.status import write_training_status
     from roleforge.tasks.tracking import current_flow_run, experiment_id, mlflow_client
 
     settings = load_settings()
     config = settings.role(dataset.role)
-    base_model = ensure_base_model(settings.resolved_base_model, is_default=settings.base_model is None)
-    client = mlflow_client(settings.resolved_tracking_uri)
-    candidate = train_adapter(
-        dataset, config.system_prompt, role_recipe(profile, config.training), base_model, settings.path("checkpoints"),
-        settings.path("adapters"), client, experiment_id(client, settings.path("mlartifacts")), current_flow_run(),
-    )
+    write_training_status(settings.home, dataset.role, "training", snapshot=dataset.snapshot_hash, error=None)
+    try:
+        base_model = ensure_base_model(settings.resolved_base_model, is_default=settings.base_model is None)
+        client = mlflow_client(settings.resolved_tracking_uri)
+        experiment = experiment_id(client, settings.path("mlartifacts"))
+        recipe = role_recipe(profile, config.training)
+        if settings.training.backend == "azure_ml":
+            from roleforge.deployments.azure_ml import train_on_azure_ml
+
+            candidate = train_on_azure_ml(settings, dataset, profile, client, experiment, current_flow_run())
+        else:
+            candidate = train_adapter(
+                dataset, config.system_prompt, recipe, base_model, settings.path("checkpoints"), settings.path("adapters"),
+                client, experiment, current_flow_run(), base_adapter=config.base_adapter, min_pairs=config.min_pairs,
+                max_parallel=settings.training.max_parallel_roles)
+    except Preempted as error:
+        write_training_status(settings.home, dataset.role, "pending", error=f"preempted: {error}")
+        raise
+    except Exception as error:
+        write_training_status(settings.home, dataset.role, "failed", error=str(error).splitlines()[0] if str(error) else type(error).__name__)
+        raise
+    metrics = {k: v for k, v in candidate.train_metrics.items() if k in ("train_loss", "train_runtime", "train_samples_per_second")}
+    write_training_status(settings.home, dataset.role, "ready", adapter_path=candidate.adapter_path, metrics=metrics,
+                          steps=candidate.steps, resumed_from_step=candidate.resumed_from_step, mlflow_run_id=candidate.mlflow_run_id)
     get_run_logger().info("role %s: %d steps in %.0f s%s", dataset.role, candidate.steps, candidate.train_seconds,
                           f", resumed from step {candidate.resumed_from_step}" if candidate.resumed_from_step else "")
     return candidate

@@ -23,11 +23,11 @@ def dataset(tmp_path: Path):
     return build_dataset(rows, "tool-agent", LabelingConfig(), 0.2, 4, tmp_path / "datasets")
 
 
-def train(home: Path, tiny_model_dir: Path, overrides=RECIPE_OVERRIDES):
+def train(home: Path, tiny_model_dir: Path, overrides=RECIPE_OVERRIDES, **options):
     settings = load_settings()
     client = mlflow_client(settings.resolved_tracking_uri)
     return train_adapter(dataset(home), "You are a tool agent.", role_recipe("quick", overrides), tiny_model_dir,
-                         home / "checkpoints", home / "adapters", client, experiment_id(client, home / "mlartifacts"))
+                         home / "checkpoints", home / "adapters", client, experiment_id(client, home / "mlartifacts"), **options)
 
 
 def test_lora_moves_and_base_stays(home, tiny_model_dir):
@@ -60,3 +60,140 @@ def test_bad_recipe_fails_before_compute():
         build_configs(role_recipe("quick", {"dpo": {"not_a_field": 1}}), "/tmp/unused")
     with pytest.raises(RoleforgeError, match="unknown recipe section"):
         role_recipe("quick", {"optimizer": {}})
+
+
+def base_fingerprint(model) -> float:
+    return float(sum(p.double().sum() for p in model.parameters()))
+
+
+def test_roles_train_in_turn_on_one_base_model_that_stays_plain(home, tiny_model_dir):
+    from roleforge.tasks.models import BASE_MODELS, is_clean
+
+    loads = BASE_MODELS.loads
+    first = train(home, tiny_model_dir)
+    with BASE_MODELS.lend(tiny_model_dir) as base:
+        shared, before = base, base_fingerprint(base)
+        assert is_clean(base) and "forward" not in base.__dict__
+    second = train(home, tiny_model_dir, {**RECIPE_OVERRIDES, "dpo": {**RECIPE_OVERRIDES["dpo"], "beta": 0.2}})
+    with BASE_MODELS.lend(tiny_model_dir) as base:
+        assert base is shared and is_clean(base) and base_fingerprint(base) == before
+    assert BASE_MODELS.loads - loads <= 1, "the base model is read from disk once per process"
+    assert first.adapter_path != second.adapter_path
+
+
+def make_sft_adapter(tiny_model_dir: Path, target: Path, r: int = 4) -> Path:
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from roleforge.tasks.models import load_model
+
+    torch.manual_seed(1)
+    model = get_peft_model(load_model(tiny_model_dir), LoraConfig(r=r, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                                                   init_lora_weights=False, task_type="CAUSAL_LM"))
+    model.save_pretrained(str(target), safe_serialization=True)
+    return target
+
+
+def test_dpo_on_top_of_an_sft_adapter_starts_from_it_and_uses_it_as_reference(home, tiny_model_dir, tmp_path):
+    sft = make_sft_adapter(tiny_model_dir, tmp_path / "sft")
+    candidate = train(home, tiny_model_dir, base_adapter=sft)
+    adapter = load_file(Path(candidate.adapter_path) / "adapter_model.safetensors")
+    sft_weights = load_file(sft / "adapter_model.safetensors")
+    assert set(adapter) == set(sft_weights), "the new adapter has the SFT adapter's shape (r=4 on q/v), no 'ref' copy"
+    assert any(not (adapter[k] == sft_weights[k]).all() for k in adapter), "training moved it away from the SFT weights"
+    client = mlflow_client(load_settings().resolved_tracking_uri)
+    first_step = {m.step: m.value for m in client.get_metric_history(candidate.mlflow_run_id, "rewards_chosen")}[1]
+    # Step 1 scores the untouched SFT policy against its reference: a zero reward only if the SFT adapter is that
+    # reference (against the bare base model the random SFT weights would give a clearly non-zero reward).
+    assert abs(first_step) < 1e-4
+    assert client.get_run(candidate.mlflow_run_id).data.params["base_adapter"] == str(sft)
+
+
+def test_bad_base_adapters_fail_before_compute(home, tiny_model_dir, tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    with pytest.raises(RoleforgeError, match="does not exist"):
+        train(home, tiny_model_dir, base_adapter=tmp_path / "missing")
+    wrong = make_sft_adapter(tiny_model_dir, tmp_path / "wrong")
+    name = next(k for k in load_file(wrong / "adapter_model.safetensors") if "lora_A" in k)
+    save_file({name: torch.zeros(4, 99)}, str(wrong / "adapter_model.safetensors"))  # made for another model's width
+    with pytest.raises(RoleforgeError, match="does not match the base model"):
+        train(home, tiny_model_dir, base_adapter=wrong)
+    assert not (home / "checkpoints").exists(), "nothing was trained"
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"dpo": {"beta": 0}}, r"dpo.beta = 0 is out of range \(0.0, 100.0\]"),
+    ({"dpo": {"learning_rate": -1e-4}}, "dpo.learning_rate"),
+    ({"lora": {"r": 0}}, r"lora.r = 0 is out of range \[1"),
+    ({"lora": {"lora_dropout": 1.0}}, "lora.lora_dropout"),
+    ({"dpo": {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0]}}, "loss_weights"),
+    ({"dpo": {"per_device_train_batch_size": "eight"}}, "must be a number"),
+])
+def test_hyperparameters_out_of_range_are_one_line_errors(overrides, message):
+    with pytest.raises(RoleforgeError, match=message):
+        role_recipe("quick", overrides)
+
+
+def test_too_few_pairs_fail_before_compute(home, tiny_model_dir):
+    with pytest.raises(RoleforgeError, match="fewer than the 1000 it needs"):
+        train(home, tiny_model_dir, min_pairs=1000)
+
+
+def test_sigterm_writes_a_checkpoint_and_a_rerun_resumes_from_it(home, tiny_model_dir):
+    import os
+    import signal
+    import threading
+    import time
+
+    from roleforge.tasks import preemption
+    from roleforge.tasks.errors import Preempted
+
+    long_run = {"dpo": {**RECIPE_OVERRIDES["dpo"], "per_device_train_batch_size": 1, "save_steps": 1000}, "data": {"max_train_pairs": 32}}
+
+    def evict_once_training() -> None:
+        deadline = time.monotonic() + 120
+        while not list((home / "checkpoints").glob("*/*/mlflow_run_id")) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)  # what a spot eviction notice does
+
+    threading.Thread(target=evict_once_training, daemon=True).start()
+    try:
+        with pytest.raises(Preempted, match="checkpoint at step"):
+            train(home, tiny_model_dir, long_run)
+    finally:
+        preemption.reset()
+    (output_dir,) = (home / "checkpoints" / "tool-agent").iterdir()
+    (checkpoint,) = output_dir.glob("checkpoint-*")  # save_steps is 1000: only the eviction wrote one
+    stopped_at = int(checkpoint.name.split("-")[1])
+    resumed = train(home, tiny_model_dir, long_run)
+    assert resumed.resumed_from_step == stopped_at and 0 < stopped_at < resumed.steps
+
+
+def test_preemption_and_code_errors_have_separate_retry_budgets():
+    from roleforge.tasks import preemption
+    from roleforge.tasks.errors import Preempted
+    from roleforge.tasks.preemption import RetryPolicy
+
+    class Failed:
+        def __init__(self, error):
+            self.error = error
+
+        def result(self):
+            raise self.error
+
+    class Run:
+        id = "run-1"
+
+    policy = RetryPolicy(lambda: {"preempted": 3, "transient": 1})
+    assert [policy(None, Run(), Failed(Preempted("evicted"))) for _ in range(4)] == [True, True, True, False]
+    assert [policy(None, Run(), Failed(OSError("database is locked"))) for _ in range(2)] == [True, False]
+    assert policy(None, Run(), Failed(ValueError("a bug"))) is False, "code errors fail fast"
+    preemption.request_shutdown()
+    try:
+        other = type("Other", (), {"id": "run-2"})()
+        assert policy(None, other, Failed(Preempted("evicted"))) is False, "a process going away does not retry itself"
+    finally:
+        preemption.reset()
