@@ -1,24 +1,52 @@
-"""The self-learning loop: ingest feedback, then each role through train-role; a failing role never stops the others."""
+"""The self-learning loop: ingest feedback, then every role through train-role, fanned out by the configured task
+runner (threads in this process, or a Dask cluster); a failing role never stops the others."""
 
 from __future__ import annotations
 
-from prefect import flow
+from typing import Any
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
 
 from roleforge.flows.params import RoleRun, SelfLearningRun
-from roleforge.flows.train_role import train_role
+from roleforge.flows.train_role import run_role
 from roleforge.tasks.ingest import ingest_feedback
 from roleforge.tasks.report import RoleOutcome, publish_summary
-from roleforge.tasks.settings import load_settings
+from roleforge.tasks.settings import TrainingSettings, load_settings
+
+
+# The task wraps a plain module-level function, so that Dask pickles it by reference (a decorated function is
+# shadowed by its Task in the module and would have to be pickled by value, with everything it refers to).
+role_pipeline = task(name="role-pipeline", task_run_name="pipeline-{run.role}", cache_policy=NO_CACHE)(run_role)
+
+
+def task_runner(training: TrainingSettings) -> Any:
+    """Threads in this process (as many roles at once as max_parallel_roles), or Dask: a scheduler at
+    dask_address, else a LocalCluster of dask_workers processes."""
+    if training.fanout == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        if training.dask_address:
+            return DaskTaskRunner(address=training.dask_address)
+        return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs={
+            "n_workers": training.dask_workers, "threads_per_worker": 1, "processes": True, "dashboard_address": None})
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    return ThreadPoolTaskRunner(max_workers=training.max_parallel_roles)
+
+
+@flow(name="train-roles")
+def train_roles(runs: list[RoleRun]) -> dict[str, RoleOutcome]:
+    futures = {run.role: role_pipeline.submit(run) for run in runs}
+    return {role: future.result() for role, future in futures.items()}
 
 
 @flow(name="self-learning")
 def self_learning(run: SelfLearningRun = SelfLearningRun()) -> dict[str, RoleOutcome]:
     settings = load_settings()
     ingest_feedback(run.feedback or [str(settings.path("inbox"))])
-    outcomes = {}
-    for role in run.roles or list(settings.roles):
-        state = train_role(RoleRun(role=role, profile=run.profile, force=run.force), return_state=True)
-        outcomes[role] = state.result() if state.is_completed() else RoleOutcome.failed(role, state.message or state.name)
+    runs = [RoleRun(role=role, profile=run.profile, force=run.force) for role in run.roles or list(settings.roles)]
+    outcomes = train_roles.with_options(task_runner=task_runner(settings.training))(runs)
     publish_summary(outcomes)
     return outcomes
 

@@ -25,5 +25,20 @@ def train_role(run: RoleRun) -> RoleOutcome:
     return RoleOutcome.finished(dataset, candidate, evaluation, decision)
 
 
+def run_role(run: RoleRun) -> RoleOutcome:
+    """The train-role subflow for one role of a self-learning run, its failure turned into the role's outcome."""
+    from roleforge.tasks.preemption import shutdown_requested
+    from roleforge.tasks.settings import load_settings
+    from roleforge.tasks.status import write_training_status
+
+    if shutdown_requested():
+        return RoleOutcome.failed(run.role, "not started: the process is shutting down (SIGTERM)")
+    state = train_role(run, return_state=True)
+    if state.is_completed():
+        return state.result()
+    write_training_status(load_settings().home, run.role, "failed", error=state.message or state.name)
+    return RoleOutcome.failed(run.role, state.message or state.name)
+
+
 if __name__ == "__main__":
     print(train_role(RoleRun(role="tool-agent", profile="quick")).model_dump_json(indent=2))

@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from roleforge.tasks.errors import RoleforgeError
+from roleforge.tasks.errors import Preempted, RoleforgeError
 
 
 class Parser(argparse.ArgumentParser):
@@ -33,10 +32,14 @@ def _settings() -> Any:
     from roleforge.runtime import prepare_environment
     from roleforge.tasks.settings import load_settings
 
+    import tomllib
+
     try:
         settings = load_settings()
     except ValidationError as error:
         raise RoleforgeError(f"bad configuration: {describe_error(error)}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise RoleforgeError(f"bad configuration file {os.environ.get('ROLEFORGE_CONFIG', 'roleforge.toml')}: {error}") from None
     prepare_environment(settings.home)
     return settings
 
@@ -125,6 +128,43 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     if not args.json:
         print(f"{args.role}: champion is now version {champion}" + (f", previous {previous}" if previous else ""))
     emit({"role": args.role, "champion_version": champion, "previous_version": previous}, args.json)
+    return 0
+
+
+def cmd_train_job(args: argparse.Namespace) -> int:
+    """One role's training on a prepared snapshot, writing into --output: the entry point of an Azure ML job
+    (or any batch system). Checkpoints go under --output too, so a restarted job resumes."""
+    settings = _settings()
+    config = settings.role(args.role)
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from roleforge.tasks.label import PreferenceDataset
+    from roleforge.tasks.models import ensure_base_model
+    from roleforge.tasks.recipes import role_recipe
+    from roleforge.tasks.tracking import experiment_id, mlflow_client
+    from roleforge.tasks.train import train_adapter
+
+    snapshot, output = Path(args.snapshot), Path(args.output)
+    if not (snapshot / "train.parquet").exists():
+        raise RoleforgeError(f"{snapshot} is not a dataset snapshot (no train.parquet)")
+    rows = {split: pq.ParquetFile(snapshot / f"{split}.parquet").metadata.num_rows for split in ("train", "held_out")}
+    dataset = PreferenceDataset(role=args.role, snapshot_hash=args.snapshot_hash or snapshot.name, path=str(snapshot),
+                                train_pairs=rows["train"], held_out_pairs=rows["held_out"], by_source={}, conflicts=0)
+    base_model = ensure_base_model(settings.resolved_base_model, is_default=settings.base_model is None)
+    client = mlflow_client(settings.resolved_tracking_uri)
+    candidate = train_adapter(
+        dataset, config.system_prompt, role_recipe(args.profile or settings.profile, config.training), base_model,
+        output / "checkpoints", settings.path("adapters"), client, experiment_id(client, settings.path("mlartifacts")),
+        {"roleforge.entry_point": "train-job"}, base_adapter=config.base_adapter, min_pairs=config.min_pairs)
+    shutil.copytree(candidate.adapter_path, output / "adapter", dirs_exist_ok=True)
+    staging = output / ".candidate.json.partial"
+    staging.write_text(candidate.model_dump_json())
+    staging.replace(output / "candidate.json")  # written last: its presence means the adapter is complete
+    if not args.json:
+        print(f"{args.role}: {candidate.steps} steps -> {output / 'adapter'}")
+    emit(candidate.model_dump(), args.json)
     return 0
 
 
@@ -304,6 +344,15 @@ def build_parser() -> Parser:
     serve.add_argument("--no-schedules", action="store_true", help="serve for manual runs only")
     serve.set_defaults(handler=cmd_serve)
 
+    train_job = commands.add_parser("train-job", help="train one role on a dataset snapshot into a folder (the Azure ML job entry point)")
+    train_job.add_argument("--role", required=True)
+    train_job.add_argument("--snapshot", required=True, help="a snapshot folder (train.parquet, held_out.parquet)")
+    train_job.add_argument("--snapshot-hash", help="its content hash (default: the folder name)")
+    train_job.add_argument("--output", required=True, help="where checkpoints, the adapter and candidate.json go")
+    train_job.add_argument("--profile", choices=["quick", "default"])
+    train_job.add_argument("--json", action="store_true")
+    train_job.set_defaults(handler=cmd_train_job)
+
     setup_model = commands.add_parser("setup-model", help="convert the default base model once (make setup runs it)")
     setup_model.set_defaults(handler=cmd_setup_model)
     return parser
@@ -311,8 +360,11 @@ def build_parser() -> Parser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # SIGTERM (a scheduler, a spot eviction) unwinds like Ctrl-C, so the local Prefect server we started stops too.
-    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+    # SIGTERM (a scheduler, a spot eviction) unwinds like Ctrl-C, so the local Prefect server we started stops too;
+    # a training in progress first writes a checkpoint (tasks/preemption.py).
+    from roleforge.tasks.preemption import install_handler
+
+    install_handler()
     try:
         return args.handler(args)
     except RoleforgeError as error:
@@ -321,6 +373,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("roleforge: interrupted", file=sys.stderr)
         return 130
+    except Preempted as error:
+        print(f"roleforge: preempted: {error}", file=sys.stderr)
+        return 143
     except OSError as error:
         if os.environ.get("ROLEFORGE_DEBUG"):
             raise

@@ -48,6 +48,7 @@ def write_training_status(home: Path, role: str, state: str, **fields: Any) -> N
     replaced atomically so that `roleforge status` never reads half a file."""
     import json
     import os
+    import socket
     import time
 
     if state not in TRAINING_STATES:
@@ -56,7 +57,8 @@ def write_training_status(home: Path, role: str, state: str, **fields: Any) -> N
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / f"{role}.json"
     previous = read_training_status(home, role) or {}
-    record = {**previous, **fields, "state": state, "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    record = {**previous, **fields, "state": state, "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+              "worker": f"{socket.gethostname()}:{os.getpid()}"}
     staging = directory / f".{role}.json.{os.getpid()}"
     staging.write_text(json.dumps(record, default=str))
     staging.replace(target)

@@ -31,14 +31,18 @@ def test_ingest_json_and_reingest(home):
 
 def test_status_json_before_and_after_ingest(home):
     before = last_json(roleforge("status", "--json"))
-    assert before["ceo"] == {"feedback": 0, "pairs": 0, "snapshot": None, "champion_version": None, "champion_metrics": {}}
+    assert before["ceo"] == {"feedback": 0, "pairs": 0, "snapshot": None, "training": "pending", "training_metrics": {},
+                             "adapter_path": None, "champion_version": None, "champion_metrics": {}}
     roleforge("ingest", str(SAMPLE / "ceo.jsonl"))
     assert last_json(roleforge("status", "--json"))["ceo"]["feedback"] == 330
 
 
-def test_bad_configuration_is_a_one_line_error(home):
+def test_bad_configuration_is_a_one_line_error(home, tmp_path):
     result = roleforge("status", env={"ROLEFORGE_PROFILE": "fastest"})
     assert result.returncode == 2 and "bad configuration: profile" in result.stderr and len(result.stderr.splitlines()) == 1
+    (tmp_path / "broken.toml").write_text("[training]\nfanout = \n")
+    result = roleforge("status", env={"ROLEFORGE_CONFIG": str(tmp_path / "broken.toml")})
+    assert result.returncode == 2 and "bad configuration file" in result.stderr and len(result.stderr.splitlines()) == 1
 
 
 @pytest.mark.parametrize(("args", "message"), [

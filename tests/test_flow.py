@@ -4,6 +4,7 @@ from roleforge.flows.params import SelfLearningRun
 from roleforge.flows.self_learning import self_learning
 from roleforge.tasks.promote import CHAMPION, alias_version
 from roleforge.tasks.settings import load_settings
+from roleforge.tasks.status import role_status
 from roleforge.tasks.store import engine_for, feedback
 from roleforge.tasks.tracking import mlflow_client
 from tests.conftest import SAMPLE
@@ -43,6 +44,10 @@ def test_roles_train_promote_or_are_held_back_with_a_reason(home, prefect_harnes
     assert alias_version(client, "roleforge-cfo", CHAMPION) is None
     run = client.get_run(ceo.mlflow_run_id)
     assert run.data.tags["prefect.flow_run_id"] and "eval_candidate_preference_accuracy" in run.data.metrics
+
+    status = role_status(settings)
+    assert status["ceo"]["training"] == "ready" and status["ceo"]["adapter_path"] and "train_loss" in status["ceo"]["training_metrics"]
+    assert status["tool-agent"]["training"] == "pending", "a role held back never started training"
 
     nothing_new = self_learning(SelfLearningRun(roles=["ceo"], profile="quick"))
     assert not nothing_new["ceo"].trained and nothing_new["ceo"].new_pairs == 0 and "new training pairs" in nothing_new["ceo"].reason

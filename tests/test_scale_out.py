@@ -1,0 +1,92 @@
+"""Scale-out: the per-role fan-out on a Dask cluster, and Azure ML specs and job polling (offline)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from roleforge.deployments.azure_ml import compute_spec, training_folder, training_job_spec, wait_for_job
+from roleforge.tasks.errors import Preempted
+from roleforge.tasks.settings import AzureMLSettings
+from tests.conftest import SAMPLE
+
+DASK = """
+[training]
+fanout = "dask"
+dask_workers = 2
+"""
+
+
+@pytest.mark.slow
+def test_the_fan_out_runs_every_role_on_a_dask_cluster(home, prefect_harness, tmp_path):
+    from roleforge.flows.params import SelfLearningRun
+    from roleforge.flows.self_learning import self_learning
+    from roleforge.tasks.status import read_training_status
+
+    (tmp_path / "roleforge.toml").write_text((tmp_path / "roleforge.toml").read_text() + DASK)
+    outcomes = self_learning(SelfLearningRun(feedback=[str(SAMPLE / "ceo.jsonl"), str(SAMPLE / "tool-agent.jsonl")],
+                                             roles=["ceo", "tool-agent"], profile="quick"))
+    assert all(outcome.trained for outcome in outcomes.values()), {r: o.reason for r, o in outcomes.items()}
+    workers = {read_training_status(home, role)["worker"] for role in outcomes}
+    assert all(not worker.endswith(f":{os.getpid()}") for worker in workers), "roles trained in Dask worker processes"
+    assert {read_training_status(home, role)["state"] for role in outcomes} == {"ready"}
+
+
+def test_the_low_priority_cluster_scales_to_zero():
+    spec = compute_spec(AzureMLSettings(compute="gpu-spot", vm_size="Standard_NC6s_v3", max_instances=3))._to_dict()
+    assert spec["tier"] == "low_priority" and spec["min_instances"] == 0 and spec["max_instances"] == 3
+    assert spec["name"] == "gpu-spot" and spec["size"] == "Standard_NC6s_v3" and spec["type"] == "amlcompute"
+
+
+def test_the_training_job_runs_the_same_entry_point_on_the_snapshot(tmp_path: Path):
+    snapshot = tmp_path / "datasets" / "cfo" / "abc123"
+    snapshot.mkdir(parents=True)
+    job = training_job_spec(AzureMLSettings(), "cfo", snapshot, "abc123", "default", "fp01",
+                            {"prefect.flow_run_id": "run-9"}, code_dir=Path(__file__).resolve().parents[1])
+    spec = job._to_dict()
+    command = " ".join(spec["component"]["command"].split())
+    assert "roleforge train-job --role cfo --profile default --snapshot ${{inputs.snapshot}}" in command
+    assert "--output ${{outputs.result}}" in command and "pip install --quiet -c constraints.txt ." in command
+    assert spec["inputs"]["snapshot"]["type"] == "uri_folder" and spec["inputs"]["snapshot"]["path"].endswith("abc123")
+    # Checkpoints live in a folder named after the training, so a restarted or resubmitted job resumes there.
+    assert spec["outputs"]["result"]["path"] == training_folder("cfo", "abc123", "fp01")
+    assert spec["outputs"]["result"]["mode"] == "rw_mount"
+    assert spec["compute"] == "azureml:roleforge-lowpri" and spec["environment"]["image"].startswith("mcr.microsoft.com/azureml/")
+    assert spec["component"]["tags"] == {"roleforge.role": "cfo", "roleforge.dataset_hash": "abc123", "prefect.flow_run_id": "run-9"}
+    text = yaml.safe_dump(spec)
+    assert "secret" not in text.lower() and "password" not in text.lower()
+
+
+class Jobs:
+    """jobs.get answers from a script of states, as the service would across polls."""
+
+    def __init__(self, states: list[str]) -> None:
+        self.states, self.cancelled = list(states), []
+
+    def get(self, name: str):
+        return type("Job", (), {"name": name, "status": self.states.pop(0) if len(self.states) > 1 else self.states[0],
+                                "studio_url": "https://ml.azure.invalid/runs/" + name})()
+
+    def begin_cancel(self, name: str) -> None:
+        self.cancelled.append(name)
+
+
+def test_polling_counts_preemption_restarts_and_finishes():
+    states = ["NotStarted", "Queued", "Preparing", "Running", "Queued", "Preparing", "Running", "Finalizing", "Completed"]
+    assert wait_for_job(Jobs(states), "job-1", max_restarts=2, poll_seconds=0, sleep=lambda _: None) == 1
+
+
+def test_too_many_preemptions_cancel_the_job_and_raise_preempted():
+    jobs = Jobs(["Queued", "Running", "Queued", "Running", "Starting", "Running"])
+    with pytest.raises(Preempted, match="preempted 2 times"):
+        wait_for_job(jobs, "job-2", max_restarts=1, poll_seconds=0, sleep=lambda _: None)
+    assert jobs.cancelled == ["job-2"]
+
+
+def test_a_failed_job_is_an_error_not_a_retry():
+    with pytest.raises(RuntimeError, match="ended Failed") as error:
+        wait_for_job(Jobs(["Queued", "Running", "Failed"]), "job-3", max_restarts=5, poll_seconds=0, sleep=lambda _: None)
+    assert not isinstance(error.value, Preempted)
