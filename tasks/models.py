@@ -141,8 +141,8 @@ class BaseModelPool:
         self.loads = 0  # models read from disk in this process
 
     @contextmanager
-    def lend(self, directory: Path, size: int = 1) -> Iterator[PreTrainedModel]:
-        key = str(Path(directory).resolve())
+    def lend(self, directory: Path, size: int = 1, dtype: str = "float32") -> Iterator[PreTrainedModel]:
+        key = f"{Path(directory).resolve()}|{dtype}"
         with self._cond:
             self._cond.wait_for(lambda: bool(self._free.get(key)) or self._loaded.get(key, 0) < size)
             model = self._free[key].pop() if self._free.get(key) else None
@@ -150,7 +150,7 @@ class BaseModelPool:
                 self._loaded[key] = self._loaded.get(key, 0) + 1
         try:
             if model is None:
-                model = load_model(Path(key))
+                model = load_model(Path(key.rsplit("|", 1)[0]), dtype)
                 self.loads += 1
             instance_forward = model.__dict__.get("forward")
             yield model
@@ -172,6 +172,13 @@ class BaseModelPool:
                 model.train(False)
                 self._free.setdefault(key, []).append(model)
             self._cond.notify_all()
+
+
+def compute_dtype() -> str:
+    """The dtype a frozen base model is kept in: bf16 where the hardware computes in it, else fp32."""
+    from roleforge.tasks.recipes import bf16_supported
+
+    return "bfloat16" if bf16_supported() else "float32"
 
 
 def is_clean(model: Any) -> bool:

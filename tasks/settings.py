@@ -67,6 +67,8 @@ class TrainingSettings(BaseModel):
     """Where and how the per-role trainings run."""
 
     backend: Literal["local", "azure_ml"] = Field(default="local", description="Train in this process, or as Azure ML jobs.")
+    engine: Literal["roleforge", "trl"] = Field(
+        default="roleforge", description="roleforge's DPO path (shared system prompt, cached reference, bf16 base) or stock TRL DPOTrainer.")
     fanout: Literal["threads", "dask"] = Field(default="threads", description="Task runner of the per-role fan-out.")
     max_parallel_roles: int = Field(default=1, ge=1, description="Roles training at once in one process (copies of the base model).")
     dask_address: str | None = Field(default=None, description="dask: scheduler address; a LocalCluster when unset.")

@@ -143,19 +143,17 @@ def system_metrics(run_id: str, tracking_uri: str, interval_s: float = 10.0) -> 
 def train_adapter(dataset: PreferenceDataset, system_prompt: str, recipe: dict[str, dict[str, Any]], base_model: Path,
                   checkpoints_dir: Path, adapters_dir: Path, client: Any, experiment: str,
                   run_tags: dict[str, str] | None = None, base_adapter: Path | None = None, min_pairs: int = 1,
-                  max_parallel: int = 1) -> Candidate:
+                  max_parallel: int = 1, engine: str = "roleforge") -> Candidate:
     """Train a role's DPO LoRA adapter on its snapshot, on the process's shared base model.
 
     From scratch, the reference is the base model. With `base_adapter` (the role's SFT adapter), training starts
     from that adapter and uses it as the reference. Checkpoints go under `checkpoints_dir`; a run of the same
     training (same snapshot, recipe and starting point) resumes from the newest complete one. On SIGTERM it writes a
-    checkpoint and raises Preempted.
+    checkpoint and raises Preempted. `engine` is roleforge's training path (tasks/fast_dpo.py) or stock TRL.
     """
-    from datasets import Dataset
     from transformers import PrinterCallback
-    from trl import DPOTrainer
 
-    from roleforge.tasks.models import BASE_MODELS, check_adapter, load_tokenizer
+    from roleforge.tasks.models import BASE_MODELS, check_adapter, compute_dtype, load_tokenizer
     from roleforge.tasks.preemption import checkpoint_on_shutdown_callback, raise_if_preempted, training_in_progress
     from roleforge.tasks.recipes import build_configs
 
@@ -173,14 +171,16 @@ def train_adapter(dataset: PreferenceDataset, system_prompt: str, recipe: dict[s
     if checkpoint is None:
         client.log_batch(run_id, params=_params(recipe, dataset, len(pairs), base_adapter))
     tokenizer = load_tokenizer(base_model)
-    records = Dataset.from_list(conversation_records(pairs, system_prompt))
-    with (BASE_MODELS.lend(base_model, max_parallel) as base, training_in_progress(),
+    callbacks = [mlflow_logging_callback(client, run_id), checkpoint_on_shutdown_callback()]
+    dtype = compute_dtype() if engine == "roleforge" else "float32"
+    with (BASE_MODELS.lend(base_model, max_parallel, dtype) as base, training_in_progress(),
           system_metrics(run_id, client.tracking_uri)):
-        model, peft_config = trainable(base, lora_config, base_adapter)
+        if engine == "trl":
+            trainer = trl_trainer(base, dpo_config, lora_config, base_adapter, tokenizer, pairs, system_prompt, callbacks)
+        else:
+            trainer = roleforge_trainer(base, dpo_config, lora_config, base_adapter, tokenizer, pairs, system_prompt,
+                                        callbacks, output_dir / "reference_logps.json")
         try:
-            trainer = DPOTrainer(model=model, args=dpo_config, processing_class=tokenizer, train_dataset=records,
-                                 peft_config=peft_config,
-                                 callbacks=[mlflow_logging_callback(client, run_id), checkpoint_on_shutdown_callback()])
             trainer.remove_callback(PrinterCallback)  # metrics go to MLflow and the run logger, not to stdout
             result = trainer.train(resume_from_checkpoint=checkpoint)
             raise_if_preempted(trainer.state.global_step)
@@ -189,7 +189,7 @@ def train_adapter(dataset: PreferenceDataset, system_prompt: str, recipe: dict[s
             history = trainer.state.log_history
         finally:
             # Take the adapters off the shared base model so the next role trains on the plain base.
-            (trainer.model if "trainer" in locals() else model).unload()
+            trainer.model.unload()
     client.log_artifacts(run_id, str(adapter_path), artifact_path="adapter")
     curve = plot_training_curve(history, f"{dataset.role}: DPO training", output_dir / "training_curve.png")
     if curve is not None:
@@ -202,14 +202,65 @@ def train_adapter(dataset: PreferenceDataset, system_prompt: str, recipe: dict[s
     )
 
 
-def trainable(base: Any, lora_config: Any, base_adapter: Path | None) -> tuple[Any, Any]:
-    """The model and peft_config to hand TRL: a new LoRA adapter (TRL attaches it; the reference is the base with
-    adapters off), or the SFT adapter loaded trainable (TRL copies it into a frozen "ref" adapter: the reference)."""
-    if base_adapter is None:
-        return base, lora_config
-    from peft import PeftModel
+def trl_trainer(base: Any, dpo_config: Any, lora_config: Any, base_adapter: Path | None, tokenizer: Any,
+                pairs: list[dict[str, Any]], system_prompt: str, callbacks: list[Any]) -> Any:
+    """Stock TRL DPOTrainer. A new LoRA adapter: TRL attaches it and the reference is the base with adapters off;
+    an SFT adapter: loaded trainable, and TRL copies it into a frozen "ref" adapter, the reference."""
+    from datasets import Dataset
+    from trl import DPOTrainer
 
-    return PeftModel.from_pretrained(base, str(base_adapter), is_trainable=True), None
+    model, peft_config = base, lora_config
+    if base_adapter is not None:
+        from peft import PeftModel
+
+        model, peft_config = PeftModel.from_pretrained(base, str(base_adapter), is_trainable=True), None
+    try:
+        return DPOTrainer(model=model, args=dpo_config, processing_class=tokenizer, peft_config=peft_config,
+                          train_dataset=Dataset.from_list(conversation_records(pairs, system_prompt)), callbacks=callbacks)
+    except BaseException:
+        if hasattr(model, "unload"):
+            model.unload()
+        raise
+
+
+def roleforge_trainer(base: Any, dpo_config: Any, lora_config: Any, base_adapter: Path | None, tokenizer: Any,
+                      pairs: list[dict[str, Any]], system_prompt: str, callbacks: list[Any], reference_cache: Path) -> Any:
+    """roleforge's path (tasks/fast_dpo.py): the adapter attached here, reference log-probs computed once (adapter
+    off, or the SFT adapter as a frozen "ref" copy) and cached beside the checkpoints."""
+    from peft import PeftModel, get_peft_model
+
+    from roleforge.tasks.fast_dpo import SharedPrefixDPOTrainer, cached_reference, check_losses, reference_logps, tokenize_pairs
+
+    losses, weights = check_losses({"loss_type": dpo_config.loss_type, "loss_weights": dpo_config.loss_weights})
+    if base_adapter is None:
+        model = get_peft_model(base, lora_config)
+    else:
+        model = PeftModel.from_pretrained(base, str(base_adapter), is_trainable=True)
+        model.load_adapter(str(base_adapter), adapter_name="ref", is_trainable=False)
+    try:
+        prefix, examples = tokenize_pairs(tokenizer, system_prompt, pairs, dpo_config.max_length)
+        key = hashlib.sha256(json.dumps([prefix, examples, str(base_adapter)]).encode()).hexdigest()
+
+        def compute() -> list[tuple[float, float]]:
+            if base_adapter is None:
+                with model.disable_adapter():
+                    return reference_logps(model, prefix, examples, tokenizer.pad_token_id)
+            model.set_adapter("ref")
+            try:
+                return reference_logps(model, prefix, examples, tokenizer.pad_token_id)
+            finally:
+                model.set_adapter("default")
+                for name, parameter in model.named_parameters():
+                    parameter.requires_grad = "lora_" in name and ".default." in name
+
+        for example, (chosen, rejected) in zip(examples, cached_reference(reference_cache, key, compute)):
+            example["ref_chosen"], example["ref_rejected"] = chosen, rejected
+        return SharedPrefixDPOTrainer(
+            model=model, args=dpo_config, train_dataset=examples, callbacks=callbacks, prefix_ids=prefix,
+            pad_id=tokenizer.pad_token_id, loss_types=losses, loss_weights=weights, beta=dpo_config.beta)
+    except BaseException:
+        model.unload()
+        raise
 
 
 def _params(recipe: dict[str, dict[str, Any]], dataset: PreferenceDataset, train_pairs: int, base_adapter: Path | None) -> list[Any]:
@@ -255,7 +306,7 @@ def train_role_adapter(dataset: PreferenceDataset, profile: str) -> Candidate:
             candidate = train_adapter(
                 dataset, config.system_prompt, recipe, base_model, settings.path("checkpoints"), settings.path("adapters"),
                 client, experiment, current_flow_run(), base_adapter=config.base_adapter, min_pairs=config.min_pairs,
-                max_parallel=settings.training.max_parallel_roles)
+                max_parallel=settings.training.max_parallel_roles, engine=settings.training.engine)
     except Preempted as error:
         write_training_status(settings.home, dataset.role, "pending", error=f"preempted: {error}")
         raise

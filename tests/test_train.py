@@ -63,19 +63,19 @@ def test_bad_recipe_fails_before_compute():
 
 
 def base_fingerprint(model) -> float:
-    return float(sum(p.double().sum() for p in model.parameters()))
+    return float(sum(p.detach().double().sum() for p in model.parameters()))
 
 
 def test_roles_train_in_turn_on_one_base_model_that_stays_plain(home, tiny_model_dir):
-    from roleforge.tasks.models import BASE_MODELS, is_clean
+    from roleforge.tasks.models import BASE_MODELS, compute_dtype, is_clean
 
     loads = BASE_MODELS.loads
     first = train(home, tiny_model_dir)
-    with BASE_MODELS.lend(tiny_model_dir) as base:
+    with BASE_MODELS.lend(tiny_model_dir, dtype=compute_dtype()) as base:
         shared, before = base, base_fingerprint(base)
         assert is_clean(base) and "forward" not in base.__dict__
     second = train(home, tiny_model_dir, {**RECIPE_OVERRIDES, "dpo": {**RECIPE_OVERRIDES["dpo"], "beta": 0.2}})
-    with BASE_MODELS.lend(tiny_model_dir) as base:
+    with BASE_MODELS.lend(tiny_model_dir, dtype=compute_dtype()) as base:
         assert base is shared and is_clean(base) and base_fingerprint(base) == before
     assert BASE_MODELS.loads - loads <= 1, "the base model is read from disk once per process"
     assert first.adapter_path != second.adapter_path
@@ -105,7 +105,7 @@ def test_dpo_on_top_of_an_sft_adapter_starts_from_it_and_uses_it_as_reference(ho
     first_step = {m.step: m.value for m in client.get_metric_history(candidate.mlflow_run_id, "rewards_chosen")}[1]
     # Step 1 scores the untouched SFT policy against its reference: a zero reward only if the SFT adapter is that
     # reference (against the bare base model the random SFT weights would give a clearly non-zero reward).
-    assert abs(first_step) < 1e-4
+    assert abs(first_step) < 5e-3
     assert client.get_run(candidate.mlflow_run_id).data.params["base_adapter"] == str(sft)
 
 

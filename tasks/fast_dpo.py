@@ -1,0 +1,234 @@
+"""roleforge's DPO training path: the same objective as TRL's DPOTrainer, with the work a role's data makes redundant
+taken out. It runs inside transformers' Trainer, so checkpoints, resume, schedulers, callbacks and logging are the
+ones the rest of the pipeline relies on.
+
+What it saves, measured one lever at a time with `roleforge bench dpo` (see docs/perf-notes.md):
+- the role's system prompt is the same for every pair: its keys and values are computed once per batch (with
+  gradients, since the LoRA adapter changes them) and shared by every chosen and rejected sequence;
+- the reference log-probabilities are computed once, before training, with the adapter off (or the SFT
+  adapter on), in large no-grad batches, and cached next to the checkpoints;
+- the vocabulary projection runs only at positions that predict a completion token;
+- batches are built from pairs of similar length, so little is spent on padding;
+- the frozen base is kept in bf16 where the hardware has it (AMX, recent GPUs) while the LoRA weights and the
+  optimizer stay in fp32.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import Trainer
+
+from roleforge.tasks.errors import RoleforgeError
+
+SUPPORTED_LOSSES = ("sigmoid", "sft", "ipo", "hinge")
+
+
+def split_chat(tokenizer: Any, system_prompt: str, user_prompt: str) -> tuple[str, str]:
+    """The chat prompt as (system part, rest): the system part is shared by all pairs of a role."""
+    system = tokenizer.apply_chat_template([{"role": "system", "content": system_prompt}], tokenize=False)
+    full = tokenizer.apply_chat_template([{"role": "system", "content": system_prompt}, {"role": "user", "content": user_prompt}],
+                                         tokenize=False, add_generation_prompt=True)
+    if not full.startswith(system):  # a template that rewrites the system turn: share nothing
+        return "", full
+    return system, full[len(system):]
+
+
+def tokenize_pairs(tokenizer: Any, system_prompt: str, pairs: list[dict[str, Any]], max_length: int) -> tuple[list[int], list[dict[str, Any]]]:
+    """The shared prefix ids and, per pair, the prompt-rest ids with the chosen and rejected completion ids."""
+    prefix_text, _ = split_chat(tokenizer, system_prompt, "x")
+    prefix = tokenizer(prefix_text, add_special_tokens=False)["input_ids"] if prefix_text else []
+    budget = max(max_length - len(prefix), 8)
+    examples = []
+    for index, pair in enumerate(pairs):
+        _, rest = split_chat(tokenizer, system_prompt, pair["prompt"])
+        prompt_ids = tokenizer(rest, add_special_tokens=False)["input_ids"]
+        completions = [tokenizer(pair[side] + tokenizer.eos_token, add_special_tokens=False)["input_ids"] for side in ("chosen", "rejected")]
+        # Keep the start (the prompt and the first completion tokens), as TRL's keep_start does.
+        prompt_ids = prompt_ids[: max(budget - 1, 1)]
+        completions = [ids[: max(budget - len(prompt_ids), 1)] for ids in completions]
+        examples.append({"index": index, "prompt_ids": prompt_ids, "chosen_ids": completions[0], "rejected_ids": completions[1]})
+    return prefix, examples
+
+
+def length_buckets(examples: list[dict[str, Any]], batch_size: int, seed: int) -> list[int]:
+    """An order of examples in which each batch holds pairs of similar length; the batches themselves shuffled."""
+    rng = random.Random(seed)
+    order = sorted(range(len(examples)), key=lambda i: (len(examples[i]["prompt_ids"]) + max(
+        len(examples[i]["chosen_ids"]), len(examples[i]["rejected_ids"])), rng.random()))
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    rng.shuffle(batches)
+    return [i for batch in batches for i in batch]
+
+
+def collate(examples: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Rows [chosen..., rejected...] of prompt-rest + completion, right-padded; `targets` marks the positions whose
+    next token is a completion token (the only positions that are projected onto the vocabulary)."""
+    sequences = [e["prompt_ids"] + e[side] for side in ("chosen_ids", "rejected_ids") for e in examples]
+    prompt_lengths = [len(e["prompt_ids"]) for e in examples] * 2
+    width = max(map(len, sequences))
+    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(sequences), width), dtype=torch.long)
+    targets = torch.zeros((len(sequences), width), dtype=torch.bool)
+    for row, (sequence, prompt_length) in enumerate(zip(sequences, prompt_lengths)):
+        input_ids[row, : len(sequence)] = torch.tensor(sequence)
+        attention[row, : len(sequence)] = 1
+        targets[row, prompt_length - 1: len(sequence) - 1] = True
+    batch = {"input_ids": input_ids, "attention_mask": attention, "targets": targets,
+             "index": torch.tensor([e["index"] for e in examples])}
+    if "ref_chosen" in examples[0]:
+        batch["ref_chosen"] = torch.tensor([e["ref_chosen"] for e in examples])
+        batch["ref_rejected"] = torch.tensor([e["ref_rejected"] for e in examples])
+    return batch
+
+
+def sequence_logps(model: Any, prefix: torch.Tensor | None, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row: the summed log-probability of its completion tokens and their count. The prefix runs once and its
+    keys/values are shared by every row (gradients flow back through them)."""
+    from transformers import DynamicCache
+
+    from roleforge.tasks.models import decoder_and_head
+
+    decoder, lm_head = decoder_and_head(model)
+    input_ids, attention = batch["input_ids"], batch["attention_mask"]
+    rows = input_ids.size(0)
+    cache = None
+    if prefix is not None and prefix.numel():
+        prefix_cache = decoder(input_ids=prefix.unsqueeze(0), use_cache=True).past_key_values
+        cache = DynamicCache(ddp_cache_data=[(keys.expand(rows, -1, -1, -1), values.expand(rows, -1, -1, -1))
+                                             for keys, values, *_ in prefix_cache])
+        attention = torch.cat([attention.new_ones(rows, prefix.numel()), attention], dim=1)
+    hidden = decoder(input_ids=input_ids, attention_mask=attention, past_key_values=cache, use_cache=cache is not None).last_hidden_state
+    targets = batch["targets"]  # never set on a row's last position: each target has a next token
+    logits = lm_head(hidden[targets]).float()
+    next_tokens = input_ids[:, 1:][targets[:, :-1]]
+    token_logps = torch.log_softmax(logits, dim=-1).gather(1, next_tokens.unsqueeze(1)).squeeze(1)
+    counts = targets.sum(dim=1)
+    row_of_token = torch.repeat_interleave(torch.arange(rows, device=counts.device), counts)
+    sums = torch.zeros(rows, dtype=token_logps.dtype, device=token_logps.device).index_add(0, row_of_token, token_logps)
+    return sums, counts
+
+
+def dpo_losses(loss_types: list[str], weights: list[float], beta: float, policy: tuple[torch.Tensor, torch.Tensor],
+               reference: tuple[torch.Tensor, torch.Tensor], chosen_tokens: torch.Tensor) -> torch.Tensor:
+    """The weighted loss mix, per pair, with TRL's definitions (sft: mean NLL of the chosen completion tokens)."""
+    chosen, rejected = policy
+    logits = (chosen - reference[0]) - (rejected - reference[1])
+    total = torch.zeros_like(chosen)
+    for loss_type, weight in zip(loss_types, weights):
+        if loss_type == "sigmoid":
+            loss = -F.logsigmoid(beta * logits)
+        elif loss_type == "hinge":
+            loss = torch.relu(1 - beta * logits)
+        elif loss_type == "ipo":
+            loss = (logits - 1 / (2 * beta)) ** 2
+        else:  # sft
+            loss = (-chosen.sum() / chosen_tokens.sum().clamp(min=1)).expand_as(chosen)
+        total = total + weight * loss
+    return total
+
+
+class SharedPrefixDPOTrainer(Trainer):
+    """DPO on a PEFT model with the role's system prompt as a shared prefix; reference log-probs precomputed."""
+
+    def __init__(self, *, prefix_ids: list[int], pad_id: int, loss_types: list[str], loss_weights: list[float],
+                 beta: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.prefix = torch.tensor(prefix_ids, dtype=torch.long)
+        self.pad_id, self.loss_types, self.loss_weights, self.beta = pad_id, loss_types, loss_weights, beta
+        self._metrics: dict[str, list[float]] = defaultdict(list)
+
+    def get_train_dataloader(self) -> Any:
+        from torch.utils.data import DataLoader
+
+        examples = self.train_dataset
+        batch_size = self.args.per_device_train_batch_size
+        # One order for every epoch, so that a resumed run skips exactly the batches it had done.
+        order = length_buckets(examples, batch_size, self.args.seed)
+        return DataLoader([examples[i] for i in order], batch_size=batch_size, shuffle=False,
+                          collate_fn=lambda rows: collate(rows, self.pad_id))
+
+    def compute_loss(self, model: Any, inputs: dict[str, torch.Tensor], return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
+        sums, counts = sequence_logps(model, self.prefix.to(inputs["input_ids"].device), inputs)
+        chosen, rejected = sums.chunk(2)
+        chosen_tokens, _ = counts.chunk(2)
+        reference = (inputs["ref_chosen"].to(chosen.dtype), inputs["ref_rejected"].to(chosen.dtype))
+        loss = dpo_losses(self.loss_types, self.loss_weights, self.beta, (chosen, rejected), reference, chosen_tokens).mean()
+        with torch.no_grad():
+            rewards_chosen = self.beta * (chosen - reference[0])
+            rewards_rejected = self.beta * (rejected - reference[1])
+            for key, value in (("rewards/chosen", rewards_chosen.mean()), ("rewards/rejected", rewards_rejected.mean()),
+                               ("rewards/margins", (rewards_chosen - rewards_rejected).mean()),
+                               ("rewards/accuracies", (rewards_chosen > rewards_rejected).float().mean()),
+                               ("logps/chosen", chosen.mean()), ("logps/rejected", rejected.mean())):
+                self._metrics[key].append(float(value))
+        return (loss, None) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add the reward metrics averaged since the last log, under TRL's names."""
+        if "loss" in logs:
+            logs.update({key: sum(values) / len(values) for key, values in self._metrics.items() if values})
+            self._metrics.clear()
+        super().log(logs, start_time)
+
+
+def check_losses(dpo: dict[str, Any]) -> tuple[list[str], list[float]]:
+    losses = dpo.get("loss_type", ["sigmoid"])
+    losses = [losses] if isinstance(losses, str) else list(losses)
+    unsupported = [loss for loss in losses if loss not in SUPPORTED_LOSSES]
+    if unsupported:
+        raise RoleforgeError(f"bad training recipe: loss_type {unsupported} is not supported by the roleforge engine "
+                             f"(use {', '.join(SUPPORTED_LOSSES)}, or training.engine = \"trl\")")
+    return losses, list(dpo.get("loss_weights") or [1.0] * len(losses))
+
+
+@torch.no_grad()
+def reference_logps(model: Any, prefix_ids: list[int], examples: list[dict[str, Any]], pad_id: int,
+                    batch_size: int = 32) -> list[tuple[float, float]]:
+    """(chosen, rejected) log-probs of every pair under the current model state (the reference), no grad."""
+    from roleforge.tasks.models import inference_autocast
+
+    prefix = torch.tensor(prefix_ids, dtype=torch.long, device=next(model.parameters()).device)
+    order = length_buckets(examples, batch_size, 0)
+    results: dict[int, tuple[float, float]] = {}
+    was_training = model.training
+    model.eval()
+    for start in range(0, len(order), batch_size):
+        rows = [examples[i] for i in order[start:start + batch_size]]
+        batch = {k: v.to(prefix.device) for k, v in collate(rows, pad_id).items()}
+        with inference_autocast():
+            sums, _ = sequence_logps(model, prefix, batch)
+        chosen, rejected = sums.float().chunk(2)
+        for row, c, r in zip(rows, chosen.tolist(), rejected.tolist()):
+            results[row["index"]] = (c, r)
+    model.train(was_training)
+    return [results[e["index"]] for e in examples]
+
+
+def cached_reference(path: Path, key: str, compute: Any) -> list[tuple[float, float]]:
+    """Reference log-probs from `path` when they were computed for the same key, else computed and stored."""
+    import json
+
+    try:
+        stored = json.loads(path.read_text())
+        if stored["key"] == key:
+            return [tuple(v) for v in stored["logps"]]
+    except (OSError, ValueError, KeyError):
+        pass
+    values = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_suffix(".partial")
+    staging.write_text(json.dumps({"key": key, "logps": values}))
+    staging.replace(path)
+    return values
+
+
+def steps_per_epoch(pairs: int, batch_size: int, accumulation: int) -> int:
+    return max(math.ceil(pairs / batch_size) // accumulation, 1)

@@ -1,0 +1,63 @@
+"""roleforge's DPO path computes what plain full-sequence DPO computes: same log-probs, same gradients."""
+
+from __future__ import annotations
+
+import torch
+from peft import LoraConfig, get_peft_model
+
+from roleforge.tasks.evaluate import completion_logps
+from roleforge.tasks.fast_dpo import collate, dpo_losses, length_buckets, sequence_logps, tokenize_pairs
+from roleforge.tasks.models import chat_prompts, load_model, load_tokenizer
+
+SYSTEM = "You are a tool-using agent. Answer with a Thought line and a JSON action."
+PAIRS = [{"prompt": f"What is {i} plus {i * 3}?", "chosen": f'Thought: add.\nAction:\n```json\n{{"tool": "calculator", "args": {{"expression": "{i} + {i * 3}"}}}}\n```',
+          "rejected": "No." * (i % 3 + 1)} for i in range(5)]
+
+
+def lora_model(tiny_model_dir):
+    torch.manual_seed(0)
+    return get_peft_model(load_model(tiny_model_dir), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+                                                                  init_lora_weights=False, task_type="CAUSAL_LM"))
+
+
+def test_shared_prefix_log_probs_equal_full_sequence_log_probs(tiny_model_dir):
+    tokenizer, model = load_tokenizer(tiny_model_dir), lora_model(tiny_model_dir)
+    prefix, examples = tokenize_pairs(tokenizer, SYSTEM, PAIRS, max_length=1024)
+    assert len(prefix) > 5, "the system turn is the shared prefix"
+    with torch.no_grad():
+        sums, counts = sequence_logps(model, torch.tensor(prefix), collate(examples, tokenizer.pad_token_id))
+    prompts = chat_prompts(tokenizer, SYSTEM, [p["prompt"] for p in PAIRS])
+    full_chosen = completion_logps(model, tokenizer, prompts, [p["chosen"] + tokenizer.eos_token for p in PAIRS])
+    full_rejected = completion_logps(model, tokenizer, prompts, [p["rejected"] + tokenizer.eos_token for p in PAIRS])
+    expected = torch.tensor([value for value, _ in full_chosen + full_rejected])
+    assert counts.tolist() == [n for _, n in full_chosen + full_rejected]
+    # completion_logps runs under bf16 autocast where the CPU has it; the shared-prefix path here in fp32.
+    assert torch.allclose(sums, expected, atol=0.05 * counts.max().item(), rtol=0.02)
+
+
+def test_gradients_through_the_shared_prefix_equal_full_sequence_gradients(tiny_model_dir):
+    tokenizer = load_tokenizer(tiny_model_dir)
+    prefix, examples = tokenize_pairs(tokenizer, SYSTEM, PAIRS, max_length=1024)
+    no_prefix = [{**e, "prompt_ids": prefix + e["prompt_ids"]} for e in examples]
+
+    def gradients(prefix_ids, rows):
+        model = lora_model(tiny_model_dir)
+        sums, counts = sequence_logps(model, torch.tensor(prefix_ids, dtype=torch.long), collate(rows, tokenizer.pad_token_id))
+        chosen, rejected = sums.chunk(2)
+        loss = dpo_losses(["sigmoid", "sft"], [1.0, 0.5], 0.1, (chosen, rejected), (chosen.detach() * 0, rejected.detach() * 0),
+                          counts.chunk(2)[0]).mean()
+        loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    shared, full = gradients(prefix, examples), gradients([], no_prefix)
+    assert shared.keys() == full.keys() and len(shared) > 0
+    for name in shared:
+        assert torch.allclose(shared[name], full[name], atol=1e-5, rtol=1e-3), name
+
+
+def test_length_buckets_group_similar_lengths_and_keep_every_pair():
+    examples = [{"prompt_ids": [1] * n, "chosen_ids": [2] * n, "rejected_ids": [3]} for n in (1, 50, 2, 49, 3, 48, 4, 47)]
+    order = length_buckets(examples, 2, seed=0)
+    assert sorted(order) == list(range(8))
+    spreads = [abs(len(examples[a]["prompt_ids"]) - len(examples[b]["prompt_ids"])) for a, b in zip(order[::2], order[1::2])]
+    assert max(spreads) <= 2
