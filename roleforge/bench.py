@@ -63,3 +63,167 @@ def label_benchmark(rows: int, judge_pairs: int, base_model: Path | None) -> dic
 def write_report(report: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def tool_use_pairs(held_out_fraction: float = 0.2) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The sample tool-agent feedback labeled as the pipeline labels it (humans, ratings, heuristics, generated
+    rejections): (train pairs, held-out pairs), split by prompt hash, in a fixed order."""
+    from roleforge.sample import SAMPLE_FEEDBACK
+    from roleforge.tasks.label import label_rows, labelers_for, split_of
+    from roleforge.tasks.settings import DEFAULT_ROLES, TeacherConfig
+
+    config = DEFAULT_ROLES["tool-agent"]
+    rows = []
+    for line in (SAMPLE_FEEDBACK / "tool-agent.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        rows.append({"id": len(rows) + 1, "kind": "rating" if "rating" in row else "ab", "confidence": None, "rating": None,
+                     "response": None, "response_a": None, "response_b": None, "preference": None, "rater": None, **row})
+    labelers = labelers_for(config.labeling, None, config.system_prompt, TeacherConfig())
+    pairs = sorted(({"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected, "pair_id": p.pair_id}
+                    for p in label_rows(rows, labelers, config.labeling.max_source_share).pairs), key=lambda p: p["pair_id"])
+    train = [p for p in pairs if split_of("tool-agent", p["prompt"], held_out_fraction) == "train"]
+    return train, [p for p in pairs if split_of("tool-agent", p["prompt"], held_out_fraction) == "held_out"]
+
+
+class PeakRss:
+    """Peak resident memory of this process while the block runs (sampled every 20 ms)."""
+
+    def __enter__(self) -> PeakRss:
+        import threading
+
+        import psutil
+
+        self.process, self.peak_mb, self._stop = psutil.Process(), 0.0, threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak_mb = max(self.peak_mb, self.process.memory_info().rss / 2**20)
+            self._stop.wait(0.02)
+
+    def __exit__(self, *_: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self.peak_mb, self.process.memory_info().rss / 2**20)
+
+
+def release_memory() -> None:
+    """Hand freed memory back to the OS between measurements, so one path's peak does not count against the next."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+
+
+def matmul_peak_flops(size: int = 2048, repeats: int = 10) -> float:
+    """FLOP/s of a large bf16 matmul on this machine (the hardware's practical peak), CPU or GPU."""
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    a = torch.randn(size, size, dtype=torch.bfloat16, device=device)
+    b = torch.randn(size, size, dtype=torch.bfloat16, device=device)
+    best = float("inf")
+    for _ in range(repeats):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        torch.mm(a, b)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - started)
+    return 2 * size**3 / best
+
+
+TRL_RECIPE = {"dpo": {"beta": 0.1, "learning_rate": 5e-5, "per_device_train_batch_size": 4, "num_train_epochs": 1,
+                      "logging_steps": 1, "save_strategy": "no", "seed": 0},
+              "lora": {"r": 16, "lora_alpha": 32, "lora_dropout": 0.0, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
+                       "task_type": "CAUSAL_LM"}}
+
+
+def dpo_benchmark(base_model: Path, pairs: int, epochs: float, repeats: int, held_out: int, work_dir: Path) -> dict[str, Any]:
+    """Stock TRL DPOTrainer (the TRL recipe: LoRA r16/alpha32 on q/k/v/o, beta 0.1, lr 5e-5, batch 4, bf16, TRL
+    defaults otherwise) against roleforge's training path, same model, pairs and epochs, alternating order."""
+    import torch
+    from peft import PeftModel
+    from transformers import PrinterCallback
+    from trl import DPOConfig
+
+    from roleforge.tasks.evaluate import completion_logps, score
+    from roleforge.tasks.models import chat_prompts, compute_dtype, load_model, load_tokenizer
+    from roleforge.tasks.recipes import bf16_supported, has_accelerator
+    from roleforge.tasks.settings import TOOL_AGENT_SYSTEM_PROMPT
+    from roleforge.tasks.train import roleforge_trainer, trl_trainer
+
+    train, evaluation = tool_use_pairs()
+    train, evaluation = train[:pairs], evaluation[:held_out]
+    tokenizer = load_tokenizer(base_model)
+    peak = matmul_peak_flops()
+    n_params = sum(p.numel() for p in load_model(base_model).parameters())
+
+    def run(engine: str, index: int) -> dict[str, float]:
+        from peft import LoraConfig
+
+        release_memory()
+        output = work_dir / f"{engine}-{index}"
+        args = DPOConfig(output_dir=str(output), report_to="none", disable_tqdm=True, use_cpu=not has_accelerator(),
+                         bf16=bf16_supported(), remove_unused_columns=False,
+                         **{**TRL_RECIPE["dpo"], "num_train_epochs": epochs})
+        lora = LoraConfig(**TRL_RECIPE["lora"])
+        with PeakRss() as memory:
+            base = load_model(base_model, "float32" if engine == "trl" else compute_dtype())
+            started = time.perf_counter()
+            if engine == "trl":
+                trainer = trl_trainer(base, args, lora, None, tokenizer, train, TOOL_AGENT_SYSTEM_PROMPT, [])
+            else:
+                trainer = roleforge_trainer(base, args, lora, None, tokenizer, train, TOOL_AGENT_SYSTEM_PROMPT, [],
+                                            output / "reference_logps.json")
+            trainer.remove_callback(PrinterCallback)
+            trainer.train()
+            seconds = time.perf_counter() - started
+        adapter = output / "adapter"
+        trainer.model.save_pretrained(str(adapter), selected_adapters=["default"])
+        tokens = getattr(trainer, "tokens_seen", None)
+        del trainer, base
+        release_memory()
+        # Held-out: share of pairs whose implicit reward (log-ratio to the base) ranks chosen first.
+        model = PeftModel.from_pretrained(load_model(base_model), str(adapter)).eval()
+        prompts = chat_prompts(tokenizer, TOOL_AGENT_SYSTEM_PROMPT, [p["prompt"] for p in evaluation])
+        sides = [[p[side] + tokenizer.eos_token for p in evaluation] for side in ("chosen", "rejected")]
+        policy = [completion_logps(model, tokenizer, prompts, s) for s in sides]
+        with model.disable_adapter():
+            reference = [completion_logps(model, tokenizer, prompts, s) for s in sides]
+        accuracy = score(*policy, *reference).reward_accuracy
+        del model
+        return {"pairs_per_s": len(train) * epochs / seconds, "seconds": seconds, "accuracy": float(accuracy or 0.0),
+                "peak_rss_mb": memory.peak_mb, "tokens": float(tokens or 0)}
+
+    results: dict[str, list[dict[str, float]]] = {"trl": [], "roleforge": []}
+    for index in range(repeats):
+        for engine in (("trl", "roleforge") if index % 2 == 0 else ("roleforge", "trl")):
+            results[engine].append(run(engine, index))
+    torch.set_grad_enabled(True)
+
+    def best(engine: str, key: str) -> float:
+        values = [r[key] for r in results[engine]]
+        return max(values) if key == "pairs_per_s" else sum(values) / len(values)
+
+    ours = max(results["roleforge"], key=lambda r: r["pairs_per_s"])
+    # Model FLOPs of the roleforge run: per token through a training step, forward 2N and backward through the
+    # activations 2N (the base is frozen: no weight gradients). The reference pass is not counted: a lower bound.
+    achieved = ours["tokens"] * 4 * n_params / ours["seconds"]
+    return {
+        "pairs": len(train), "held_out_pairs": len(evaluation), "epochs": epochs, "repeats": repeats, "model_params": n_params,
+        "trl_pairs_per_s": round(best("trl", "pairs_per_s"), 3), "roleforge_pairs_per_s": round(best("roleforge", "pairs_per_s"), 3),
+        "speedup": round(best("roleforge", "pairs_per_s") / best("trl", "pairs_per_s"), 2),
+        "trl_heldout_accuracy": round(best("trl", "accuracy"), 4), "roleforge_heldout_accuracy": round(best("roleforge", "accuracy"), 4),
+        "trl_peak_rss_mb": round(max(r["peak_rss_mb"] for r in results["trl"]), 1),
+        "roleforge_peak_rss_mb": round(max(r["peak_rss_mb"] for r in results["roleforge"]), 1),
+        "bf16_matmul_peak_tflops": round(peak / 1e12, 3), "mfu": round(achieved / peak, 4),
+        "runs": results,
+    }

@@ -168,6 +168,26 @@ def cmd_train_job(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_dpo(args: argparse.Namespace) -> int:
+    settings = _settings()
+    import tempfile
+
+    from roleforge.bench import dpo_benchmark, write_report
+    from roleforge.tasks.models import ensure_base_model
+
+    base_model = ensure_base_model(settings.resolved_base_model, settings.base_model is None)
+    with tempfile.TemporaryDirectory(prefix="bench-dpo-", dir=settings.path("bench")) as work:
+        report = dpo_benchmark(base_model, args.pairs, args.epochs, args.repeats, args.held_out, Path(work))
+    out = Path(args.out) if args.out else settings.path("bench") / "dpo.json"
+    write_report(report, out)
+    if not args.json:
+        print(f"TRL {report['trl_pairs_per_s']} pairs/s, roleforge {report['roleforge_pairs_per_s']} pairs/s: "
+              f"{report['speedup']}x; held-out accuracy {report['trl_heldout_accuracy']} vs {report['roleforge_heldout_accuracy']}; "
+              f"peak RSS {report['trl_peak_rss_mb']} vs {report['roleforge_peak_rss_mb']} MB; MFU {report['mfu']} -> {out}")
+    emit({k: v for k, v in report.items() if k != "runs"}, args.json)
+    return 0
+
+
 def cmd_bench_label(args: argparse.Namespace) -> int:
     settings = _settings()
     from roleforge.bench import label_benchmark, write_report
@@ -311,6 +331,15 @@ def build_parser() -> Parser:
 
     bench = commands.add_parser("bench", help="benchmarks that print JSON").add_subparsers(
         dest="benchmark", required=True, parser_class=Parser)
+    bench_dpo = bench.add_parser("dpo", help="DPO training: stock TRL vs roleforge's path, same model, pairs and epochs")
+    bench_dpo.add_argument("--pairs", type=int, default=64, help="training pairs from the sample tool-agent data (default 64)")
+    bench_dpo.add_argument("--epochs", type=float, default=1.0)
+    bench_dpo.add_argument("--repeats", type=int, default=1, help="runs of each path, alternating which goes first")
+    bench_dpo.add_argument("--held-out", type=int, default=64, help="held-out pairs both adapters are scored on")
+    bench_dpo.add_argument("--out", help="JSON file to write (default $ROLEFORGE_HOME/bench/dpo.json)")
+    bench_dpo.add_argument("--json", action="store_true")
+    bench_dpo.set_defaults(handler=cmd_bench_dpo)
+
     bench_label = bench.add_parser("label", help="heuristic labeling throughput; local judge batched vs one at a time")
     bench_label.add_argument("--rows", type=int, default=100_000, help="feedback rows to label (default 100000)")
     bench_label.add_argument("--judge-pairs", type=int, default=16, help="pairs for the local-judge comparison (0: skip)")

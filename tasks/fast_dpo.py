@@ -143,6 +143,7 @@ class SharedPrefixDPOTrainer(Trainer):
         self.prefix = torch.tensor(prefix_ids, dtype=torch.long)
         self.pad_id, self.loss_types, self.loss_weights, self.beta = pad_id, loss_types, loss_weights, beta
         self._metrics: dict[str, list[float]] = defaultdict(list)
+        self.tokens_seen = 0  # tokens through the model in training steps (the shared prefix once per batch)
 
     def get_train_dataloader(self) -> Any:
         from torch.utils.data import DataLoader
@@ -157,6 +158,7 @@ class SharedPrefixDPOTrainer(Trainer):
     def compute_loss(self, model: Any, inputs: dict[str, torch.Tensor], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
         sums, counts = sequence_logps(model, self.prefix.to(inputs["input_ids"].device), inputs)
+        self.tokens_seen += self.prefix.numel() + int(inputs["attention_mask"].sum())
         chosen, rejected = sums.chunk(2)
         chosen_tokens, _ = counts.chunk(2)
         reference = (inputs["ref_chosen"].to(chosen.dtype), inputs["ref_rejected"].to(chosen.dtype))

@@ -90,15 +90,24 @@ def load_tokenizer(directory: Path) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def load_model(directory: Path, dtype: str = "float32") -> PreTrainedModel:
+def load_model(directory: Path, dtype: str = "float32", attention: str | None = None) -> PreTrainedModel:
     """A fresh copy of the base model from safetensors only (no pickle, no remote code)."""
     import torch
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # a sub-second load needs no bar
+    options = {"attn_implementation": attention} if attention else {}
     return AutoModelForCausalLM.from_pretrained(
-        str(directory), dtype=getattr(torch, dtype), use_safetensors=True, trust_remote_code=False)
+        str(directory), dtype=getattr(torch, dtype), use_safetensors=True, trust_remote_code=False, **options)
+
+
+def pooled_attention() -> str:
+    """Attention kernels of the shared base: on a CPU, for the short sequences of preference pairs, plain matmul
+    attention trains faster than the CPU flash-attention kernels (whose backward dominated a profile); SDPA on GPUs."""
+    import torch
+
+    return "sdpa" if torch.cuda.is_available() else "eager"
 
 
 def decoder_and_head(model: Any) -> tuple[Any, Any]:
@@ -150,7 +159,7 @@ class BaseModelPool:
                 self._loaded[key] = self._loaded.get(key, 0) + 1
         try:
             if model is None:
-                model = load_model(Path(key.rsplit("|", 1)[0]), dtype)
+                model = load_model(Path(key.rsplit("|", 1)[0]), dtype, pooled_attention())
                 self.loads += 1
             instance_forward = model.__dict__.get("forward")
             yield model
