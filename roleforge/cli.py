@@ -155,7 +155,7 @@ def cmd_train_job(args: argparse.Namespace) -> int:
     base_model = ensure_base_model(settings.resolved_base_model, is_default=settings.base_model is None)
     client = mlflow_client(settings.resolved_tracking_uri)
     candidate = train_adapter(
-        dataset, config.system_prompt, role_recipe(args.profile or settings.profile, config.training), base_model,
+        dataset, config.system_prompt, role_recipe(args.profile or settings.profile, config.training, args.role), base_model,
         output / "checkpoints", settings.path("adapters"), client, experiment_id(client, settings.path("mlartifacts")),
         {"roleforge.entry_point": "train-job"}, base_adapter=config.base_adapter, min_pairs=config.min_pairs)
     shutil.copytree(candidate.adapter_path, output / "adapter", dirs_exist_ok=True)
@@ -281,6 +281,14 @@ def cmd_evaluate_tool_use(args: argparse.Namespace) -> int:
     answers = router.generate(args.role, settings.role(args.role).system_prompt, [r["request"] for r in rows])
     report = {"role": args.role, "model": args.model, "version": version,
               **tool_use_rates(answers, [r["tool"] for r in rows])}
+    if args.answers:
+        from roleforge.tasks.tool_use import check_tool_use
+
+        with open(args.answers, "w", encoding="utf-8") as out:
+            for row, answer in zip(rows, answers):
+                check = check_tool_use(answer)
+                out.write(json.dumps({"request": row["request"], "tool": row["tool"], "answer": answer, "called": check.tool,
+                                      "compliant": check.compliant(row["tool"])}) + "\n")
     if not args.json:
         print(f"{args.role} {args.model}{' v' + version if version else ''}: n={report['n']} "
               f"thought={report['thought_rate']:.3f} json_valid={report['json_valid_rate']:.3f} "
@@ -365,6 +373,7 @@ def build_parser() -> Parser:
     tool_use.add_argument("--prompts", required=True, help="JSONL with `request` and `tool` (the tool that should be called)")
     tool_use.add_argument("--model", choices=["base", "champion"], default="champion")
     tool_use.add_argument("--role", default="tool-agent")
+    tool_use.add_argument("--answers", help="also write each request, answer and verdict to this JSONL file")
     tool_use.add_argument("--json", action="store_true")
     tool_use.set_defaults(handler=cmd_evaluate_tool_use)
 

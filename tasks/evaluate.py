@@ -137,7 +137,7 @@ def evaluate_role(candidate: Candidate, profile: str) -> Evaluation:
     champion_path, champion_version = champion_adapter(
         client, settings.registered_model_name(candidate.role), settings.path("registry-cache"))
     evaluation = evaluate_candidate(candidate, config.system_prompt, settings.resolved_base_model, champion_path,
-                                    champion_version, role_recipe(profile, config.training)["data"]["max_eval_pairs"],
+                                    champion_version, role_recipe(profile, config.training, candidate.role)["data"]["max_eval_pairs"],
                                     config.base_adapter)
     metrics = {f"eval_{side}_{k}": v for side, scores in (("candidate", evaluation.candidate), ("opponent", evaluation.opponent_score))
                for k, v in scores.model_dump().items() if v is not None}

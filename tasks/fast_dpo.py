@@ -106,13 +106,22 @@ def sequence_logps(model: Any, prefix: torch.Tensor | None, batch: dict[str, tor
         attention = torch.cat([attention.new_ones(rows, prefix.numel()), attention], dim=1)
     hidden = decoder(input_ids=input_ids, attention_mask=attention, past_key_values=cache, use_cache=cache is not None).last_hidden_state
     targets = batch["targets"]  # never set on a row's last position: each target has a next token
-    logits = lm_head(hidden[targets]).float()
     next_tokens = input_ids[:, 1:][targets[:, :-1]]
-    token_logps = torch.log_softmax(logits, dim=-1).gather(1, next_tokens.unsqueeze(1)).squeeze(1)
+    token_logps = completion_token_logps(lm_head, hidden[targets], next_tokens)
     counts = targets.sum(dim=1)
     row_of_token = torch.repeat_interleave(torch.arange(rows, device=counts.device), counts)
     sums = torch.zeros(rows, dtype=token_logps.dtype, device=token_logps.device).index_add(0, row_of_token, token_logps)
     return sums, counts
+
+
+def completion_token_logps(lm_head: Any, hidden: torch.Tensor, next_tokens: torch.Tensor, chunk: int = 512) -> torch.Tensor:
+    """log p(next token) at the given positions. Without gradients (the reference pass) the vocabulary logits are
+    made `chunk` positions at a time, so a large batch never holds them all at once."""
+    if torch.is_grad_enabled():
+        return torch.log_softmax(lm_head(hidden).float(), dim=-1).gather(1, next_tokens.unsqueeze(1)).squeeze(1)
+    parts = [torch.log_softmax(lm_head(hidden[i:i + chunk]).float(), dim=-1).gather(1, next_tokens[i:i + chunk].unsqueeze(1)).squeeze(1)
+             for i in range(0, hidden.size(0), chunk)]
+    return torch.cat(parts) if parts else hidden.new_zeros(0, dtype=torch.float32)
 
 
 def dpo_losses(loss_types: list[str], weights: list[float], beta: float, policy: tuple[torch.Tensor, torch.Tensor],

@@ -28,9 +28,18 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     # A few minutes for the whole sample on two CPU cores: a short look at the data.
     "quick": {"dpo": {**DPO_DEFAULTS, "num_train_epochs": 1, "learning_rate": 2e-4}, "lora": LORA_DEFAULTS,
               "data": {"max_train_pairs": 32, "max_eval_pairs": 32}},
-    # The nightly recipe.
-    "default": {"dpo": {**DPO_DEFAULTS, "num_train_epochs": 2}, "lora": LORA_DEFAULTS,
-                "data": {"max_train_pairs": 512, "max_eval_pairs": 128}},
+    # The nightly recipe: the whole sample in about a quarter of an hour on two CPU cores.
+    "default": {"dpo": {**DPO_DEFAULTS, "num_train_epochs": 1, "learning_rate": 1e-4}, "lora": LORA_DEFAULTS,
+                "data": {"max_train_pairs": 128, "max_eval_pairs": 64}},
+}
+
+# A profile's recipe for one built-in role, under the role's own overrides. The tool agent learns a strict output
+# format: a higher learning rate, two epochs and an SFT term on the chosen answers (TRL's "sft" loss) next to DPO's
+# sigmoid loss, which alone moves the implicit reward long before it moves the greedy output.
+ROLE_PROFILES: dict[tuple[str, str], dict[str, dict[str, Any]]] = {
+    ("default", "tool-agent"): {"dpo": {"learning_rate": 5e-4, "num_train_epochs": 2, "loss_type": ["sigmoid", "sft"],
+                                        "loss_weights": [1.0, 1.0], "save_steps": 20},
+                                "data": {"max_train_pairs": 192}},
 }
 
 DATA_FIELDS = {"max_train_pairs", "max_eval_pairs"}
@@ -52,15 +61,15 @@ RANGES: list[tuple[str, str, float, float, bool]] = [
 ]
 
 
-def role_recipe(profile: str, overrides: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The profile's recipe with a role's overrides merged in, section by section."""
+def role_recipe(profile: str, overrides: dict[str, dict[str, Any]], role: str | None = None) -> dict[str, dict[str, Any]]:
+    """The profile's recipe (with its defaults for `role`, if any) and the role's overrides merged in, section by section."""
     if profile not in PROFILES:
         raise RoleforgeError(f"unknown profile {profile!r} (choose from {', '.join(PROFILES)})")
     unknown_sections = set(overrides) - {"dpo", "lora", "data"}
     if unknown_sections:
         raise RoleforgeError(f"unknown recipe section(s) {sorted(unknown_sections)}: use dpo, lora or data")
     recipe = copy.deepcopy(PROFILES[profile])
-    for section, values in overrides.items():
+    for section, values in [*ROLE_PROFILES.get((profile, role or ""), {}).items(), *overrides.items()]:
         recipe[section].update(values)
     unknown_data = set(recipe["data"]) - DATA_FIELDS
     if unknown_data:

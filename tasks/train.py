@@ -301,7 +301,7 @@ def train_role_adapter(dataset: PreferenceDataset, profile: str) -> Candidate:
         base_model = ensure_base_model(settings.resolved_base_model, is_default=settings.base_model is None)
         client = mlflow_client(settings.resolved_tracking_uri)
         experiment = experiment_id(client, settings.path("mlartifacts"))
-        recipe = role_recipe(profile, config.training)
+        recipe = role_recipe(profile, config.training, dataset.role)
         if settings.training.backend == "azure_ml":
             from roleforge.deployments.azure_ml import train_on_azure_ml
 

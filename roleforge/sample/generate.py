@@ -81,30 +81,59 @@ def mediocre(rng: random.Random, topic: str) -> str:
 
 EXEC_ROLES: dict[str, Callable[[random.Random, str], str]] = {"ceo": ceo_good, "cfo": cfo_good, "coo": coo_good}
 
+# Tool-use requests in many phrasings. The held-out prompt set (tool_use_heldout.jsonl) was written separately,
+# with other phrasings and entities: the point is that the format and the tool choice generalise.
 CALC = [("What is {a} times {b}?", "{a} * {b}"), ("Compute {a} plus {b}.", "{a} + {b}"), ("How much is {a} divided by {b}?", "{a} / {b}"),
-        ("I need {a} minus {b}.", "{a} - {b}"), ("What's {p}% of {a}?", "{a} * {p} / 100")]
-SEARCH = ["Find the latest news about {q}.", "Search for {q}.", "Look up {q} for me.", "Who won {q}?", "What do people say about {q}?"]
+        ("I need {a} minus {b}.", "{a} - {b}"), ("What's {p}% of {a}?", "{a} * {p} / 100"), ("Multiply {a} by {b}.", "{a} * {b}"),
+        ("Add up {a} and {b}.", "{a} + {b}"), ("Subtract {b} from {a}.", "{a} - {b}"), ("What does {a} over {b} come to?", "{a} / {b}"),
+        ("Work out {p} percent of {a}.", "{a} * {p} / 100"), ("What is the product of {a} and {b}?", "{a} * {b}"),
+        ("{a} shared equally by {b} people: how much per person?", "{a} / {b}"), ("What is {b} squared?", "{b} ** 2"),
+        ("How many minutes are in {b} hours?", "{b} * 60"), ("Total of {a}, {b} and {c}?", "{a} + {b} + {c}"),
+        ("Convert {b} kilometers to meters.", "{b} * 1000"), ("Figure out the difference between {a} and {b}.", "{a} - {b}"),
+        ("Calc: {a} * {b}", "{a} * {b}"), ("What's {a} + {b} + {c}?", "{a} + {b} + {c}"), ("Take {p} percent off {a}.", "{a} * (1 - {p} / 100)"),
+        ("If I save {b} a week, how much after {c} weeks?", "{b} * {c}"), ("Average of {a}, {b} and {c}, please.", "({a} + {b} + {c}) / 3")]
+SEARCH = ["Find the latest news about {q}.", "Search for {q}.", "Look up {q} for me.", "Who won {q}?", "What do people say about {q}?",
+          "Search the web for {q}.", "Can you find information on {q}?", "Get me the latest on {q}.", "What's new with {q}?",
+          "Look for articles about {q}.", "I want to read about {q}.", "Find out about {q}.", "Show me recent reports on {q}.",
+          "Any updates on {q}?", "Fetch news on {q}.", "What is known about {q}?", "Pull up sources on {q}.", "Tell me the facts about {q}.",
+          "I'm curious about {q}, what can you find?", "Find me guides on {q}.", "Where can I read up on {q}?",
+          "Give me background on {q}.", "Check the internet for {q}.", "Investigate {q}."]
 QUERIES = ["the Champions League final", "electric car sales in Norway", "the weather in Lisbon", "quantum computing startups",
-           "the best hiking trails in Austria", "inflation in Japan", "the James Webb telescope", "open source licenses"]
+           "the best hiking trails in Austria", "inflation in Japan", "the James Webb telescope", "open source licenses",
+           "the Tour de France winner", "lithium prices", "the population of Nairobi", "the author of Dune", "Python 3.14 features",
+           "coral reef bleaching", "the Nobel Prize in Physics", "housing prices in Toronto", "the Louvre ticket prices",
+           "solar panel efficiency records", "the Olympic marathon record", "the stock price of ASML", "train strikes in France",
+           "vegan restaurants in Berlin", "the history of the printing press", "the largest desert on Earth",
+           "who painted the Girl with a Pearl Earring", "learning Kotlin coroutines", "the director of Spirited Away",
+           "reviews of the Pixel 10 phone", "the tallest building in Africa", "cheap flights to Reykjavik"]
 CALENDAR = ["Schedule a meeting called {t} on {d} at {h}.", "Put {t} in my calendar for {d} at {h}.", "Book {t} on {d}, {h}.",
-            "Add an event {t} on {d} at {h}."]
-TITLES = ["Budget review", "Team sync", "Dentist", "Customer call", "Quarterly planning", "Lunch with Maria"]
-DATES = ["2026-12-01", "2026-12-03", "2027-01-15", "2026-11-28", "2027-02-02"]
-HOURS = ["09:00", "10:30", "14:00", "16:15"]
+            "Add an event {t} on {d} at {h}.", "Create a calendar event {t} on {d} at {h}.", "Set a meeting {t} for {d} at {h}.",
+            "Add {t} to my schedule on {d} at {h}.", "Schedule {t}: {d}, {h}.", "I need {t} booked for {d} at {h}.",
+            "Make an appointment for {t} on {d} at {h}.", "Pencil in {t} on {d} at {h}.", "Arrange {t} for {d} at {h}.",
+            "Could you set up {t} on {d} at {h}?", "Save {d} at {h} for {t}.", "Calendar entry: {t}, {d} {h}.",
+            "Organize {t} on {d} starting {h}.", "Let's have {t} on {d} at {h}, add it please.", "Hold {d} {h} for {t} in my calendar."]
+TITLES = ["Budget review", "Team sync", "Dentist", "Customer call", "Quarterly planning", "Lunch with Maria", "Yoga class",
+          "Interview with Priya", "Car service", "Design review", "Haircut", "Standup", "Dinner with Tom", "Tax deadline",
+          "Piano lesson", "Release planning", "Doctor visit", "Gym session", "Call with the bank", "Book club"]
+HOURS = ["07:45", "08:30", "09:00", "10:30", "11:15", "12:00", "13:30", "14:00", "15:20", "16:15", "17:00", "18:45", "20:00"]
 
 
-def tool_request(rng: random.Random) -> tuple[str, str, dict[str, object], str]:
-    """(request, tool, args, what the agent is thinking) for one random tool-use request."""
-    kind = rng.choice(["calculator", "search", "calendar"])
+def random_date(rng: random.Random) -> str:
+    return f"{rng.choice([2026, 2027])}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+
+
+def tool_request(rng: random.Random, kind: str | None = None) -> tuple[str, str, dict[str, object], str]:
+    """(request, tool, args, what the agent is thinking) for one random tool-use request (of `kind`, if given)."""
+    kind = kind or rng.choice(["calculator", "search", "calendar"])
     if kind == "calculator":
         template, expression = rng.choice(CALC)
-        a, b, p = rng.randint(2, 999), rng.randint(2, 99), rng.choice([5, 10, 15, 20, 25])
-        return (template.format(a=a, b=b, p=p), kind, {"expression": expression.format(a=a, b=b, p=p)},
+        a, b, c, p = rng.randint(2, 999), rng.randint(2, 99), rng.randint(2, 52), rng.choice([5, 10, 12, 15, 18, 20, 25])
+        return (template.format(a=a, b=b, c=c, p=p), kind, {"expression": expression.format(a=a, b=b, c=c, p=p)},
                 "The user needs arithmetic, so I will use the calculator.")
     if kind == "search":
         query = rng.choice(QUERIES)
         return rng.choice(SEARCH).format(q=query), kind, {"query": query}, "The user needs current information, so I will search."
-    title, date, hour = rng.choice(TITLES), rng.choice(DATES), rng.choice(HOURS)
+    title, date, hour = rng.choice(TITLES), random_date(rng), rng.choice(HOURS)
     return (rng.choice(CALENDAR).format(t=title, d=date, h=hour), kind,
             {"action": "create", "title": title, "date": date, "time": hour}, "The user wants an event, so I will use the calendar.")
 
@@ -114,12 +143,16 @@ def tool_call(thought: str, tool: str, args: dict[str, object]) -> str:
 
 
 def tool_rejected(rng: random.Random, request: str, tool: str, args: dict[str, object]) -> str:
-    wrong = rng.choice([t for t in ("calculator", "search", "calendar") if t != tool])
+    """A worse answer: half the time a well-formed call of the wrong tool (so that preferences teach which tool a
+    request needs, not only the format), otherwise prose, a refusal, broken JSON or a bare function call."""
+    if rng.random() < 0.5:
+        wrong = rng.choice([t for t in ("calculator", "search", "calendar") if t != tool])
+        _, _, wrong_args, wrong_thought = tool_request(rng, wrong)
+        return tool_call(rng.choice([wrong_thought, "I will use a tool."]), wrong, rng.choice([args, wrong_args]))
     return rng.choice([
         f"Sure! {request.rstrip('?.')} is something I can help with. Let me know if you need anything else.",
         rng.choice(REFUSALS),
         f"Thought: I should use a tool.\nAction:\n```json\n{{'tool': '{tool}', 'args': {args}}}\n```",
-        tool_call("I will use a tool.", wrong, args),
         f"Action: {tool}({', '.join(str(v) for v in args.values())})",
     ])
 
@@ -145,10 +178,10 @@ def exec_rows(rng: random.Random, role: str, good: Callable[[random.Random, str]
 
 def tool_agent_rows(rng: random.Random) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
-    for index in range(260):
+    for index in range(400):
         request, tool, args, thought = tool_request(rng)
         chosen, rejected = tool_call(thought, tool, args), tool_rejected(rng, request, tool, args)
-        if index < 180:
+        if index < 300:
             flip = rng.random() < 0.5
             rows.append({"agent_role": "tool-agent", "prompt": request, "response_a": rejected if flip else chosen,
                          "response_b": chosen if flip else rejected, "preference": "b" if flip else "a", "rater": rng.choice(RATERS)})
