@@ -30,7 +30,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
               "data": {"max_train_pairs": 32, "max_eval_pairs": 32}},
     # The nightly recipe: the whole sample in about a quarter of an hour on two CPU cores.
     "default": {"dpo": {**DPO_DEFAULTS, "num_train_epochs": 1, "learning_rate": 1e-4}, "lora": LORA_DEFAULTS,
-                "data": {"max_train_pairs": 128, "max_eval_pairs": 64}},
+                "data": {"max_train_pairs": 96, "max_eval_pairs": 64}},
 }
 
 # A profile's recipe for one built-in role, under the role's own overrides. The tool agent learns a strict output
