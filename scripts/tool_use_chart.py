@@ -32,7 +32,7 @@ def main(base_file: str, champion_file: str, out: str) -> None:
     axis.set_ylim(0, 110)
     axis.set_ylabel("% of held-out requests")
     axis.set_title("tool-agent on held-out tool-use requests")
-    axis.legend(loc="upper left", fontsize=8)
+    axis.legend(loc="center left", fontsize=8)
     figure.tight_layout()
     figure.savefig(out, dpi=110)
 

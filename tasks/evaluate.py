@@ -45,32 +45,18 @@ def completion_logps(model: Any, tokenizer: Any, prompts: list[str], completions
     """(sum of log-probs, token count) of each completion given its prompt; logits only for completion tokens."""
     import torch
 
-    from roleforge.tasks.models import decoder_and_head, inference_autocast
+    from roleforge.tasks.fast_dpo import pad_sequences, sequence_logps
+    from roleforge.tasks.models import inference_autocast
 
     results: list[tuple[float, int]] = []
-    pad = tokenizer.pad_token_id
-    decoder, lm_head = decoder_and_head(model)
     for start in range(0, len(prompts), batch_size):
         prompt_ids = tokenizer(prompts[start:start + batch_size], add_special_tokens=False)["input_ids"]
         completion_ids = tokenizer(completions[start:start + batch_size], add_special_tokens=False)["input_ids"]
-        sequences = [p + c for p, c in zip(prompt_ids, completion_ids)]
-        width = max(map(len, sequences))
-        input_ids = torch.full((len(sequences), width), pad, dtype=torch.long)
-        attention = torch.zeros((len(sequences), width), dtype=torch.long)
-        targets = torch.zeros((len(sequences), width), dtype=torch.bool)
-        for row, (p, sequence) in enumerate(zip(prompt_ids, sequences)):
-            input_ids[row, : len(sequence)] = torch.tensor(sequence)
-            attention[row, : len(sequence)] = 1
-            targets[row, len(p): len(sequence)] = True
+        batch = pad_sequences([p + c for p, c in zip(prompt_ids, completion_ids)], [len(p) for p in prompt_ids],
+                              tokenizer.pad_token_id)
         with torch.no_grad(), inference_autocast():
-            hidden = decoder(input_ids=input_ids, attention_mask=attention).last_hidden_state
-            # Position t predicts token t+1: score only the positions whose next token is a completion token.
-            predictors = targets[:, 1:]
-            logits = lm_head(hidden[:, :-1][predictors]).float()
-        token_logps = torch.log_softmax(logits, dim=-1).gather(1, input_ids[:, 1:][predictors].unsqueeze(1)).squeeze(1)
-        counts = predictors.sum(dim=1).tolist()
-        for chunk in torch.split(token_logps, counts):
-            results.append((float(chunk.sum()), len(chunk)))
+            sums, counts = sequence_logps(model, None, batch)
+        results.extend((float(total), int(count)) for total, count in zip(sums.tolist(), counts.tolist()))
     return results
 
 

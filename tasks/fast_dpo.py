@@ -67,11 +67,9 @@ def length_buckets(examples: list[dict[str, Any]], batch_size: int, seed: int) -
     return [i for batch in batches for i in batch]
 
 
-def collate(examples: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Rows [chosen..., rejected...] of prompt-rest + completion, right-padded; `targets` marks the positions whose
-    next token is a completion token (the only positions that are projected onto the vocabulary)."""
-    sequences = [e["prompt_ids"] + e[side] for side in ("chosen_ids", "rejected_ids") for e in examples]
-    prompt_lengths = [len(e["prompt_ids"]) for e in examples] * 2
+def pad_sequences(sequences: list[list[int]], prompt_lengths: list[int], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded rows; `targets` marks the positions whose next token belongs to the completion (the only
+    positions projected onto the vocabulary)."""
     width = max(map(len, sequences))
     input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     attention = torch.zeros((len(sequences), width), dtype=torch.long)
@@ -79,9 +77,15 @@ def collate(examples: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tens
     for row, (sequence, prompt_length) in enumerate(zip(sequences, prompt_lengths)):
         input_ids[row, : len(sequence)] = torch.tensor(sequence)
         attention[row, : len(sequence)] = 1
-        targets[row, prompt_length - 1: len(sequence) - 1] = True
-    batch = {"input_ids": input_ids, "attention_mask": attention, "targets": targets,
-             "index": torch.tensor([e["index"] for e in examples])}
+        targets[row, max(prompt_length - 1, 0): len(sequence) - 1] = True
+    return {"input_ids": input_ids, "attention_mask": attention, "targets": targets}
+
+
+def collate(examples: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Rows [chosen..., rejected...] of prompt-rest + completion, with the reference log-probs when known."""
+    sequences = [e["prompt_ids"] + e[side] for side in ("chosen_ids", "rejected_ids") for e in examples]
+    batch = pad_sequences(sequences, [len(e["prompt_ids"]) for e in examples] * 2, pad_id)
+    batch["index"] = torch.tensor([e["index"] for e in examples])
     if "ref_chosen" in examples[0]:
         batch["ref_chosen"] = torch.tensor([e["ref_chosen"] for e in examples])
         batch["ref_rejected"] = torch.tensor([e["ref_rejected"] for e in examples])

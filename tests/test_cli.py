@@ -64,3 +64,13 @@ def test_run_json_contract_on_the_tiny_model(home):
     assert result.returncode == 0, result.stderr[-2000:]
     outcome = last_json(result)["tool-agent"]
     assert outcome["trained"] and outcome["pairs"] > 100 and {"promoted", "reason", "preference_accuracy"} <= set(outcome)
+
+
+def test_bench_dpo_reports_both_paths(home):
+    result = roleforge("bench", "dpo", "--pairs", "8", "--held-out", "8", "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = last_json(result)
+    assert {"trl_pairs_per_s", "roleforge_pairs_per_s", "speedup", "trl_heldout_accuracy", "roleforge_heldout_accuracy",
+            "trl_peak_rss_mb", "roleforge_peak_rss_mb", "mfu"} <= set(report)
+    assert report["pairs"] == 8 and report["trl_pairs_per_s"] > 0 and report["roleforge_pairs_per_s"] > 0
+    assert 0 < report["mfu"] < 1 and 0 <= report["roleforge_heldout_accuracy"] <= 1
