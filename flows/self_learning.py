@@ -46,6 +46,10 @@ def self_learning(run: SelfLearningRun = SelfLearningRun()) -> dict[str, RoleOut
     settings = load_settings()
     ingest_feedback(run.feedback or [str(settings.path("inbox"))])
     runs = [RoleRun(role=role, profile=run.profile, force=run.force) for role in run.roles or list(settings.roles)]
+    # The tracking store and its experiment exist before roles fan out to other processes.
+    from roleforge.tasks.tracking import experiment_id, mlflow_client
+
+    experiment_id(mlflow_client(settings.resolved_tracking_uri), settings.path("mlartifacts"))
     outcomes = train_roles.with_options(task_runner=task_runner(settings.training))(runs)
     publish_summary(outcomes)
     return outcomes

@@ -19,10 +19,23 @@ def mlflow_client(tracking_uri: str) -> Any:
 
     from roleforge.tasks.store import ensure_sqlite_parent
 
-    if tracking_uri.startswith("sqlite:"):
-        ensure_sqlite_parent(tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
-    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    if not tracking_uri.startswith("sqlite:"):
+        return client
+    ensure_sqlite_parent(tracking_uri)
+    # Several processes (Dask workers training roles side by side) may open a new SQLite store at once: its schema
+    # migrations must run in one of them at a time, or they collide.
+    import fcntl
+
+    with open(f"{tracking_uri.removeprefix('sqlite:///')}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            client._tracking_client.store  # noqa: B018 - opening the stores runs their migrations
+            client._get_registry_client().store  # noqa: B018
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return client
 
 
 def experiment_id(client: Any, artifact_root: Path) -> str:
