@@ -15,7 +15,6 @@ What it saves, measured one lever at a time with `roleforge bench dpo` (see docs
 
 from __future__ import annotations
 
-import math
 import random
 from collections import defaultdict
 from pathlib import Path
@@ -244,6 +243,3 @@ def cached_reference(path: Path, key: str, compute: Any) -> list[tuple[float, fl
     staging.replace(path)
     return values
 
-
-def steps_per_epoch(pairs: int, batch_size: int, accumulation: int) -> int:
-    return max(math.ceil(pairs / batch_size) // accumulation, 1)
