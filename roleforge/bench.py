@@ -65,6 +65,65 @@ def write_report(report: dict[str, Any], path: Path) -> None:
     path.write_text(json.dumps(report, indent=2) + "\n")
 
 
+def save_pairs(path: Path) -> dict[str, int]:
+    """The labeled sample tool-agent pairs as JSONL (prompt, chosen, rejected, split), for `bench dpo --pairs-file`
+    on a machine that has only the training dependencies."""
+    train, held_out = tool_use_pairs()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as out:
+        for split, pairs in (("train", train), ("held_out", held_out)):
+            for pair in pairs:
+                out.write(json.dumps({"prompt": pair["prompt"], "chosen": pair["chosen"], "rejected": pair["rejected"],
+                                      "split": split}) + "\n")
+    return {"train": len(train), "held_out": len(held_out)}
+
+
+def load_pairs(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(train, held-out) pairs from a JSONL file written by `save_pairs`; a malformed line is a one-line error."""
+    from roleforge.tasks.errors import RoleforgeError
+
+    splits: dict[str, list[dict[str, Any]]] = {"train": [], "held_out": []}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            splits[row["split"]].append({key: str(row[key]) for key in ("prompt", "chosen", "rejected")})
+        except (ValueError, KeyError, TypeError) as error:
+            raise RoleforgeError(f"{path}:{number}: not a pair with prompt, chosen, rejected and split train|held_out "
+                                 f"({type(error).__name__}: {error})") from None
+    return splits["train"], splits["held_out"]
+
+
+# Published architectures for throughput runs with random weights (the default model's tokenizer and vocabulary).
+MODEL_SHAPES = {
+    "smollm2-1.7b": {"hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 24, "num_attention_heads": 32,
+                     "num_key_value_heads": 32, "rope_theta": 130000.0, "tie_word_embeddings": True},
+}
+
+
+def random_model(shape: str, like: Path, target: Path) -> Path:
+    """A model of architecture `shape` with random weights and `like`'s tokenizer, saved as safetensors: for
+    throughput and memory measurements only (its accuracies mean nothing)."""
+    import shutil
+
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(str(like))
+    for key, value in MODEL_SHAPES[shape].items():
+        setattr(config, key, value)
+    torch.manual_seed(0)
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    model.save_pretrained(str(target), safe_serialization=True)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja"):
+        if (like / name).exists():
+            shutil.copy(like / name, target / name)
+    del model
+    return target
+
+
 def tool_use_pairs(held_out_fraction: float = 0.2) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The sample tool-agent feedback labeled as the pipeline labels it (humans, ratings, heuristics, generated
     rejections): (train pairs, held-out pairs), split by prompt hash, in a fixed order."""
@@ -121,11 +180,12 @@ def release_memory() -> None:
         pass
 
 
-def matmul_peak_flops(size: int = 2048, repeats: int = 10) -> float:
+def matmul_peak_flops(size: int | None = None, repeats: int = 10) -> float:
     """FLOP/s of a large bf16 matmul on this machine (the hardware's practical peak), CPU or GPU."""
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    size = size or (8192 if device == "cuda" else 2048)
     a = torch.randn(size, size, dtype=torch.bfloat16, device=device)
     b = torch.randn(size, size, dtype=torch.bfloat16, device=device)
     best = float("inf")
@@ -146,7 +206,8 @@ TRL_RECIPE = {"dpo": {"beta": 0.1, "learning_rate": 5e-5, "per_device_train_batc
                        "task_type": "CAUSAL_LM"}}
 
 
-def dpo_benchmark(base_model: Path, pairs: int, epochs: float, repeats: int, held_out: int, work_dir: Path) -> dict[str, Any]:
+def dpo_benchmark(base_model: Path, pairs: int, epochs: float, repeats: int, held_out: int, work_dir: Path,
+                  pairs_file: Path | None = None) -> dict[str, Any]:
     """Stock TRL DPOTrainer (the TRL recipe: LoRA r16/alpha32 on q/k/v/o, beta 0.1, lr 5e-5, batch 4, bf16, TRL
     defaults otherwise) against roleforge's training path, same model, pairs and epochs, alternating order."""
     import torch
@@ -154,17 +215,18 @@ def dpo_benchmark(base_model: Path, pairs: int, epochs: float, repeats: int, hel
     from transformers import PrinterCallback
     from trl import DPOConfig
 
-    from roleforge.tasks.evaluate import completion_logps, score
+    from roleforge.tasks.engines import roleforge_trainer, trl_trainer
     from roleforge.tasks.models import chat_prompts, compute_dtype, load_model, load_tokenizer
     from roleforge.tasks.recipes import bf16_supported, has_accelerator
-    from roleforge.tasks.settings import TOOL_AGENT_SYSTEM_PROMPT
-    from roleforge.tasks.train import roleforge_trainer, trl_trainer
+    from roleforge.tasks.scoring import completion_logps, score
+    from roleforge.tasks.tool_use import TOOL_AGENT_SYSTEM_PROMPT
 
-    train, evaluation = tool_use_pairs()
+    train, evaluation = load_pairs(pairs_file) if pairs_file else tool_use_pairs()
     train, evaluation = train[:pairs], evaluation[:held_out]
     tokenizer = load_tokenizer(base_model)
     peak = matmul_peak_flops()
     n_params = sum(p.numel() for p in load_model(base_model).parameters())
+    gpu = torch.cuda.is_available()
 
     def run(engine: str, index: int) -> dict[str, float]:
         from peft import LoraConfig
@@ -175,6 +237,9 @@ def dpo_benchmark(base_model: Path, pairs: int, epochs: float, repeats: int, hel
                          bf16=bf16_supported(), remove_unused_columns=False,
                          **{**TRL_RECIPE["dpo"], "num_train_epochs": epochs})
         lora = LoraConfig(**TRL_RECIPE["lora"])
+        if gpu:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
         with PeakRss() as memory:
             base = load_model(base_model, "float32" if engine == "trl" else compute_dtype())
             started = time.perf_counter()
@@ -185,7 +250,10 @@ def dpo_benchmark(base_model: Path, pairs: int, epochs: float, repeats: int, hel
                                             output / "reference_logps.json")
             trainer.remove_callback(PrinterCallback)
             trainer.train()
+            if gpu:
+                torch.cuda.synchronize()
             seconds = time.perf_counter() - started
+        gpu_peak_mb = torch.cuda.max_memory_allocated() / 2**20 if gpu else 0.0
         adapter = output / "adapter"
         trainer.model.save_pretrained(str(adapter), selected_adapters=["default"])
         tokens = getattr(trainer, "tokens_seen", None)
@@ -201,7 +269,7 @@ def dpo_benchmark(base_model: Path, pairs: int, epochs: float, repeats: int, hel
         accuracy = score(*policy, *reference).reward_accuracy
         del model
         return {"pairs_per_s": len(train) * epochs / seconds, "seconds": seconds, "accuracy": float(accuracy or 0.0),
-                "peak_rss_mb": memory.peak_mb, "tokens": float(tokens or 0)}
+                "peak_rss_mb": memory.peak_mb, "peak_gpu_mb": gpu_peak_mb, "tokens": float(tokens or 0)}
 
     results: dict[str, list[dict[str, float]]] = {"trl": [], "roleforge": []}
     for index in range(repeats):
@@ -225,5 +293,9 @@ def dpo_benchmark(base_model: Path, pairs: int, epochs: float, repeats: int, hel
         "trl_peak_rss_mb": round(max(r["peak_rss_mb"] for r in results["trl"]), 1),
         "roleforge_peak_rss_mb": round(max(r["peak_rss_mb"] for r in results["roleforge"]), 1),
         "bf16_matmul_peak_tflops": round(peak / 1e12, 3), "mfu": round(achieved / peak, 4),
+        "roleforge_tokens_per_s": round(ours["tokens"] / ours["seconds"], 1),
+        "device": torch.cuda.get_device_name() if gpu else "cpu",
+        **({"trl_peak_gpu_mb": round(max(r["peak_gpu_mb"] for r in results["trl"]), 1),
+            "roleforge_peak_gpu_mb": round(max(r["peak_gpu_mb"] for r in results["roleforge"]), 1)} if gpu else {}),
         "runs": results,
     }

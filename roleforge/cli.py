@@ -172,12 +172,17 @@ def cmd_bench_dpo(args: argparse.Namespace) -> int:
     settings = _settings()
     import tempfile
 
-    from roleforge.bench import dpo_benchmark, write_report
+    from roleforge.bench import dpo_benchmark, random_model, write_report
     from roleforge.tasks.models import ensure_base_model
 
-    base_model = ensure_base_model(settings.resolved_base_model, settings.base_model is None)
+    base_model = Path(args.model) if args.model else ensure_base_model(settings.resolved_base_model, settings.base_model is None)
+    pairs_file = Path(args.pairs_file) if args.pairs_file else None
+    if pairs_file is not None and not pairs_file.is_file():
+        raise RoleforgeError(f"--pairs-file {pairs_file}: no such file (write one with `roleforge bench pairs --out FILE`)")
     with tempfile.TemporaryDirectory(prefix="bench-dpo-", dir=settings.path("bench")) as work:
-        report = dpo_benchmark(base_model, args.pairs, args.epochs, args.repeats, args.held_out, Path(work))
+        if args.model_shape:
+            base_model = random_model(args.model_shape, base_model, Path(work) / args.model_shape)
+        report = dpo_benchmark(base_model, args.pairs, args.epochs, args.repeats, args.held_out, Path(work), pairs_file)
     out = Path(args.out) if args.out else settings.path("bench") / "dpo.json"
     write_report(report, out)
     if not args.json:
@@ -185,6 +190,17 @@ def cmd_bench_dpo(args: argparse.Namespace) -> int:
               f"{report['speedup']}x; held-out accuracy {report['trl_heldout_accuracy']} vs {report['roleforge_heldout_accuracy']}; "
               f"peak RSS {report['trl_peak_rss_mb']} vs {report['roleforge_peak_rss_mb']} MB; MFU {report['mfu']} -> {out}")
     emit({k: v for k, v in report.items() if k != "runs"}, args.json)
+    return 0
+
+
+def cmd_bench_pairs(args: argparse.Namespace) -> int:
+    _settings()
+    from roleforge.bench import save_pairs
+
+    counts = save_pairs(Path(args.out))
+    if not args.json:
+        print(f"{counts['train']} training and {counts['held_out']} held-out pairs -> {args.out}")
+    emit({"path": args.out, **counts}, args.json)
     return 0
 
 
@@ -307,6 +323,8 @@ def cmd_setup_model(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> Parser:
+    from roleforge.bench import MODEL_SHAPES
+
     parser = Parser(prog="roleforge", description="Self-learning pipeline for role-playing LLM agents.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
@@ -344,9 +362,20 @@ def build_parser() -> Parser:
     bench_dpo.add_argument("--epochs", type=float, default=1.0)
     bench_dpo.add_argument("--repeats", type=int, default=1, help="runs of each path, alternating which goes first")
     bench_dpo.add_argument("--held-out", type=int, default=64, help="held-out pairs both adapters are scored on")
+    bench_dpo.add_argument("--model", help="base model directory (default: the configured base model)")
+    bench_dpo.add_argument("--model-shape", choices=sorted(MODEL_SHAPES),
+                           help="train a model of this architecture with random weights and --model's tokenizer "
+                                "(throughput and memory only)")
+    bench_dpo.add_argument("--pairs-file", help="JSONL pairs (prompt, chosen, rejected, split) instead of labeling the "
+                                                "sample data; see `bench pairs`")
     bench_dpo.add_argument("--out", help="JSON file to write (default $ROLEFORGE_HOME/bench/dpo.json)")
     bench_dpo.add_argument("--json", action="store_true")
     bench_dpo.set_defaults(handler=cmd_bench_dpo)
+
+    bench_pairs = bench.add_parser("pairs", help="write the labeled sample tool-agent pairs that `bench dpo` trains on")
+    bench_pairs.add_argument("--out", required=True, help="JSONL file to write")
+    bench_pairs.add_argument("--json", action="store_true")
+    bench_pairs.set_defaults(handler=cmd_bench_pairs)
 
     bench_label = bench.add_parser("label", help="heuristic labeling throughput; local judge batched vs one at a time")
     bench_label.add_argument("--rows", type=int, default=100_000, help="feedback rows to label (default 100000)")

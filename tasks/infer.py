@@ -48,7 +48,7 @@ class RoleRouter:
         answers: list[str] = []
         with self._serving(role), torch.no_grad(), inference_autocast():
             for start in range(0, len(texts), batch_size):
-                batch = self.tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
+                batch = self.tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False).to(self.model.device)
                 output = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                                              pad_token_id=self.tokenizer.pad_token_id)
                 answers.extend(self.tokenizer.batch_decode(output[:, batch["input_ids"].shape[1]:], skip_special_tokens=True))

@@ -98,8 +98,16 @@ def load_model(directory: Path, dtype: str = "float32", attention: str | None = 
 
     transformers_logging.disable_progress_bar()  # a sub-second load needs no bar
     options = {"attn_implementation": attention} if attention else {}
-    return AutoModelForCausalLM.from_pretrained(
+    model = AutoModelForCausalLM.from_pretrained(
         str(directory), dtype=getattr(torch, dtype), use_safetensors=True, trust_remote_code=False, **options)
+    return model.to(model_device())
+
+
+def model_device() -> str:
+    """Where models live and compute: the GPU when there is one, else the CPU."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def pooled_attention() -> str:
@@ -123,8 +131,7 @@ def inference_autocast() -> Any:
 
     from roleforge.tasks.recipes import bf16_supported
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.autocast(device, dtype=torch.bfloat16, enabled=bf16_supported())
+    return torch.autocast(model_device(), dtype=torch.bfloat16, enabled=bf16_supported())
 
 
 def chat_prompts(tokenizer: Any, system_prompt: str, user_prompts: list[str]) -> list[str]:

@@ -10,14 +10,9 @@ from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from roleforge.tasks.errors import RoleforgeError
+from roleforge.tasks.tool_use import TOOL_AGENT_SYSTEM_PROMPT
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
-
-TOOL_AGENT_SYSTEM_PROMPT = (
-    "You are a tool-using agent. Tools: calculator (args: expression), search (args: query), "
-    "calendar (args: action, title, date, time). Answer every request with one line that starts with "
-    '"Thought:", then a line "Action:", then a ```json block holding {"tool": ..., "args": {...}}.'
-)
 
 
 class GateConfig(BaseModel):

@@ -8,6 +8,12 @@ from dataclasses import dataclass
 from typing import Any
 
 TOOLS = ("calculator", "search", "calendar")
+# The system prompt of the tool-agent role (sample data, training, evaluation): the format checked below.
+TOOL_AGENT_SYSTEM_PROMPT = (
+    "You are a tool-using agent. Tools: calculator (args: expression), search (args: query), "
+    "calendar (args: action, title, date, time). Answer every request with one line that starts with "
+    '"Thought:", then a line "Action:", then a ```json block holding {"tool": ..., "args": {...}}.'
+)
 JSON_BLOCK = re.compile(r"```json\s*\n(.*?)\n?```", re.DOTALL)
 
 

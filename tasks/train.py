@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from roleforge.tasks.errors import Preempted, RoleforgeError, retry_transient
 from roleforge.tasks.preemption import RetryPolicy
+from roleforge.tasks.engines import roleforge_trainer, trl_trainer
 from roleforge.tasks.label import PreferenceDataset, load_split
 from roleforge.tasks.settings import load_settings
 
@@ -42,15 +43,6 @@ class Candidate(BaseModel):
     resumed_from_step: int | None
     train_seconds: float
     train_metrics: dict[str, float]
-
-
-def conversation_records(pairs: list[dict[str, Any]], system_prompt: str) -> list[dict[str, Any]]:
-    """Pairs in TRL's conversational preference format, with the role's system prompt."""
-    return [{
-        "prompt": [{"role": "system", "content": system_prompt}, {"role": "user", "content": pair["prompt"]}],
-        "chosen": [{"role": "assistant", "content": pair["chosen"]}],
-        "rejected": [{"role": "assistant", "content": pair["rejected"]}],
-    } for pair in pairs]
 
 
 def plot_training_curve(history: list[dict[str, float]], title: str, path: Path) -> Path | None:
@@ -200,71 +192,6 @@ def train_adapter(dataset: PreferenceDataset, system_prompt: str, recipe: dict[s
         train_seconds=round(time.monotonic() - started, 2),
         train_metrics={k: float(v) for k, v in result.metrics.items() if isinstance(v, (int, float))},
     )
-
-
-def trl_trainer(base: Any, dpo_config: Any, lora_config: Any, base_adapter: Path | None, tokenizer: Any,
-                pairs: list[dict[str, Any]], system_prompt: str, callbacks: list[Any]) -> Any:
-    """Stock TRL DPOTrainer. A new LoRA adapter: TRL attaches it and the reference is the base with adapters off;
-    an SFT adapter: loaded trainable, and TRL copies it into a frozen "ref" adapter, the reference."""
-    from datasets import Dataset
-    from trl import DPOTrainer
-
-    model, peft_config = base, lora_config
-    if base_adapter is not None:
-        from peft import PeftModel
-
-        model, peft_config = PeftModel.from_pretrained(base, str(base_adapter), is_trainable=True), None
-    try:
-        return DPOTrainer(model=model, args=dpo_config, processing_class=tokenizer, peft_config=peft_config,
-                          train_dataset=Dataset.from_list(conversation_records(pairs, system_prompt)), callbacks=callbacks)
-    except BaseException:
-        if hasattr(model, "unload"):
-            model.unload()
-        raise
-
-
-def roleforge_trainer(base: Any, dpo_config: Any, lora_config: Any, base_adapter: Path | None, tokenizer: Any,
-                      pairs: list[dict[str, Any]], system_prompt: str, callbacks: list[Any], reference_cache: Path) -> Any:
-    """roleforge's path (tasks/fast_dpo.py): the adapter attached here, reference log-probs computed once (adapter
-    off, or the SFT adapter as a frozen "ref" copy) and cached beside the checkpoints."""
-    from peft import PeftModel, get_peft_model
-
-    from roleforge.tasks.fast_dpo import SharedPrefixDPOTrainer, cached_reference, check_losses, reference_logps, tokenize_pairs
-
-    losses, weights = check_losses({"loss_type": dpo_config.loss_type, "loss_weights": dpo_config.loss_weights})
-    # Activations of a short-sequence DPO batch fit in memory: recomputing them (checkpointing) only costs time.
-    for flag in ("gradient_checkpointing", "activation_checkpointing"):
-        if getattr(dpo_config, flag, False):
-            setattr(dpo_config, flag, False)
-    if base_adapter is None:
-        model = get_peft_model(base, lora_config)
-    else:
-        model = PeftModel.from_pretrained(base, str(base_adapter), is_trainable=True)
-        model.load_adapter(str(base_adapter), adapter_name="ref", is_trainable=False)
-    try:
-        prefix, examples = tokenize_pairs(tokenizer, system_prompt, pairs, dpo_config.max_length)
-        key = hashlib.sha256(json.dumps([prefix, examples, str(base_adapter)]).encode()).hexdigest()
-
-        def compute() -> list[tuple[float, float]]:
-            if base_adapter is None:
-                with model.disable_adapter():
-                    return reference_logps(model, prefix, examples, tokenizer.pad_token_id)
-            model.set_adapter("ref")
-            try:
-                return reference_logps(model, prefix, examples, tokenizer.pad_token_id)
-            finally:
-                model.set_adapter("default")
-                for name, parameter in model.named_parameters():
-                    parameter.requires_grad = "lora_" in name and ".default." in name
-
-        for example, (chosen, rejected) in zip(examples, cached_reference(reference_cache, key, compute)):
-            example["ref_chosen"], example["ref_rejected"] = chosen, rejected
-        return SharedPrefixDPOTrainer(
-            model=model, args=dpo_config, train_dataset=examples, callbacks=callbacks, prefix_ids=prefix,
-            pad_id=tokenizer.pad_token_id, loss_types=losses, loss_weights=weights, beta=dpo_config.beta)
-    except BaseException:
-        model.unload()
-        raise
 
 
 def _params(recipe: dict[str, dict[str, Any]], dataset: PreferenceDataset, train_pairs: int, base_adapter: Path | None) -> list[Any]:

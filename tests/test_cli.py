@@ -66,11 +66,32 @@ def test_run_json_contract_on_the_tiny_model(home):
     assert outcome["trained"] and outcome["pairs"] > 100 and {"promoted", "reason", "preference_accuracy"} <= set(outcome)
 
 
-def test_bench_dpo_reports_both_paths(home):
-    result = roleforge("bench", "dpo", "--pairs", "8", "--held-out", "8", "--json")
+def test_bench_dpo_reports_both_paths(home, tmp_path):
+    written = last_json(roleforge("bench", "pairs", "--out", str(tmp_path / "pairs.jsonl"), "--json"))
+    assert written["train"] > 400 and written["held_out"] > 100
+    result = roleforge("bench", "dpo", "--pairs", "8", "--held-out", "8", "--pairs-file", str(tmp_path / "pairs.jsonl"), "--json")
     assert result.returncode == 0, result.stderr[-3000:]
     report = last_json(result)
     assert {"trl_pairs_per_s", "roleforge_pairs_per_s", "speedup", "trl_heldout_accuracy", "roleforge_heldout_accuracy",
             "trl_peak_rss_mb", "roleforge_peak_rss_mb", "mfu"} <= set(report)
     assert report["pairs"] == 8 and report["trl_pairs_per_s"] > 0 and report["roleforge_pairs_per_s"] > 0
     assert 0 < report["mfu"] < 1 and 0 <= report["roleforge_heldout_accuracy"] <= 1
+
+
+def test_bench_dpo_bad_pairs_file_is_a_one_line_error(home, tmp_path):
+    bad = tmp_path / "pairs.jsonl"
+    bad.write_text('{"prompt": "p", "chosen": "a", "rejected": "b", "split": "train"}\n{"prompt": "p"}\n')
+    result = roleforge("bench", "dpo", "--pairs-file", str(bad))
+    assert result.returncode == 2 and result.stderr.strip().count("\n") == 0
+    assert f"{bad}:2" in result.stderr and "split" in result.stderr
+
+
+def test_random_model_of_a_named_shape_loads_with_the_tokenizer(tiny_model_dir, tmp_path, monkeypatch):
+    from roleforge import bench
+    from roleforge.tasks.models import load_model, load_tokenizer
+
+    monkeypatch.setitem(bench.MODEL_SHAPES, "wide", {"hidden_size": 96, "intermediate_size": 192, "num_hidden_layers": 3})
+    directory = bench.random_model("wide", tiny_model_dir, tmp_path / "wide")
+    model = load_model(directory)
+    assert (model.config.hidden_size, model.config.num_hidden_layers) == (96, 3)
+    assert load_tokenizer(directory).vocab_size == load_tokenizer(tiny_model_dir).vocab_size

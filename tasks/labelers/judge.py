@@ -57,7 +57,7 @@ class LocalJudge:
         results: list[float | str] = []
         self.tokenizer.padding_side = "right"
         for start in range(0, len(texts), self.batch_size):
-            batch = self.tokenizer(texts[start:start + self.batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
+            batch = self.tokenizer(texts[start:start + self.batch_size], return_tensors="pt", padding=True, add_special_tokens=False).to(self.model.device)
             last = batch["attention_mask"].sum(dim=1) - 1
             with torch.no_grad(), inference_autocast():
                 hidden = decoder(**batch).last_hidden_state[torch.arange(len(last)), last]
