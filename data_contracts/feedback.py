@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 MAX_TEXT_CHARS = 32_000
 CONFIDENCE_LEVELS = {"low": 0.5, "medium": 0.75, "high": 1.0}
@@ -86,6 +88,70 @@ class FeedbackRow(BaseModel):
     @property
     def kind(self) -> Literal["rating", "ab"]:
         return "rating" if self.rating is not None else "ab"
+
+
+FIELDS = frozenset(FeedbackRow.model_fields)
+RATED_ONLY, COMPARED_ONLY = ("response", "rating"), ("response_a", "response_b", "preference")
+
+
+def _valid_text(value: Any) -> bool:
+    return type(value) is str and 0 < len(value) <= MAX_TEXT_CHARS and not value.isspace()
+
+
+def _optional_short(value: Any, limit: int) -> bool:
+    return value is None or (type(value) is str and len(value) <= limit)
+
+
+@functools.cache
+def _timestamp_adapter() -> TypeAdapter[datetime | None]:
+    return TypeAdapter(datetime | None)
+
+
+def fast_fields(value: dict[str, Any], roles: frozenset[str] | set[str]) -> dict[str, Any] | None:
+    """The row's fields exactly as `FeedbackRow.model_validate(value, context={"roles": roles})` would give them,
+    for rows whose values already have their canonical JSON types; None for anything else, which then goes
+    through the model (and its error message). Ingest calls it for every row: it is the bulk path's contract
+    check, a sufficient condition of the model's (tests/test_contract.py checks the two agree)."""
+    if type(value) is not dict or not FIELDS.issuperset(value):
+        return None
+    get = value.get
+    role, prompt = get("agent_role"), get("prompt")
+    if type(role) is not str or not 0 < len(role) <= 128 or role not in roles or not _valid_text(prompt):
+        return None
+    if not (_optional_short(get("event_id"), 256) and _optional_short(get("rater"), 256)):
+        return None
+    rating = get("rating")
+    if rating is not None or get("response") is not None:
+        if type(rating) is not int or not 1 <= rating <= 5 or not _valid_text(get("response")):
+            return None
+        if any(get(name) is not None for name in COMPARED_ONLY):
+            return None
+    else:
+        first, second, preference = get("response_a"), get("response_b"), get("preference")
+        if not (_valid_text(first) and _valid_text(second)) or first == second or preference not in ("a", "b"):
+            return None
+    confidence = get("confidence")
+    if type(confidence) is str:
+        confidence = CONFIDENCE_LEVELS.get(confidence.lower())
+        if confidence is None:
+            return None
+    elif confidence is not None:
+        if type(confidence) not in (int, float) or not 0.0 <= confidence <= 1.0:
+            return None
+        confidence = float(confidence)
+    metadata = get("metadata")
+    if metadata is not None and type(metadata) is not dict:
+        return None
+    timestamp = get("timestamp")
+    if timestamp is not None:
+        try:
+            timestamp = _timestamp_adapter().validate_python(timestamp)
+        except ValidationError:
+            return None
+    fields = dict.fromkeys(FIELDS)
+    fields.update(value)
+    fields["confidence"], fields["timestamp"] = confidence, timestamp
+    return fields
 
 
 def describe_error(error: ValidationError) -> str:

@@ -60,6 +60,73 @@ def label_benchmark(rows: int, judge_pairs: int, base_model: Path | None) -> dic
     return report
 
 
+# Contract violations mixed into the generated file (valid JSON, so the plain pandas baseline reads the same file).
+BAD_ROWS = (
+    lambda row: {**row, "agent_role": "cmo"},
+    lambda row: {**row, "rating": 9} if "rating" in row else {**row, "preference": "c"},
+    lambda row: {**row, "prompt": "   "},
+    lambda row: {**row, "confidence": "very"},
+)
+
+
+def write_feedback_file(path: Path, rows: int, bad_share: float, seed: int = 0) -> int:
+    """`rows` raw feedback lines drawn from the sample generators (prompts made unique), every 1/bad_share-th one
+    broken in one of four ways; returns how many are bad."""
+    import orjson
+
+    every = round(1 / bad_share) if bad_share > 0 else 0
+    bad = written = batch = 0
+    with path.open("wb") as out:
+        while written < rows:
+            rng = random.Random(seed + batch)
+            generated = tool_agent_rows(rng) if batch % 4 == 3 else exec_rows(rng, *list(EXEC_ROLES.items())[batch % 3])
+            lines = []
+            for row in generated[: rows - written]:
+                row = {**row, "prompt": f"{row['prompt']} (#{batch})"}
+                if every and written % every == every - 1:
+                    row, bad = BAD_ROWS[bad % len(BAD_ROWS)](row), bad + 1
+                lines.append(orjson.dumps(row))
+                written += 1
+            out.write(b"\n".join(lines) + b"\n")
+            batch += 1
+    return bad
+
+
+def ingest_benchmark(rows: int, bad_share: float, work_dir: Path) -> dict[str, Any]:
+    """`roleforge ingest` (contract, PII scrub, content hash, dedupe, quarantine, SQLite store) against a plain
+    pandas read_json + to_sql of the same file into SQLite, in the same process, roleforge first."""
+    import sqlite3
+
+    import pandas as pd
+
+    from roleforge.tasks.ingest import ingest_files
+    from roleforge.tasks.settings import DEFAULT_ROLES
+
+    source = work_dir / "feedback.jsonl"
+    bad = write_feedback_file(source, rows, bad_share)
+    release_memory()
+    with PeakRss() as memory:
+        started = time.perf_counter()
+        report = ingest_files([str(source)], set(DEFAULT_ROLES), f"sqlite:///{work_dir / 'roleforge.db'}", work_dir / "quarantine")
+        ours = time.perf_counter() - started
+    release_memory()
+    with PeakRss() as baseline_memory:
+        started = time.perf_counter()
+        frame = pd.read_json(source, lines=True)
+        with sqlite3.connect(work_dir / "pandas.db") as connection:
+            frame.to_sql("feedback", connection, index=False, chunksize=50_000)
+        baseline = time.perf_counter() - started
+    accounted = report.ingested + report.duplicates + report.quarantined + report.blank
+    return {
+        "rows": rows, "bad_rows": bad, "file_mb": round(source.stat().st_size / 2**20, 1),
+        "ingested": report.ingested, "duplicates": report.duplicates, "quarantined": report.quarantined,
+        "all_rows_accounted": accounted == rows,
+        "events_per_s": round(rows / ours, 1), "seconds": round(ours, 2), "peak_rss_mb": round(memory.peak_mb, 1),
+        "pandas_events_per_s": round(rows / baseline, 1), "pandas_seconds": round(baseline, 2),
+        "pandas_peak_rss_mb": round(baseline_memory.peak_mb, 1), "speedup_vs_pandas": round(baseline / ours, 2),
+    }
+
+
 def write_report(report: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")

@@ -204,6 +204,25 @@ def cmd_bench_pairs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_ingest(args: argparse.Namespace) -> int:
+    settings = _settings()
+    import tempfile
+
+    from roleforge.bench import ingest_benchmark, write_report
+
+    if args.rows < 1 or not 0 <= args.bad_share < 1:
+        raise RoleforgeError("--rows must be at least 1 and --bad-share in [0, 1)")
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-", dir=settings.path("bench")) as work:
+        report = ingest_benchmark(args.rows, args.bad_share, Path(work))
+    out = Path(args.out) if args.out else settings.path("bench") / "ingest.json"
+    write_report(report, out)
+    if not args.json:
+        print(f"roleforge ingest {report['events_per_s']:.0f} events/s, pandas read_json + to_sql "
+              f"{report['pandas_events_per_s']:.0f} events/s ({report['rows']} rows, {report['quarantined']} quarantined) -> {out}")
+    emit(report, args.json)
+    return 0
+
+
 def cmd_bench_label(args: argparse.Namespace) -> int:
     settings = _settings()
     from roleforge.bench import label_benchmark, write_report
@@ -376,6 +395,13 @@ def build_parser() -> Parser:
     bench_pairs.add_argument("--out", required=True, help="JSONL file to write")
     bench_pairs.add_argument("--json", action="store_true")
     bench_pairs.set_defaults(handler=cmd_bench_pairs)
+
+    bench_ingest = bench.add_parser("ingest", help="ingest throughput on generated rows vs a plain pandas read + to_sql")
+    bench_ingest.add_argument("--rows", type=int, default=1_000_000, help="feedback rows to generate (default 1000000)")
+    bench_ingest.add_argument("--bad-share", type=float, default=0.02, help="share of rows that break the contract (default 0.02)")
+    bench_ingest.add_argument("--out", help="JSON file to write (default $ROLEFORGE_HOME/bench/ingest.json)")
+    bench_ingest.add_argument("--json", action="store_true")
+    bench_ingest.set_defaults(handler=cmd_bench_ingest)
 
     bench_label = bench.add_parser("label", help="heuristic labeling throughput; local judge batched vs one at a time")
     bench_label.add_argument("--rows", type=int, default=100_000, help="feedback rows to label (default 100000)")

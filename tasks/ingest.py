@@ -6,6 +6,7 @@ import base64
 import csv
 import hashlib
 import io
+import itertools
 import json
 import os
 import time
@@ -14,17 +15,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 from prefect import get_run_logger, task
 from pydantic import BaseModel, ValidationError
 
-from roleforge.data_contracts.feedback import FeedbackRow, describe_error
+from roleforge.data_contracts.feedback import FeedbackRow, describe_error, fast_fields
 from roleforge.tasks import pii
 from roleforge.tasks.errors import RoleforgeError, retry_transient
 from roleforge.tasks.settings import load_settings
 
 FEEDBACK_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 HASHED_FIELDS = ("agent_role", "prompt", "response", "rating", "response_a", "response_b", "preference", "rater")
-BATCH_ROWS = 5_000
+BATCH_ROWS = 20_000
 
 
 class IngestReport(BaseModel):
@@ -103,23 +105,34 @@ def read_records(path: str) -> Iterator[tuple[int, bytes | dict[str, Any]]]:
                 yield index, line
 
 
-def content_hash(row: FeedbackRow | dict[str, Any]) -> str:
-    values = row if isinstance(row, dict) else row.__dict__
-    canonical = json.dumps([values.get(name) for name in HASHED_FIELDS], ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+def canonical_json(values: list[Any]) -> bytes:
+    """The hashed form: compact JSON, non-ASCII kept as UTF-8 (orjson writes exactly what json.dumps would)."""
+    try:
+        return orjson.dumps(values)
+    except TypeError:  # e.g. a lone surrogate, which orjson refuses
+        return json.dumps(values, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
 
 
-def to_stored_row(row: FeedbackRow, source: str, line: int) -> dict[str, Any]:
-    """The store's row: every text field scrubbed of PII before it is hashed or written."""
-    scrubbed = {
-        name: pii.scrub(getattr(row, name)) if getattr(row, name) is not None else None
-        for name in ("prompt", "response", "response_a", "response_b")
-    }
+def content_hash(row: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_json([row.get(name) for name in HASHED_FIELDS])).hexdigest()
+
+
+def _scrubbed(text: str | None) -> str | None:
+    return pii.scrub(text) if text else text
+
+
+def to_stored_row(fields: dict[str, Any], source: str, line: int) -> dict[str, Any]:
+    """The store's row from a contract-checked row's fields: every text scrubbed of PII before it is hashed or
+    written."""
+    metadata, timestamp = fields["metadata"], fields["timestamp"]
     stored = {
-        "agent_role": row.agent_role, "kind": row.kind, **scrubbed, "rating": row.rating, "preference": row.preference,
-        "event_id": row.event_id, "rater": pii.scrub(row.rater) if row.rater else None, "confidence": row.confidence,
-        "metadata": json.loads(pii.scrub(json.dumps(row.metadata))) if row.metadata else None,
-        "timestamp": row.timestamp.isoformat() if row.timestamp else None, "source": source, "source_line": line,
+        "agent_role": fields["agent_role"], "kind": "rating" if fields["rating"] is not None else "ab",
+        "prompt": _scrubbed(fields["prompt"]), "response": _scrubbed(fields["response"]), "rating": fields["rating"],
+        "response_a": _scrubbed(fields["response_a"]), "response_b": _scrubbed(fields["response_b"]),
+        "preference": fields["preference"], "event_id": fields["event_id"], "rater": _scrubbed(fields["rater"]),
+        "confidence": fields["confidence"],
+        "metadata": json.loads(pii.scrub(json.dumps(metadata))) if metadata else None,
+        "timestamp": timestamp.isoformat() if timestamp else None, "source": source, "source_line": line,
     }
     stored["content_hash"] = content_hash(stored)
     return stored
@@ -128,6 +141,7 @@ def to_stored_row(row: FeedbackRow, source: str, line: int) -> dict[str, Any]:
 def parse_records(source: str, records: Iterable[tuple[int, bytes | dict[str, Any]]], roles: set[str]) -> ParsedBatch:
     """Check each record against the row contract; a bad one is quarantined with its reason, never dropped."""
     batch = ParsedBatch()
+    roles = frozenset(roles)
     context = {"roles": roles}
     for line, raw in records:
         if isinstance(raw, bytes):
@@ -135,26 +149,38 @@ def parse_records(source: str, records: Iterable[tuple[int, bytes | dict[str, An
                 batch.blank += 1
                 continue
             try:
-                value = json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError as error:
-                batch.quarantined.append(Quarantined(source, line, f"not UTF-8: {error.reason} at byte {error.start}", raw))
-                continue
-            except json.JSONDecodeError as error:
-                batch.quarantined.append(Quarantined(source, line, f"malformed JSON: {error.msg} (column {error.colno})", raw))
+                value = orjson.loads(raw)
+            except orjson.JSONDecodeError as error:
+                batch.quarantined.append(Quarantined(source, line, _undecodable(raw, error), raw))
                 continue
         else:
             value = raw
         if not isinstance(value, dict):
             batch.quarantined.append(Quarantined(source, line, f"not a JSON object but {type(value).__name__}", raw))
             continue
-        try:
-            row = FeedbackRow.model_validate(value, context=context)
-        except ValidationError as error:
-            text = raw if isinstance(raw, bytes) else json.dumps(raw, ensure_ascii=False, default=str)
-            batch.quarantined.append(Quarantined(source, line, describe_error(error), text))
-            continue
-        batch.rows.append(to_stored_row(row, source, line))
+        fields = fast_fields(value, roles)
+        if fields is None:
+            try:
+                fields = FeedbackRow.model_validate(value, context=context).__dict__
+            except ValidationError as error:
+                text = raw if isinstance(raw, bytes) else json.dumps(raw, ensure_ascii=False, default=str)
+                batch.quarantined.append(Quarantined(source, line, describe_error(error), text))
+                continue
+        batch.rows.append(to_stored_row(fields, source, line))
     return batch
+
+
+def _undecodable(raw: bytes, error: orjson.JSONDecodeError) -> str:
+    """Why a line is not a JSON document, in the words of Python's own decoder where it agrees."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return f"not UTF-8: {bad.reason} at byte {bad.start}"
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as decoded:
+        return f"malformed JSON: {decoded.msg} (column {decoded.colno})"
+    return f"malformed JSON: {error}"  # valid to Python but not to RFC 8259 (NaN, lone surrogates, huge numbers)
 
 
 class QuarantineFile:
@@ -180,27 +206,46 @@ class QuarantineFile:
 
 
 def ingest_files(paths: Iterable[str], roles: set[str], store_url: str, quarantine_dir: Path) -> IngestReport:
-    """Ingest feedback files into the store; re-ingesting the same data stores nothing twice."""
+    """Ingest feedback files into the store; re-ingesting the same data stores nothing twice.
+
+    Files are read in chunks of BATCH_ROWS lines. While one writer thread stores a chunk (SQLite works outside
+    the GIL), the next one is parsed, checked and scrubbed. A chunk's quarantined lines are on disk before its
+    good rows are stored."""
+    from collections import deque
+    from concurrent.futures import Future, ThreadPoolExecutor
+
     from roleforge.tasks.store import engine_for, insert_new_feedback
 
     engine = engine_for(store_url)
     files = expand_paths(paths)
     quarantine = QuarantineFile(quarantine_dir)
-    ingested = duplicates = blank = 0
+    ingested = parsed = blank = 0
     by_role: dict[str, int] = {}
-    for path in files:
-        batch = parse_records(path, read_records(path), roles)
-        blank += batch.blank
-        quarantine.append(batch.quarantined)
-        for start in range(0, len(batch.rows), BATCH_ROWS):
-            chunk = batch.rows[start:start + BATCH_ROWS]
-            stored = insert_new_feedback(engine, chunk)
-            ingested += stored
-            duplicates += len(chunk) - stored
-        for row in batch.rows:
-            by_role[row["agent_role"]] = by_role.get(row["agent_role"], 0) + 1
+    pending: deque[tuple[Future[int], int]] = deque()
+
+    def settle(limit: int) -> None:
+        """Wait for stored chunks until at most `limit` are still queued (the writer finishes them in order)."""
+        nonlocal ingested, parsed
+        while len(pending) > limit:
+            future, rows = pending.popleft()
+            ingested += future.result()
+            parsed += rows
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="roleforge-store") as writer:
+        for path in files:
+            records = read_records(path)
+            while chunk := list(itertools.islice(records, BATCH_ROWS)):
+                batch = parse_records(path, chunk, roles)
+                blank += batch.blank
+                quarantine.append(batch.quarantined)
+                for row in batch.rows:
+                    by_role[row["agent_role"]] = by_role.get(row["agent_role"], 0) + 1
+                settle(1)
+                if batch.rows:
+                    pending.append((writer.submit(insert_new_feedback, engine, batch.rows), len(batch.rows)))
+        settle(0)
     return IngestReport(
-        files=len(files), ingested=ingested, duplicates=duplicates, quarantined=quarantine.count, blank=blank,
+        files=len(files), ingested=ingested, duplicates=parsed - ingested, quarantined=quarantine.count, blank=blank,
         quarantine_path=str(quarantine.path) if quarantine.path else None, by_role=dict(sorted(by_role.items())),
     )
 

@@ -45,11 +45,24 @@ def _phone(match: re.Match[str]) -> str:
     return "[PHONE]" if 9 <= digits <= 15 and not looks_like_date else text
 
 
+IBAN_START = re.compile(r"[A-Z][A-Z][0-9][0-9]")
+ASCII_DIGITS = b"0123456789"
+
+
 def scrub(text: str) -> str:
-    """The text with every email, phone number, valid card number and valid IBAN replaced by a placeholder."""
-    if not any(char.isdigit() or char == "@" for char in text):
-        return text
-    text = CARD.sub(_card, text)
-    text = IBAN.sub(_iban, text)
-    text = EMAIL.sub("[EMAIL]", text)
-    return PHONE.sub(_phone, text)
+    """The text with every email, phone number, valid card number and valid IBAN replaced by a placeholder.
+
+    Each pattern runs only where it can match: an email needs "@", a card 13 or more digits, a phone number nine,
+    an IBAN a country code and two check digits. Most text runs none of them."""
+    if not text.isascii():  # the patterns' \d also matches other scripts' digits: run them all
+        digits = 19
+    else:
+        encoded = text.encode("ascii")
+        digits = len(encoded) - len(encoded.translate(None, ASCII_DIGITS))
+    if digits >= 13:
+        text = CARD.sub(_card, text)
+    if digits >= 2 and (digits >= 19 or IBAN_START.search(text)):
+        text = IBAN.sub(_iban, text)
+    if "@" in text:
+        text = EMAIL.sub("[EMAIL]", text)
+    return PHONE.sub(_phone, text) if digits >= 9 else text

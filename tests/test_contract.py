@@ -1,9 +1,11 @@
 """The feedback row contract: what a good row is, and one clear reason for each bad one."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from roleforge.data_contracts.feedback import MAX_TEXT_CHARS, FeedbackRow, describe_error
+from roleforge.data_contracts.feedback import MAX_TEXT_CHARS, FeedbackRow, describe_error, fast_fields
 
 ROLES = {"roles": {"ceo", "tool-agent"}}
 
@@ -46,3 +48,34 @@ def test_bad_rows_get_one_line_reason(row, expected):
 def test_csv_digit_strings_are_ratings():
     row = FeedbackRow.model_validate({"agent_role": "ceo", "prompt": "p", "response": "r", "rating": "5"}, context=ROLES)
     assert row.rating == 5
+
+
+# The bulk path's check (fast_fields) must never accept what the model rejects, nor change a value it accepts.
+texts = st.one_of(st.text(max_size=12), st.sampled_from(["", " ", "\u2003", "ok", "x" * (MAX_TEXT_CHARS + 1)]))
+anything = st.one_of(st.none(), st.booleans(), st.integers(-2, 7), st.floats(-1, 2), texts,
+                     st.sampled_from(["low", "HIGH", "4", "2026-11-01T10:00:00Z", "2026-11-01", "yesterday"]),
+                     st.dictionaries(st.text(max_size=3), st.integers(), max_size=2), st.lists(st.integers(), max_size=2))
+candidate_rows = st.fixed_dictionaries(
+    {"agent_role": st.sampled_from(["ceo", "tool-agent", "cmo", "", 3]), "prompt": anything},
+    optional={name: anything for name in ("response", "rating", "response_a", "response_b", "preference", "event_id",
+                                          "rater", "confidence", "metadata", "timestamp", "colour")},
+)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(candidate_rows)
+def test_fast_path_agrees_with_the_model(row):
+    fields = fast_fields(row, ROLES["roles"])
+    try:
+        expected = FeedbackRow.model_validate(row, context=ROLES).__dict__
+    except ValidationError:
+        assert fields is None
+        return
+    assert fields is None or fields == expected
+
+
+def test_fast_path_takes_the_common_rows():
+    rows = [{"agent_role": "ceo", "prompt": "p", "response": "r", "rating": 4, "rater": "u1", "confidence": "high"},
+            {"agent_role": "ceo", "prompt": "p", "response_a": "x", "response_b": "y", "preference": "b",
+             "timestamp": "2026-11-01T10:00:00Z", "metadata": {"k": 1}, "event_id": "e1", "confidence": 0.5}]
+    assert all(fast_fields(row, ROLES["roles"]) == FeedbackRow.model_validate(row, context=ROLES).__dict__ for row in rows)

@@ -40,3 +40,13 @@ def test_every_line_is_stored_quarantined_or_blank(content):
         assert all(q.reason and "\n" not in q.reason for q in batch.quarantined)
         report = ingest_files([str(path)], ROLES, f"sqlite:///{directory}/store.db", Path(directory) / "quarantine")
         assert report.ingested + report.duplicates == len(batch.rows) and report.quarantined == len(batch.quarantined)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.integers(), st.text()), max_size=8))
+def test_content_hash_form_is_the_json_module_s(values):
+    """Stores filled before the hash used orjson keep deduplicating: the hashed bytes are json.dumps' compact form."""
+    from roleforge.tasks.ingest import canonical_json
+
+    expected = json.dumps(values, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
+    assert canonical_json(values) == expected
