@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -84,9 +85,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     from roleforge.tasks.models import ensure_base_model
     from roleforge.tasks.report import outcome_rows, render_table
 
+    from roleforge.tasks.timing import STAGES
+
     ensure_base_model(settings.resolved_base_model, is_default=settings.base_model is None)
+    started = time.monotonic()
     outcomes = self_learning(SelfLearningRun(feedback=feedback, roles=roles, profile=args.profile or settings.profile))
+    timing = STAGES.report(started, time.monotonic())
+    (settings.path("runs") / "last-run-timing.json").write_text(json.dumps(timing, indent=2) + "\n")
     _console().print(render_table("roleforge run", outcome_rows(outcomes)))
+    print(f"pipeline: {timing['wall_seconds']} s wall, stages {timing['stage_seconds']} s "
+          f"({', '.join(f'{k} {v}' for k, v in timing['stages'].items())}), orchestration overhead "
+          f"{timing['overhead_seconds']} s ({timing['overhead_share']:.1%}) -> {settings.path('runs') / 'last-run-timing.json'}")
     emit({role: outcome.model_dump() for role, outcome in outcomes.items()}, args.json)
     return 0
 

@@ -15,6 +15,7 @@ from roleforge.tasks.label import load_split
 from roleforge.tasks.scoring import ModelScore, completion_logps, score
 from roleforge.tasks.settings import load_settings
 from roleforge.tasks.train import Candidate
+from roleforge.tasks.timing import STAGES
 
 CANDIDATE, CHAMPION, REFERENCE = "candidate", "champion", "reference"
 
@@ -74,6 +75,7 @@ def evaluate_candidate(candidate: Candidate, system_prompt: str, base_model: Pat
 
 
 @task(name="evaluate-candidate", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+@STAGES.timed("evaluate")
 def evaluate_role(candidate: Candidate, profile: str) -> Evaluation:
     """A/B the candidate against the role's champion (or the base model) and log the scores to its MLflow run."""
     from roleforge.tasks.promote import champion_adapter

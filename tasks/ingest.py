@@ -23,6 +23,7 @@ from roleforge.data_contracts.feedback import FeedbackRow, describe_error, fast_
 from roleforge.tasks import pii
 from roleforge.tasks.errors import RoleforgeError, retry_transient
 from roleforge.tasks.settings import load_settings
+from roleforge.tasks.timing import STAGES
 
 FEEDBACK_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 HASHED_FIELDS = ("agent_role", "prompt", "response", "rating", "response_a", "response_b", "preference", "rater")
@@ -251,6 +252,7 @@ def ingest_files(paths: Iterable[str], roles: set[str], store_url: str, quaranti
 
 
 @task(name="ingest-feedback", retries=3, retry_delay_seconds=[1, 5, 20], retry_condition_fn=retry_transient)
+@STAGES.timed("ingest")
 def ingest_feedback(paths: list[str]) -> IngestReport:
     """Ingest feedback files into the configured store."""
     settings = load_settings()

@@ -25,6 +25,7 @@ from roleforge.tasks.labelers.judge import HttpJudge, Judge, JudgeLabeler, Local
 from roleforge.tasks.errors import RoleforgeError, retry_transient
 from roleforge.tasks.settings import LabelingConfig, Settings, TeacherConfig, load_settings
 from roleforge.tasks.validate import ContractResult, validate_pairs
+from roleforge.tasks.timing import STAGES
 
 
 class PreferenceDataset(BaseModel):
@@ -227,6 +228,7 @@ def label_stored(role: str, settings: Settings) -> tuple[PreferenceDataset, Cont
 
 
 @task(name="label-preferences", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+@STAGES.timed("label")
 def label_role(role: str, contract: ContractResult) -> PreferenceDataset:
     """Label a role's stored feedback into a snapshot; a role whose feedback or pair contract failed is held back."""
     from prefect.artifacts import create_table_artifact

@@ -14,6 +14,7 @@ from roleforge.tasks.errors import RoleforgeError, retry_transient
 from roleforge.tasks.evaluate import Evaluation
 from roleforge.tasks.settings import GateConfig, load_settings
 from roleforge.tasks.train import Candidate
+from roleforge.tasks.timing import STAGES
 
 CHAMPION, PREVIOUS = "champion", "previous"
 REPLACED_TAG = "roleforge.replaced_version"
@@ -150,6 +151,7 @@ def rollback(client: Any, name: str) -> tuple[str, str | None]:
 
 
 @task(name="promote-candidate", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+@STAGES.timed("promote")
 def promote_role(candidate: Candidate, evaluation: Evaluation, contract_passed: bool) -> Decision:
     """Register the candidate and promote it if it passes the role's gate."""
     from prefect.events import emit_event

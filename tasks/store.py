@@ -42,8 +42,8 @@ METADATA_CELL = FEEDBACK_COLUMNS.index("metadata")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # WAL lets readers run beside one writer; busy_timeout turns "database is locked" into a short wait; a 64 MiB
-    # page cache keeps the content-hash index of a few million rows in memory while a large file is ingested.
+    # WAL lets readers run beside one writer; busy_timeout turns "database is locked" into a short wait; a page
+    # cache of up to 64 MiB (allocated as used; 256 MiB measured no faster on a 1M-row ingest).
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=30000")

@@ -19,6 +19,7 @@ from roleforge.tasks.preemption import RetryPolicy
 from roleforge.tasks.engines import roleforge_trainer, trl_trainer
 from roleforge.tasks.label import PreferenceDataset, load_split
 from roleforge.tasks.settings import load_settings
+from roleforge.tasks.timing import STAGES
 
 # Retries of a training: Preempted and transient errors each have a budget in settings.training (RetryPolicy);
 # the task's own count is only the ceiling. Backoff doubles from 10 s to at most 10 min, with +-50% jitter.
@@ -213,6 +214,7 @@ TRAIN_RETRIES = RetryPolicy(_retry_budgets)
 
 @task(name="train-adapter", retries=MAX_TASK_RETRIES, retry_delay_seconds=BACKOFF_SECONDS, retry_jitter_factor=0.5,
       retry_condition_fn=TRAIN_RETRIES, cache_policy=NO_CACHE)
+@STAGES.timed("train")
 def train_role_adapter(dataset: PreferenceDataset, profile: str) -> Candidate:
     """Train a role's candidate adapter here or as an Azure ML job; a retry resumes from the newest checkpoint.
     Preemptions and transient errors retry from their own budgets (settings.training); code errors fail fast."""
@@ -262,6 +264,7 @@ def new_pairs_since(dataset: PreferenceDataset, previous_hash: str | None) -> in
 
 
 @task(name="should-train", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+@STAGES.timed("label")
 def should_train(dataset: PreferenceDataset, force: bool) -> PreferenceDataset:
     """The self-learning trigger: a role trains only with at least min_new_pairs new pairs since its last training."""
     if not dataset.ready:

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from roleforge.tasks.errors import retry_transient
 from roleforge.tasks.settings import load_settings
+from roleforge.tasks.timing import STAGES
 
 
 class ExpectationOutcome(BaseModel):
@@ -94,6 +95,7 @@ def validate_pairs(role: str, pairs: list[Any], max_rater_share: float) -> Contr
 
 
 @task(name="check-contract", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_transient)
+@STAGES.timed("validate")
 def check_contract(role: str) -> ContractResult:
     """Validate a role's stored feedback and publish the per-expectation verdict as a table artifact."""
     from prefect.artifacts import create_table_artifact

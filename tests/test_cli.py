@@ -64,6 +64,10 @@ def test_run_json_contract_on_the_tiny_model(home):
     assert result.returncode == 0, result.stderr[-2000:]
     outcome = last_json(result)["tool-agent"]
     assert outcome["trained"] and outcome["pairs"] > 100 and {"promoted", "reason", "preference_accuracy"} <= set(outcome)
+    # The run reports its own orchestration overhead: wall time minus the stages' own work.
+    timing = json.loads((home / "runs" / "last-run-timing.json").read_text())
+    assert {"ingest", "validate", "label", "train", "evaluate", "promote"} <= set(timing["stages"])
+    assert 0 < timing["stage_seconds"] < timing["wall_seconds"] and "orchestration overhead" in result.stdout
 
 
 def test_bench_dpo_reports_both_paths(home, tmp_path):

@@ -63,3 +63,13 @@ def test_a_contract_failure_holds_only_that_role_back(home, prefect_harness):
             "source": "manual", "source_line": 1}])
     outcomes = self_learning(SelfLearningRun(roles=["coo"], profile="quick"))
     assert not outcomes["coo"].trained and "expect_column_values_to_be_between(rating)" in outcomes["coo"].reason
+
+
+def test_stage_clock_counts_overlapping_work_once():
+    from roleforge.tasks.timing import StageClock
+
+    clock = StageClock()
+    clock.intervals = [("train", 1.0, 4.0), ("train", 2.0, 5.0), ("evaluate", 6.0, 7.0), ("ingest", -3.0, 0.5)]
+    report = clock.report(0.0, 10.0)
+    assert report["stage_seconds"] == 5.5 and report["overhead_seconds"] == 4.5
+    assert report["stages"] == {"evaluate": 1.0, "ingest": 0.5, "train": 6.0}
