@@ -53,9 +53,10 @@ def _console() -> Any:
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     settings = _settings()
-    from roleforge.tasks.ingest import ingest_files
+    from roleforge.tasks.ingest import audit_ingest, ingest_files
 
     report = ingest_files(args.paths, set(settings.roles), settings.resolved_store_url, settings.path("quarantine"))
+    audit_ingest(settings.home, list(args.paths), report)
     if not args.json:
         print(f"ingested {report.ingested}, duplicates {report.duplicates}, quarantined {report.quarantined}, "
               f"blank {report.blank}" + (f" -> {report.quarantine_path}" if report.quarantine_path else ""))
@@ -175,6 +176,22 @@ def cmd_train_job(args: argparse.Namespace) -> int:
         print(f"{args.role}: {candidate.steps} steps -> {output / 'adapter'}")
     emit(candidate.model_dump(), args.json)
     return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    settings = _settings()
+    from roleforge.tasks import audit
+
+    entries = audit.read(settings.home)[-args.last:] if args.last else audit.read(settings.home)
+    broken = audit.verify(settings.home)
+    if not args.json:
+        for entry in entries:
+            details = ", ".join(f"{k}={v}" for k, v in entry.items() if k not in ("time", "actor", "action", "prev"))
+            print(f"{entry['time']} {entry['actor']} {entry['action']}: {details}")
+        print(f"{audit.audit_path(settings.home)}: " + ("chain intact" if broken is None else f"chain broken at entry {broken}"))
+    emit({"path": str(audit.audit_path(settings.home)), "entries": entries, "chain_intact": broken is None,
+          "broken_at": broken}, args.json)
+    return 0 if broken is None else 1
 
 
 def cmd_bench_dpo(args: argparse.Namespace) -> int:
@@ -382,6 +399,11 @@ def build_parser() -> Parser:
     rollback.add_argument("--role", required=True)
     rollback.add_argument("--json", action="store_true")
     rollback.set_defaults(handler=cmd_rollback)
+
+    audit = commands.add_parser("audit", help="the audit log of ingests, promotion decisions and rollbacks")
+    audit.add_argument("--last", type=int, default=20, help="entries to show (0: all; default 20); the chain is always checked whole")
+    audit.add_argument("--json", action="store_true")
+    audit.set_defaults(handler=cmd_audit)
 
     bench = commands.add_parser("bench", help="benchmarks that print JSON").add_subparsers(
         dest="benchmark", required=True, parser_class=Parser)

@@ -251,12 +251,20 @@ def ingest_files(paths: Iterable[str], roles: set[str], store_url: str, quaranti
     )
 
 
+def audit_ingest(home: Path, paths: list[str], report: IngestReport) -> None:
+    from roleforge.tasks import audit
+
+    audit.record(home, "ingest", paths=paths, **report.model_dump(exclude={"quarantine_path"}),
+                 quarantine_path=report.quarantine_path)
+
+
 @task(name="ingest-feedback", retries=3, retry_delay_seconds=[1, 5, 20], retry_condition_fn=retry_transient)
 @STAGES.timed("ingest")
 def ingest_feedback(paths: list[str]) -> IngestReport:
     """Ingest feedback files into the configured store."""
     settings = load_settings()
     report = ingest_files(paths, set(settings.roles), settings.resolved_store_url, settings.path("quarantine"))
+    audit_ingest(settings.home, paths, report)
     get_run_logger().info("ingested %d, duplicates %d, quarantined %d (%s)", report.ingested, report.duplicates,
                           report.quarantined, report.quarantine_path or "no quarantine file")
     return report

@@ -14,6 +14,7 @@ from roleforge.tasks.errors import RoleforgeError, retry_transient
 from roleforge.tasks.evaluate import Evaluation
 from roleforge.tasks.settings import GateConfig, load_settings
 from roleforge.tasks.train import Candidate
+from roleforge.tasks import audit
 from roleforge.tasks.timing import STAGES
 
 CHAMPION, PREVIOUS = "champion", "previous"
@@ -165,6 +166,10 @@ def promote_role(candidate: Candidate, evaluation: Evaluation, contract_passed: 
                       candidate, evaluation, settings.role(candidate.role).gate, tags)
     get_run_logger().info("role %s v%s: %s (%s)", candidate.role, decision.version,
                           "promoted" if decision.promoted else "not promoted", decision.reason)
+    audit.record(settings.home, "promote" if decision.promoted else "hold", role=candidate.role, version=decision.version,
+                 champion_version=decision.champion_version, previous_version=decision.previous_version,
+                 reason=decision.reason, train_pairs=candidate.train_pairs, dataset_hash=candidate.snapshot_hash,
+                 flow_run_id=tags.get("prefect.flow_run_id"))
     if decision.promoted:
         emit_event(event="roleforge.adapter.promoted", resource=role_resource(candidate.role),
                    payload={**decision.model_dump(), "mlflow_run_id": candidate.mlflow_run_id,
@@ -183,6 +188,7 @@ def rollback_role(role: str) -> dict[str, str | None]:
     settings = load_settings()
     settings.role(role)
     champion, previous = rollback(mlflow_client(settings.resolved_tracking_uri), settings.registered_model_name(role))
+    audit.record(settings.home, "rollback", role=role, champion_version=champion, previous_version=previous)
     emit_event(event="roleforge.adapter.rolled-back", resource=role_resource(role),
                payload={"champion_version": champion, "previous_version": previous})
     return {"role": role, "champion_version": champion, "previous_version": previous}

@@ -2,6 +2,7 @@
 
 from roleforge.flows.params import SelfLearningRun
 from roleforge.flows.self_learning import self_learning
+from roleforge.tasks import audit
 from roleforge.tasks.promote import CHAMPION, alias_version
 from roleforge.tasks.settings import load_settings
 from roleforge.tasks.status import role_status
@@ -38,6 +39,10 @@ def test_roles_train_promote_or_are_held_back_with_a_reason(home, prefect_harnes
     assert [(e, r["prefect.resource.id"]) for e, r, _ in events] == [
         ("roleforge.adapter.promoted", "roleforge.role.ceo"), ("roleforge.contract.failed", "roleforge.role.coo")]
     assert events[0][2]["version"] == ceo.version
+    entries = audit.read(settings.home)
+    assert [e["action"] for e in entries] == ["ingest", "promote", "hold"] or [e["action"] for e in entries] == ["ingest", "hold", "promote"]
+    assert entries[0]["ingested"] > 0 and entries[0]["actor"] and audit.verify(settings.home) is None
+    assert {(e["role"], e["version"]) for e in entries[1:]} == {("ceo", ceo.version), ("cfo", cfo.version)}
 
     client = mlflow_client(settings.resolved_tracking_uri)
     assert alias_version(client, "roleforge-ceo", CHAMPION).version == int(ceo.version)
