@@ -41,8 +41,21 @@ def _settings() -> Any:
         raise RoleforgeError(f"bad configuration: {describe_error(error)}") from None
     except tomllib.TOMLDecodeError as error:
         raise RoleforgeError(f"bad configuration file {os.environ.get('ROLEFORGE_CONFIG', 'roleforge.toml')}: {error}") from None
+    check_writable(settings.home)
     prepare_environment(settings.home)
     return settings
+
+
+def check_writable(home: Path) -> None:
+    """ROLEFORGE_HOME must exist or be creatable, and take a file: else one line naming it, before any work."""
+    import tempfile
+
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=home):
+            pass
+    except OSError as error:
+        raise RoleforgeError(f"ROLEFORGE_HOME {home} is not writable: {error.strerror or error}") from None
 
 
 def _console() -> Any:
@@ -53,13 +66,13 @@ def _console() -> Any:
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     settings = _settings()
-    from roleforge.tasks.ingest import audit_ingest, ingest_files
+    from roleforge.tasks.ingest import ingest_configured
 
-    report = ingest_files(args.paths, set(settings.roles), settings.resolved_store_url, settings.path("quarantine"))
-    audit_ingest(settings.home, list(args.paths), report)
+    report = ingest_configured(settings, list(args.paths))
     if not args.json:
         print(f"ingested {report.ingested}, duplicates {report.duplicates}, quarantined {report.quarantined}, "
-              f"blank {report.blank}" + (f" -> {report.quarantine_path}" if report.quarantine_path else ""))
+              f"blank {report.blank}" + (f" -> {report.quarantine_path}" if report.quarantine_path else "")
+              + (f"; {report.archived} inbox file(s) archived" if report.archived else ""))
     emit(report.model_dump(), args.json)
     return 0
 
@@ -374,7 +387,8 @@ def build_parser() -> Parser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     ingest = commands.add_parser("ingest", help="ingest feedback files (JSONL, CSV, Parquet; paths or fsspec URLs)")
-    ingest.add_argument("paths", nargs="+", help="feedback files or directories")
+    ingest.add_argument("paths", nargs="*", help="feedback files or directories (default: the inbox, $ROLEFORGE_HOME/inbox; "
+                        "its files move to $ROLEFORGE_HOME/archive once stored)")
     ingest.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     ingest.set_defaults(handler=cmd_ingest)
 

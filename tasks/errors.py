@@ -1,5 +1,7 @@
 """Errors a user can act on: the CLI prints them as one line, never as a traceback."""
 
+import errno
+
 
 class RoleforgeError(Exception):
     """A mistake in input, arguments or configuration that the user can fix."""
@@ -24,3 +26,31 @@ def retry_transient(task: object, task_run: object, state: object) -> bool:
     except Exception as error:  # noqa: BLE001 - the state's own exception, classified here
         return is_transient(error)
     return False
+
+
+STORAGE_ERRNOS = {
+    errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file size limit reached", errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
+}
+DATABASE_STORAGE_SIGNS = {
+    "database or disk is full": "no space left on the device", "disk i/o error": "disk I/O error (is the disk full?)",
+    "attempt to write a readonly database": "the database file is read-only",
+    "unable to open database file": "cannot open the database file (missing directory or no permission)",
+}
+
+
+def storage_error(error: BaseException, where: str) -> RoleforgeError | None:
+    """A one-line RoleforgeError naming the path for a full disk or an unwritable file, else None.
+
+    `where` names the store for database errors; an OSError names its own file where it has one."""
+    if isinstance(error, OSError) and error.errno in STORAGE_ERRNOS:
+        verb = "access" if error.errno in (errno.EACCES, errno.EPERM) else "write"
+        return RoleforgeError(f"cannot {verb} {error.filename or where}: {STORAGE_ERRNOS[error.errno]}; nothing from "
+                              "the failed step was recorded as done, so the same command can be run again once fixed")
+    message = str(error).lower()
+    for sign, meaning in DATABASE_STORAGE_SIGNS.items():
+        if sign in message:
+            return RoleforgeError(f"cannot write the store {where}: {meaning}; its last transaction was rolled back, so "
+                                  "the same command can be run again once fixed")
+    return None

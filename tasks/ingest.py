@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from roleforge.data_contracts.feedback import FeedbackRow, describe_error, fast_fields
 from roleforge.tasks import pii
-from roleforge.tasks.errors import RoleforgeError, retry_transient
+from roleforge.tasks.errors import RoleforgeError, retry_transient, storage_error
 from roleforge.tasks.settings import load_settings
 from roleforge.tasks.timing import STAGES
 
@@ -34,6 +34,7 @@ class IngestReport(BaseModel):
     """What one ingest did: every line is counted in exactly one of stored, duplicate, quarantined or blank."""
 
     files: int
+    archived: int = 0
     ingested: int
     duplicates: int
     quarantined: int
@@ -80,7 +81,9 @@ def expand_paths(paths: Iterable[str]) -> list[str]:
         if not filesystem.exists(resolved):
             raise RoleforgeError(f"no such feedback file or directory: {path}")
         if filesystem.isdir(resolved):
-            names = sorted(n for n in filesystem.ls(resolved, detail=False) if n.endswith(FEEDBACK_SUFFIXES))
+            # A dot-name is a file still being written (producers write it so, then rename it into place).
+            names = sorted(n for n in filesystem.ls(resolved, detail=False)
+                           if n.endswith(FEEDBACK_SUFFIXES) and not n.rsplit("/", 1)[-1].startswith("."))
             found.extend(filesystem.unstrip_protocol(n) if "://" in path else n for n in names)
         else:
             found.append(path)
@@ -206,12 +209,58 @@ class QuarantineFile:
         self.count += len(entries)
 
 
-def ingest_files(paths: Iterable[str], roles: set[str], store_url: str, quarantine_dir: Path) -> IngestReport:
+def inbox_file(path: str, inbox: Path | None) -> Path | None:
+    """The local file behind path when it lies in the inbox (and so moves to the archive once stored), else None."""
+    if inbox is None or "://" in path:
+        return None
+    resolved = Path(path).resolve()
+    return resolved if resolved.is_relative_to(inbox.resolve()) else None
+
+
+def archive_file(path: Path, inbox: Path, archive: Path) -> Path | None:
+    """Move a stored inbox file to archive/<date>/ under its inbox-relative name; returns where it went, or None when
+    another ingest of the same inbox archived it first. An archived file is never replaced, and two ingests racing
+    over one file leave exactly one copy."""
+    target = archive / time.strftime("%Y-%m-%d") / path.relative_to(inbox.resolve())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for attempt in itertools.count(1):
+        try:
+            os.link(path, target)  # fails if target exists: nothing in the archive is ever overwritten
+            break
+        except FileExistsError:
+            target = target.with_name(f"{path.stem}-{attempt}{path.suffix}")
+        except FileNotFoundError:
+            return None
+    try:
+        path.unlink()
+    except FileNotFoundError:  # the other ingest linked its copy and removed the inbox name first: keep only its copy
+        target.unlink()
+        return None
+    return target
+
+
+def ingest_files(paths: Iterable[str], roles: set[str], store_url: str, quarantine_dir: Path,
+                 inbox: Path | None = None, archive: Path | None = None) -> IngestReport:
     """Ingest feedback files into the store; re-ingesting the same data stores nothing twice.
 
     Files are read in chunks of BATCH_ROWS lines. While one writer thread stores a chunk (SQLite works outside
     the GIL), the next one is parsed, checked and scrubbed. A chunk's quarantined lines are on disk before its
-    good rows are stored."""
+    good rows are stored. A file from the inbox moves to the archive only after all its rows are stored, so a
+    crash at any point leaves it in the inbox, and the next ingest stores what is missing and nothing twice.
+    A full disk or an unwritable store is a one-line RoleforgeError naming the path."""
+    from roleforge.tasks.store import describe_url
+
+    try:
+        return _ingest_files(paths, roles, store_url, quarantine_dir, inbox, archive)
+    except Exception as error:
+        problem = storage_error(error, describe_url(store_url))
+        if problem is None:
+            raise
+        raise problem from error
+
+
+def _ingest_files(paths: Iterable[str], roles: set[str], store_url: str, quarantine_dir: Path, inbox: Path | None,
+                  archive: Path | None) -> IngestReport:
     from collections import deque
     from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -220,7 +269,7 @@ def ingest_files(paths: Iterable[str], roles: set[str], store_url: str, quaranti
     engine = engine_for(store_url)
     files = expand_paths(paths)
     quarantine = QuarantineFile(quarantine_dir)
-    ingested = parsed = blank = 0
+    ingested = parsed = blank = archived = 0
     by_role: dict[str, int] = {}
     pending: deque[tuple[Future[int], int]] = deque()
 
@@ -234,8 +283,15 @@ def ingest_files(paths: Iterable[str], roles: set[str], store_url: str, quaranti
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="roleforge-store") as writer:
         for path in files:
+            local = inbox_file(path, inbox)
             records = read_records(path)
-            while chunk := list(itertools.islice(records, BATCH_ROWS)):
+            try:
+                chunk = list(itertools.islice(records, BATCH_ROWS))
+            except FileNotFoundError:
+                if local is None:
+                    raise
+                continue  # another ingest stored and archived it after we listed the inbox
+            while chunk:
                 batch = parse_records(path, chunk, roles)
                 blank += batch.blank
                 quarantine.append(batch.quarantined)
@@ -244,11 +300,24 @@ def ingest_files(paths: Iterable[str], roles: set[str], store_url: str, quaranti
                 settle(1)
                 if batch.rows:
                     pending.append((writer.submit(insert_new_feedback, engine, batch.rows), len(batch.rows)))
+                chunk = list(itertools.islice(records, BATCH_ROWS))
+            if local is not None and archive is not None:
+                settle(0)
+                archived += archive_file(local, inbox, archive) is not None
         settle(0)
     return IngestReport(
-        files=len(files), ingested=ingested, duplicates=parsed - ingested, quarantined=quarantine.count, blank=blank,
-        quarantine_path=str(quarantine.path) if quarantine.path else None, by_role=dict(sorted(by_role.items())),
+        files=len(files), archived=archived, ingested=ingested, duplicates=parsed - ingested,
+        quarantined=quarantine.count, blank=blank, quarantine_path=str(quarantine.path) if quarantine.path else None,
+        by_role=dict(sorted(by_role.items())),
     )
+
+
+def ingest_configured(settings: Any, paths: list[str] | None) -> IngestReport:
+    """Ingest paths (the inbox when none) with the settings' roles, store, quarantine and archive."""
+    report = ingest_files(paths or [str(settings.path("inbox"))], set(settings.roles), settings.resolved_store_url,
+                          settings.path("quarantine"), settings.path("inbox"), settings.path("archive"))
+    audit_ingest(settings.home, paths or [str(settings.path("inbox"))], report)
+    return report
 
 
 def audit_ingest(home: Path, paths: list[str], report: IngestReport) -> None:
@@ -262,9 +331,7 @@ def audit_ingest(home: Path, paths: list[str], report: IngestReport) -> None:
 @STAGES.timed("ingest")
 def ingest_feedback(paths: list[str]) -> IngestReport:
     """Ingest feedback files into the configured store."""
-    settings = load_settings()
-    report = ingest_files(paths, set(settings.roles), settings.resolved_store_url, settings.path("quarantine"))
-    audit_ingest(settings.home, paths, report)
+    report = ingest_configured(load_settings(), paths)
     get_run_logger().info("ingested %d, duplicates %d, quarantined %d (%s)", report.ingested, report.duplicates,
                           report.quarantined, report.quarantine_path or "no quarantine file")
     return report
