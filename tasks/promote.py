@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -87,7 +88,8 @@ def last_trained_snapshot(client: Any, name: str) -> str | None:
 
 
 def register_candidate(client: Any, name: str, candidate: Candidate, evaluation: Evaluation, tags: dict[str, str]) -> str:
-    """A new version of the role's registered model, with lineage and metrics as tags."""
+    """A new version of the role's registered model, with lineage and metrics as tags; the version already made from
+    this candidate's run when a retry gets here twice."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -96,6 +98,9 @@ def register_candidate(client: Any, name: str, candidate: Candidate, evaluation:
     except MlflowException as error:
         if "RESOURCE_ALREADY_EXISTS" not in str(error.error_code):
             raise
+    existing = client.search_model_versions(f"name='{name}' and run_id='{candidate.mlflow_run_id}'")
+    if existing:
+        return str(min(int(v.version) for v in existing))
     source = f"{client.get_run(candidate.mlflow_run_id).info.artifact_uri}/adapter"
     lineage = {
         "roleforge.role": candidate.role, "roleforge.dataset_hash": candidate.snapshot_hash,
@@ -108,6 +113,20 @@ def register_candidate(client: Any, name: str, candidate: Candidate, evaluation:
     return str(version.version)
 
 
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+def check_champion(client: Any, name: str, version: str) -> None:
+    """`champion` resolves to version and the registry holds its adapter (config and safetensors weights)."""
+    champion = alias_version(client, name, CHAMPION)
+    if champion is None or str(champion.version) != version:
+        raise RoleforgeError(f"{name}: champion resolves to {champion and champion.version}, not v{version}")
+    present = {Path(f.path).name for f in client.list_artifacts(champion.run_id, "adapter")}
+    missing = [f for f in ADAPTER_FILES if f not in present]
+    if missing:
+        raise RoleforgeError(f"{name} v{version}: the registered adapter lacks {', '.join(missing)}")
+
+
 def move_champion(client: Any, name: str, version: str) -> str | None:
     """Point `champion` at version and `previous` at the champion it replaces; returns that previous version."""
     old = alias_version(client, name, CHAMPION)
@@ -118,21 +137,63 @@ def move_champion(client: Any, name: str, version: str) -> str | None:
     return str(old.version) if old is not None and str(old.version) != version else None
 
 
+def restore_aliases(client: Any, name: str, before: dict[str, str | None], version: str) -> None:
+    """Put `champion` and `previous` back where they were, and mark the version as not promoted."""
+    for alias, target in before.items():
+        if target is None:
+            if alias_version(client, name, alias) is not None:
+                client.delete_registered_model_alias(name, alias)
+        else:
+            client.set_registered_model_alias(name, alias, target)
+    if REPLACED_TAG in client.get_model_version(name, version).tags:
+        client.delete_model_version_tag(name, version, REPLACED_TAG)
+    client.set_model_version_tag(name, version, "roleforge.promoted", "false")
+    client.set_model_version_tag(name, version, "roleforge.promotion_undone", "the promotion failed after the alias move")
+
+
+def promote_version(client: Any, name: str, version: str, after: Callable[[str | None], None] = lambda _: None) -> str | None:
+    """Move the aliases to version inside a Prefect transaction, check that the champion loads, then run `after`
+    (given the replaced version). If anything in it fails (or, inside a task, anything later in the task), the
+    transaction's rollback restores both aliases; the error is raised. Returns the replaced version."""
+    from prefect.transactions import transaction
+
+    before = {alias: (str(v.version) if (v := alias_version(client, name, alias)) else None) for alias in (CHAMPION, PREVIOUS)}
+    with transaction() as txn:
+        txn.on_rollback_hooks.append(lambda _: restore_aliases(client, name, before, version))
+        previous = move_champion(client, name, version)
+        check_champion(client, name, version)
+        after(previous)
+    return previous
+
+
 def decide(client: Any, name: str, candidate: Candidate, evaluation: Evaluation, config: GateConfig,
-           tags: dict[str, str]) -> Decision:
-    """Register the candidate, apply the gate, and move the aliases when it wins; the verdict is recorded either way."""
+           tags: dict[str, str], after: Callable[[Decision], None] = lambda _: None) -> Decision:
+    """Register the candidate, apply the gate, and move the aliases when it wins; the verdict is recorded either way.
+    `after` gets the decision (an audit record, an event): for a winner it runs inside the alias transaction."""
     version = register_candidate(client, name, candidate, evaluation, tags)
     promoted, reason = gate(evaluation, config)
     client.set_model_version_tag(name, version, "roleforge.promoted", str(promoted).lower())
     client.set_model_version_tag(name, version, "roleforge.decision", reason)
     client.set_tag(candidate.mlflow_run_id, "roleforge.decision", reason)
-    previous = move_champion(client, name, version) if promoted else None
-    champion = alias_version(client, name, CHAMPION)
-    if not promoted:
-        previous_version = alias_version(client, name, PREVIOUS)
-        previous = str(previous_version.version) if previous_version is not None else None
-    return Decision(role=candidate.role, version=version, promoted=promoted, reason=reason,
-                    champion_version=str(champion.version) if champion else None, previous_version=previous)
+
+    def decision(previous: str | None) -> Decision:
+        champion = alias_version(client, name, CHAMPION)
+        return Decision(role=candidate.role, version=version, promoted=promoted, reason=reason,
+                        champion_version=str(champion.version) if champion else None, previous_version=previous)
+
+    if promoted:
+        made: list[Decision] = []
+
+        def record(previous: str | None) -> None:
+            made.append(decision(previous))
+            after(made[-1])
+
+        promote_version(client, name, version, record)
+        return made[-1]
+    previous_version = alias_version(client, name, PREVIOUS)
+    held = decision(str(previous_version.version) if previous_version is not None else None)
+    after(held)
+    return held
 
 
 def rollback(client: Any, name: str) -> tuple[str, str | None]:
@@ -162,18 +223,22 @@ def promote_role(candidate: Candidate, evaluation: Evaluation, contract_passed: 
 
     settings = load_settings()
     tags = {**current_flow_run(), "roleforge.contract": "passed" if contract_passed else "failed"}
+
+    def record(decision: Decision) -> None:
+        audit.record(settings.home, "promote" if decision.promoted else "hold", role=candidate.role,
+                     version=decision.version, champion_version=decision.champion_version,
+                     previous_version=decision.previous_version, reason=decision.reason,
+                     train_pairs=candidate.train_pairs, dataset_hash=candidate.snapshot_hash,
+                     flow_run_id=tags.get("prefect.flow_run_id"))
+        if decision.promoted:
+            emit_event(event="roleforge.adapter.promoted", resource=role_resource(candidate.role),
+                       payload={**decision.model_dump(), "mlflow_run_id": candidate.mlflow_run_id,
+                                "dataset_hash": candidate.snapshot_hash})
+
     decision = decide(mlflow_client(settings.resolved_tracking_uri), settings.registered_model_name(candidate.role),
-                      candidate, evaluation, settings.role(candidate.role).gate, tags)
+                      candidate, evaluation, settings.role(candidate.role).gate, tags, record)
     get_run_logger().info("role %s v%s: %s (%s)", candidate.role, decision.version,
                           "promoted" if decision.promoted else "not promoted", decision.reason)
-    audit.record(settings.home, "promote" if decision.promoted else "hold", role=candidate.role, version=decision.version,
-                 champion_version=decision.champion_version, previous_version=decision.previous_version,
-                 reason=decision.reason, train_pairs=candidate.train_pairs, dataset_hash=candidate.snapshot_hash,
-                 flow_run_id=tags.get("prefect.flow_run_id"))
-    if decision.promoted:
-        emit_event(event="roleforge.adapter.promoted", resource=role_resource(candidate.role),
-                   payload={**decision.model_dump(), "mlflow_run_id": candidate.mlflow_run_id,
-                            "dataset_hash": candidate.snapshot_hash})
     return decision
 
 

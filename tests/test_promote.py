@@ -25,6 +25,7 @@ def candidate(client, home: Path) -> Candidate:
     adapter = home / "adapter"
     adapter.mkdir(parents=True, exist_ok=True)
     (adapter / "adapter_config.json").write_text("{}")
+    (adapter / "adapter_model.safetensors").write_bytes(b"")
     client.log_artifacts(run.info.run_id, str(adapter), artifact_path="adapter")
     return Candidate(role="ceo", adapter_path=str(adapter), mlflow_experiment_id=run.info.experiment_id, mlflow_run_id=run.info.run_id, snapshot_hash="abc",
                      dataset_path=str(home), train_pairs=10, steps=3, resumed_from_step=None, train_seconds=1.0, train_metrics={})
@@ -54,3 +55,39 @@ def test_winners_move_champion_losers_are_only_registered_and_rollback_restores(
     assert alias_version(client, NAME, PREVIOUS) is None
     with pytest.raises(RoleforgeError, match="no previous champion"):
         rollback(client, NAME)
+
+
+def test_a_failure_after_the_alias_move_restores_the_aliases_and_a_retry_promotes(home):
+    client = mlflow_client(f"sqlite:///{home / 'mlflow.db'}")
+    home.mkdir(parents=True, exist_ok=True)
+    first = decide(client, NAME, candidate(client, home), evaluation(0.7), GateConfig(), {})
+    second = decide(client, NAME, candidate(client, home), evaluation(0.8), GateConfig(), {})
+    winner = candidate(client, home)
+
+    def fail(decision):
+        assert alias_version(client, NAME, CHAMPION).version == int(decision.version)  # the move had happened
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space"):
+        decide(client, NAME, winner, evaluation(0.9), GateConfig(), {}, after=fail)
+    assert alias_version(client, NAME, CHAMPION).version == int(second.version)
+    assert alias_version(client, NAME, PREVIOUS).version == int(first.version)
+    (failed,) = [v for v in client.search_model_versions(f"name='{NAME}'") if v.run_id == winner.mlflow_run_id]
+    assert failed.tags["roleforge.promoted"] == "false" and "roleforge.replaced_version" not in failed.tags
+
+    retried = decide(client, NAME, winner, evaluation(0.9), GateConfig(), {})  # a task retry: the same version
+    assert (retried.version, retried.promoted, retried.previous_version) == (str(failed.version), True, second.version)
+    assert alias_version(client, NAME, CHAMPION).version == int(failed.version)
+
+
+def test_a_champion_without_safetensors_weights_is_not_promoted(home):
+    client = mlflow_client(f"sqlite:///{home / 'mlflow.db'}")
+    home.mkdir(parents=True, exist_ok=True)
+    first = decide(client, NAME, candidate(client, home), evaluation(0.7), GateConfig(), {})
+    broken = candidate(client, home)
+    run_dir = Path(client.get_run(broken.mlflow_run_id).info.artifact_uri.removeprefix("file://")) / "adapter"
+    (run_dir / "adapter_model.safetensors").unlink()
+    with pytest.raises(RoleforgeError, match="lacks adapter_model.safetensors"):
+        decide(client, NAME, broken, evaluation(0.9), GateConfig(), {})
+    assert alias_version(client, NAME, CHAMPION).version == int(first.version)
+    assert alias_version(client, NAME, PREVIOUS) is None
