@@ -122,8 +122,9 @@ def cmd_label(args: argparse.Namespace) -> int:
 
     results = {}
     for role in roles:
-        dataset, pair_contract = label_stored(role, settings)
-        results[role] = {**labeling_row(dataset), "pair_contract": pair_contract.failure_summary or "passed"}
+        dataset, (pair_contract, guard) = label_stored(role, settings)
+        results[role] = {**labeling_row(dataset), "pair_contract": pair_contract.failure_summary or "passed",
+                         "shift_guard": guard.failure_summary or "passed"}
     _console().print(render_table("roleforge label", list(results.values())))
     emit(results, args.json)
     return 0

@@ -42,6 +42,7 @@ class PreferenceDataset(BaseModel):
     skipped: dict[str, int] = {}
     capped: dict[str, int] = {}
     new_pairs: int | None = None  # training pairs new since the role's last training, once the trigger has looked
+    feedback_watermark: int = 0  # the newest feedback id the snapshot was labeled from
     skip_reason: str | None = None
 
     @property
@@ -209,9 +210,12 @@ def _local_judge(model_dir: Path, batch_size: int) -> LocalJudge:
     return LocalJudge(load_model(model_dir).eval(), load_tokenizer(model_dir), batch_size)
 
 
-def label_stored(role: str, settings: Settings) -> tuple[PreferenceDataset, ContractResult]:
-    """Label what the store holds for a role with the labelers its configuration names, and check the pairs."""
+def label_stored(role: str, settings: Settings) -> tuple[PreferenceDataset, list[ContractResult]]:
+    """Label what the store holds for a role with the labelers its configuration names; check the pairs against
+    their contract and the feedback since the role's last training against the shift guard."""
+    from roleforge.tasks.guard import shift_guard
     from roleforge.tasks.models import ensure_base_model
+    from roleforge.tasks.status import read_training_status
     from roleforge.tasks.store import engine_for, feedback_for_role
 
     config = settings.role(role)
@@ -223,8 +227,11 @@ def label_stored(role: str, settings: Settings) -> tuple[PreferenceDataset, Cont
     outcome = label_rows(rows, labelers_for(config.labeling, judge, config.system_prompt, settings.teacher),
                          config.labeling.max_source_share)
     pair_contract = validate_pairs(role, outcome.pairs, config.labeling.max_rater_share)
+    watermark = (read_training_status(settings.home, role) or {}).get("feedback_watermark", 0)
+    guard = shift_guard(role, rows, watermark, config.guard)
     dataset = snapshot_dataset(outcome, role, config.held_out_fraction, config.min_pairs, settings.path("datasets"))
-    return dataset, pair_contract
+    dataset = dataset.model_copy(update={"feedback_watermark": max((row["id"] for row in rows), default=0)})
+    return dataset, [pair_contract, guard]
 
 
 @task(name="label-preferences", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
@@ -235,12 +242,12 @@ def label_role(role: str, contract: ContractResult) -> PreferenceDataset:
 
     from roleforge.tasks.report import artifact_key
 
-    dataset, pair_contract = label_stored(role, load_settings())
+    dataset, checks = label_stored(role, load_settings())
     create_table_artifact(key=artifact_key("labels", role), table=[labeling_row(dataset)],
                           description=f"Preference pairs of role {role} by source, with abstentions and conflicts")
     get_run_logger().info("role %s: %d train / %d held-out pairs %s, snapshot %s", role, dataset.train_pairs,
                           dataset.held_out_pairs, dataset.by_source, dataset.snapshot_hash)
-    reasons = [r.failure_summary for r in (contract, pair_contract) if not r.success]
+    reasons = [r.failure_summary for r in (contract, *checks) if not r.success]
     return dataset.model_copy(update={"skip_reason": "; ".join(reasons)}) if reasons else dataset
 
 

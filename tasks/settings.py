@@ -42,6 +42,18 @@ class LabelingConfig(BaseModel):
     max_rater_share: float = Field(default=0.5, gt=0.0, le=1.0, description="Flood guard: most pairs one rater may give.")
 
 
+class ShiftGuardConfig(BaseModel):
+    """Poisoning guard on the feedback a role received since its last training: the role is held back, with the
+    reason, when one rater, one source or one prompt suddenly dominates it."""
+
+    min_rows: int = Field(default=20, ge=1, description="Fewest new rows (or rows of history) a share is judged on.")
+    max_rater_share: float = Field(default=0.5, gt=0.0, le=1.0, description="Most of the new rows one rater may give.")
+    max_share_shift: float = Field(default=0.3, gt=0.0, le=1.0,
+                                   description="Most one rater's or source's (metadata.source) share of the new rows may exceed its share of the history.")
+    max_prompt_share: float = Field(default=0.05, gt=0.0, le=1.0, description="Most of the new rows one prompt may make up ...")
+    min_prompt_repeats: int = Field(default=10, ge=2, description="... once it repeats more than this often.")
+
+
 class TeacherConfig(BaseModel):
     """The judge that ranks response pairs humans left undecided."""
 
@@ -102,6 +114,7 @@ class RoleConfig(BaseModel):
         default_factory=dict, description="Overrides of the profile's recipe: {'dpo': {...}, 'lora': {...}, 'data': {...}}."
     )
     gate: GateConfig = Field(default_factory=GateConfig)
+    guard: ShiftGuardConfig = Field(default_factory=ShiftGuardConfig)
     base_adapter: Path | None = Field(
         default=None, description="An SFT LoRA adapter of this role: DPO starts from it and uses it as the reference.")
 

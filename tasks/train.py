@@ -248,7 +248,8 @@ def train_role_adapter(dataset: PreferenceDataset, profile: str) -> Candidate:
         raise
     metrics = {k: v for k, v in candidate.train_metrics.items() if k in ("train_loss", "train_runtime", "train_samples_per_second")}
     write_training_status(settings.home, dataset.role, "ready", adapter_path=candidate.adapter_path, metrics=metrics,
-                          steps=candidate.steps, resumed_from_step=candidate.resumed_from_step, mlflow_run_id=candidate.mlflow_run_id)
+                          steps=candidate.steps, resumed_from_step=candidate.resumed_from_step, mlflow_run_id=candidate.mlflow_run_id,
+                          feedback_watermark=dataset.feedback_watermark)
     get_run_logger().info("role %s: %d steps in %.0f s%s", dataset.role, candidate.steps, candidate.train_seconds,
                           f", resumed from step {candidate.resumed_from_step}" if candidate.resumed_from_step else "")
     return candidate

@@ -30,11 +30,13 @@ class ContractResult(BaseModel):
     rows: int
     success: bool
     expectations: list[ExpectationOutcome]
+    name: str = "contract"
 
     @property
     def failure_summary(self) -> str:
-        failed = [f"{e.expectation}({e.column or ''}): {e.unexpected_count} unexpected" for e in self.expectations if not e.success]
-        return "contract failed: " + "; ".join(failed) if failed else ""
+        failed = [f"{e.expectation}({e.column or ''}): {e.unexpected_count} unexpected"
+                  + (f", e.g. {e.examples[0]}" if e.examples else "") for e in self.expectations if not e.success]
+        return f"{self.name} failed: " + "; ".join(failed) if failed else ""
 
 
 def _quiet_context() -> Any:
