@@ -278,12 +278,11 @@ def dpo_benchmark(base_model: Path, pairs: int, epochs: float, repeats: int, hel
     """Stock TRL DPOTrainer (the TRL recipe: LoRA r16/alpha32 on q/k/v/o, beta 0.1, lr 5e-5, batch 4, bf16, TRL
     defaults otherwise) against roleforge's training path, same model, pairs and epochs, alternating order."""
     import torch
-    from peft import PeftModel
     from transformers import PrinterCallback
     from trl import DPOConfig
 
     from roleforge.tasks.engines import roleforge_trainer, trl_trainer
-    from roleforge.tasks.models import chat_prompts, compute_dtype, load_model, load_tokenizer
+    from roleforge.tasks.models import attach_adapter, chat_prompts, compute_dtype, load_model, load_tokenizer
     from roleforge.tasks.recipes import bf16_supported, has_accelerator
     from roleforge.tasks.scoring import completion_logps, score
     from roleforge.tasks.tool_use import TOOL_AGENT_SYSTEM_PROMPT
@@ -327,7 +326,7 @@ def dpo_benchmark(base_model: Path, pairs: int, epochs: float, repeats: int, hel
         del trainer, base
         release_memory()
         # Held-out: share of pairs whose implicit reward (log-ratio to the base) ranks chosen first.
-        model = PeftModel.from_pretrained(load_model(base_model), str(adapter)).eval()
+        model = attach_adapter(load_model(base_model), adapter).eval()
         prompts = chat_prompts(tokenizer, TOOL_AGENT_SYSTEM_PROMPT, [p["prompt"] for p in evaluation])
         sides = [[p[side] + tokenizer.eos_token for p in evaluation] for side in ("chosen", "rejected")]
         policy = [completion_logps(model, tokenizer, prompts, s) for s in sides]

@@ -27,9 +27,9 @@ def trl_trainer(base: Any, dpo_config: Any, lora_config: Any, base_adapter: Path
 
     model, peft_config = base, lora_config
     if base_adapter is not None:
-        from peft import PeftModel
+        from roleforge.tasks.models import attach_adapter
 
-        model, peft_config = PeftModel.from_pretrained(base, str(base_adapter), is_trainable=True), None
+        model, peft_config = attach_adapter(base, base_adapter, is_trainable=True), None
     try:
         return DPOTrainer(model=model, args=dpo_config, processing_class=tokenizer, peft_config=peft_config,
                           train_dataset=Dataset.from_list(conversation_records(pairs, system_prompt)), callbacks=callbacks)
@@ -43,7 +43,7 @@ def roleforge_trainer(base: Any, dpo_config: Any, lora_config: Any, base_adapter
                       pairs: list[dict[str, Any]], system_prompt: str, callbacks: list[Any], reference_cache: Path) -> Any:
     """roleforge's path (tasks/fast_dpo.py): the adapter attached here, reference log-probs computed once (adapter
     off, or the SFT adapter as a frozen "ref" copy) and cached beside the checkpoints."""
-    from peft import PeftModel, get_peft_model
+    from peft import get_peft_model
 
     from roleforge.tasks.fast_dpo import SharedPrefixDPOTrainer, cached_reference, check_losses, reference_logps, tokenize_pairs
 
@@ -55,8 +55,9 @@ def roleforge_trainer(base: Any, dpo_config: Any, lora_config: Any, base_adapter
     if base_adapter is None:
         model = get_peft_model(base, lora_config)
     else:
-        model = PeftModel.from_pretrained(base, str(base_adapter), is_trainable=True)
-        model.load_adapter(str(base_adapter), adapter_name="ref", is_trainable=False)
+        from roleforge.tasks.models import attach_adapter
+
+        model = attach_adapter(attach_adapter(base, base_adapter, is_trainable=True), base_adapter, adapter_name="ref")
     try:
         prefix, examples = tokenize_pairs(tokenizer, system_prompt, pairs, dpo_config.max_length)
         key = hashlib.sha256(json.dumps([prefix, examples, str(base_adapter)]).encode()).hexdigest()

@@ -39,9 +39,7 @@ def evaluate_candidate(candidate: Candidate, system_prompt: str, base_model: Pat
                        champion_version: str | None, max_pairs: int, base_adapter: Path | None = None) -> Evaluation:
     """Score candidate and opponent (the champion adapter; else the reference: the role's SFT adapter or the base
     model) on the role's held-out pairs. Implicit rewards are log-ratios to that same reference."""
-    from peft import PeftModel
-
-    from roleforge.tasks.models import BASE_MODELS, chat_prompts, load_tokenizer
+    from roleforge.tasks.models import BASE_MODELS, attach_adapter, chat_prompts, load_tokenizer
 
     pairs = sorted(load_split(candidate.dataset_path, "held_out"), key=lambda p: p["pair_id"])[:max_pairs]
     tokenizer = load_tokenizer(base_model)
@@ -49,11 +47,11 @@ def evaluate_candidate(candidate: Candidate, system_prompt: str, base_model: Pat
     chosen = [p["chosen"] + tokenizer.eos_token for p in pairs]
     rejected = [p["rejected"] + tokenizer.eos_token for p in pairs]
     with BASE_MODELS.lend(base_model) as base:
-        model = PeftModel.from_pretrained(base, candidate.adapter_path, adapter_name=CANDIDATE)
+        model = attach_adapter(base, candidate.adapter_path, adapter_name=CANDIDATE)
         try:
             for name, path in ((CHAMPION, champion_adapter), (REFERENCE, base_adapter)):
                 if path is not None:
-                    model.load_adapter(str(path), adapter_name=name)
+                    attach_adapter(model, path, adapter_name=name)
             model.eval()
 
             def logps(adapter: str | None) -> tuple[list[tuple[float, int]], list[tuple[float, int]]]:

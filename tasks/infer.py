@@ -16,19 +16,14 @@ class RoleRouter:
     """Greedy, batched generation for many roles on one copy of the base model."""
 
     def __init__(self, base_model: Path, adapters: dict[str, Path]) -> None:
-        from peft import PeftModel
-
-        from roleforge.tasks.models import load_model, load_tokenizer
+        from roleforge.tasks.models import attach_adapter, load_model, load_tokenizer
 
         self.tokenizer = load_tokenizer(base_model)
         self.tokenizer.padding_side = "left"  # generation continues from the right edge of every row
         model = load_model(base_model)
         self.adapters = dict(adapters)
-        for index, (role, path) in enumerate(self.adapters.items()):
-            if index == 0:
-                model = PeftModel.from_pretrained(model, str(path), adapter_name=role)
-            else:
-                model.load_adapter(str(path), adapter_name=role)
+        for role, path in self.adapters.items():
+            model = attach_adapter(model, path, adapter_name=role)
         self.model = model.eval()
 
     def _serving(self, role: str) -> Any:

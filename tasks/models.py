@@ -103,6 +103,20 @@ def load_model(directory: Path, dtype: str = "float32", attention: str | None = 
     return model.to(model_device())
 
 
+def attach_adapter(model: Any, path: str | Path, adapter_name: str = "default", is_trainable: bool = False) -> Any:
+    """A LoRA adapter attached by name (the model becomes a PeftModel on the first), from safetensors only: a
+    directory with pickled weights (adapter_model.bin) is refused, never unpickled."""
+    from peft import PeftModel
+
+    directory = Path(path)
+    if not (directory / "adapter_model.safetensors").is_file():
+        raise RoleforgeError(f"{directory} holds no adapter_model.safetensors; roleforge loads no other adapter format")
+    if isinstance(model, PeftModel):
+        model.load_adapter(str(directory), adapter_name=adapter_name, is_trainable=is_trainable)
+        return model
+    return PeftModel.from_pretrained(model, str(directory), adapter_name=adapter_name, is_trainable=is_trainable)
+
+
 def model_device() -> str:
     """Where models live and compute: the GPU when there is one, else the CPU."""
     import torch
