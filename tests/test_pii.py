@@ -1,5 +1,7 @@
 """PII never reaches the store: emails, phones, Luhn-valid cards and valid IBANs are replaced; look-alikes stay."""
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -49,3 +51,29 @@ pieces = st.sampled_from(["call ", "+49 ", "(030) ", "1234", "-", " ", "5678 ", 
 @given(st.one_of(st.text(max_size=40), st.lists(pieces, max_size=8).map("".join)))
 def test_skipping_patterns_never_changes_the_result(text):
     assert scrub(text) == reference_scrub(text)
+
+
+CORPUS = Path(__file__).parent / "data" / "pii_corpus.jsonl"
+
+
+def test_labelled_corpus_recall_and_false_positives():
+    """Every labelled PII item becomes its placeholder (recall) and no PII-free text changes (false positives)."""
+    import json
+
+    rows = [json.loads(line) for line in CORPUS.read_text().splitlines()]
+    expected = sum(len(row["pii"]) for row in rows)
+    found = missed = 0
+    changed_clean = []
+    for row in rows:
+        scrubbed = scrub(row["text"])
+        if not row["pii"]:
+            if scrubbed != row["text"]:
+                changed_clean.append(row["text"])
+            continue
+        for kind in set(row["pii"]):
+            hits = min(scrubbed.count(f"[{kind}]"), row["pii"].count(kind))
+            found, missed = found + hits, missed + row["pii"].count(kind) - hits
+    clean = sum(not row["pii"] for row in rows)
+    assert (expected, clean) == (38, 30)
+    assert found / expected == 1.0, f"recall {found}/{expected}"
+    assert changed_clean == [], f"false positives: {len(changed_clean)}/{clean}"
