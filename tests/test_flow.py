@@ -47,12 +47,15 @@ def test_roles_train_promote_or_are_held_back_with_a_reason(home, prefect_harnes
     client = mlflow_client(settings.resolved_tracking_uri)
     assert alias_version(client, "roleforge-ceo", CHAMPION).version == int(ceo.version)
     assert alias_version(client, "roleforge-cfo", CHAMPION) is None
+    # Role isolation: ceo's version was trained and evaluated on ceo's snapshot, into ceo's own adapter folder.
+    assert client.get_model_version("roleforge-ceo", ceo.version).tags["roleforge.dataset_hash"] == ceo.snapshot_hash
     run = client.get_run(ceo.mlflow_run_id)
     assert run.data.tags["prefect.flow_run_id"] and "eval_candidate_preference_accuracy" in run.data.metrics
 
     status = role_status(settings)
     assert status["ceo"]["training"] == "ready" and status["ceo"]["adapter_path"] and "train_loss" in status["ceo"]["training_metrics"]
     assert status["tool-agent"]["training"] == "pending", "a role held back never started training"
+    assert "/ceo/" in status["ceo"]["adapter_path"] and "/cfo/" in status["cfo"]["adapter_path"]
 
     nothing_new = self_learning(SelfLearningRun(roles=["ceo"], profile="quick"))
     assert not nothing_new["ceo"].trained and nothing_new["ceo"].new_pairs == 0 and "new training pairs" in nothing_new["ceo"].reason
