@@ -164,3 +164,30 @@ def train_on_azure_ml(settings: Settings, dataset: Any, profile: str, tracking: 
     return Candidate(**{**trained, "adapter_path": str(adapter_path), "mlflow_experiment_id": experiment,
                         "mlflow_run_id": run.info.run_id, "dataset_path": dataset.path,
                         "train_seconds": round(time.monotonic() - started, 2)})
+
+
+def model_spec(role: str, version: str, adapter_dir: Path, tags: dict[str, str]) -> Any:
+    """A promoted adapter as an Azure ML model: the same name and version as in the MLflow registry, its files, and
+    the lineage tags (dataset hash, flow run, metrics)."""
+    from azure.ai.ml.constants import AssetTypes
+    from azure.ai.ml.entities import Model
+
+    return Model(name=f"roleforge-{role}", version=str(version), path=str(adapter_dir), type=AssetTypes.CUSTOM_MODEL,
+                 description=f"DPO LoRA adapter of the {role} role (roleforge champion v{version}); load with PEFT on the base model",
+                 tags={"roleforge.role": role, "roleforge.champion": "true", **tags})
+
+
+def mirror_promotion(config: AzureMLSettings, role: str, version: str, adapter_dir: Path, tags: dict[str, str],
+                     client: Any = None) -> str:
+    """Register a promoted adapter in the workspace's model registry (or config.registry); returns its asset id."""
+    from azure.ai.ml import MLClient
+
+    if client is None:
+        if config.registry:
+            from azure.identity import DefaultAzureCredential
+
+            client = MLClient(DefaultAzureCredential(exclude_interactive_browser_credential=True), registry_name=config.registry)
+        else:
+            client = ml_client(config)
+    model = client.models.create_or_update(model_spec(role, version, adapter_dir, tags))
+    return str(model.id)

@@ -99,10 +99,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from roleforge.tasks.models import ensure_base_model
     from roleforge.tasks.report import outcome_rows, render_table
 
+    from roleforge.runtime import start_warm_up
     from roleforge.tasks.timing import STAGES
 
     ensure_base_model(settings.resolved_base_model, is_default=settings.base_model is None)
     started = time.monotonic()
+    if not args.no_warm_up:
+        start_warm_up(settings.resolved_tracking_uri, settings.path("mlartifacts"))
     outcomes = self_learning(SelfLearningRun(feedback=feedback, roles=roles, profile=args.profile or settings.profile))
     timing = STAGES.report(started, time.monotonic())
     (settings.path("runs") / "last-run-timing.json").write_text(json.dumps(timing, indent=2) + "\n")
@@ -263,6 +266,25 @@ def cmd_bench_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_generate(args: argparse.Namespace) -> int:
+    settings = _settings()
+    from roleforge.bench import generate_benchmark, write_report
+    from roleforge.tasks.models import ensure_base_model
+
+    if args.prompts < 1 or args.max_new_tokens < 1 or args.batch_size < 2:
+        raise RoleforgeError("--prompts and --max-new-tokens must be at least 1, --batch-size at least 2")
+    base_model = Path(args.model) if args.model else ensure_base_model(settings.resolved_base_model,
+                                                                        is_default=settings.base_model is None)
+    report = generate_benchmark(base_model, args.prompts, args.max_new_tokens, args.batch_size)
+    out = settings.path("bench") / "generate.json"
+    write_report(report, out)
+    if not args.json:
+        print(f"batched {report['batched_new_tokens_per_s']:.1f} new tokens/s vs one prompt at a time "
+              f"{report['single_new_tokens_per_s']:.1f} ({report['speedup']}x) -> {out}")
+    emit(report, args.json)
+    return 0
+
+
 def cmd_bench_label(args: argparse.Namespace) -> int:
     settings = _settings()
     from roleforge.bench import label_benchmark, write_report
@@ -399,6 +421,8 @@ def build_parser() -> Parser:
     run.add_argument("--roles", help="comma-separated roles (default: all configured)")
     run.add_argument("--profile", choices=["quick", "default"], help="training profile (default: settings.profile)")
     run.add_argument("--json", action="store_true", help="print per-role outcomes as JSON on the last line")
+    run.add_argument("--no-warm-up", action="store_true",
+                     help="do not prepare MLflow and the stages' imports while Prefect starts (to measure what that saves)")
     run.set_defaults(handler=cmd_run)
 
     label = commands.add_parser("label", help="label what the store holds into preference pairs, per role")
@@ -448,6 +472,14 @@ def build_parser() -> Parser:
     bench_ingest.add_argument("--out", help="JSON file to write (default $ROLEFORGE_HOME/bench/ingest.json)")
     bench_ingest.add_argument("--json", action="store_true")
     bench_ingest.set_defaults(handler=cmd_bench_ingest)
+
+    bench_generate = bench.add_parser("generate", help="greedy generation: batched vs one prompt at a time, new tokens/s")
+    bench_generate.add_argument("--prompts", type=int, default=32, help="held-out-style prompts (default 32)")
+    bench_generate.add_argument("--max-new-tokens", type=int, default=64, help="longest answer (default 64)")
+    bench_generate.add_argument("--batch-size", type=int, default=8, help="prompts per batched call (default 8)")
+    bench_generate.add_argument("--model", help="a model directory (default: the base model)")
+    bench_generate.add_argument("--json", action="store_true")
+    bench_generate.set_defaults(handler=cmd_bench_generate)
 
     bench_label = bench.add_parser("label", help="heuristic labeling throughput; local judge batched vs one at a time")
     bench_label.add_argument("--rows", type=int, default=100_000, help="feedback rows to label (default 100000)")

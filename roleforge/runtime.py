@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from pathlib import Path
 
@@ -29,3 +30,29 @@ def prepare_environment(home: Path) -> None:
     Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
     # TRL calls a transformers method that transformers itself deprecated: nothing a user can act on.
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+
+
+# What the stages import on first use, heaviest first: importing them costs seconds each on a small machine.
+STAGE_MODULES = ("torch", "transformers", "peft", "trl", "datasets", "great_expectations", "pandas", "pyarrow.parquet")
+
+
+def start_warm_up(tracking_uri: str, artifact_root: Path) -> threading.Thread:
+    """Open the MLflow store (running its migrations on a new home) and import what the stages need, in a daemon
+    thread. A run's first flow waits several seconds for Prefect's local server, a subprocess: this work fills that
+    wait instead of adding to the run. Whatever the thread has not finished, the stages do themselves."""
+
+    def work() -> None:
+        import importlib
+
+        from roleforge.tasks.tracking import experiment_id, mlflow_client
+
+        try:
+            experiment_id(mlflow_client(tracking_uri), artifact_root)
+            for name in STAGE_MODULES:
+                importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - the stages meet and report the same problem themselves
+            return
+
+    thread = threading.Thread(target=work, name="roleforge-warm-up", daemon=True)
+    thread.start()
+    return thread

@@ -10,10 +10,11 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
+from roleforge.tasks.ab import GenerationAB, Guardrails, capability_items, judge_ab, measure_guardrails, paired_bootstrap
 from roleforge.tasks.errors import retry_transient
 from roleforge.tasks.label import load_split
-from roleforge.tasks.scoring import ModelScore, completion_logps, score
-from roleforge.tasks.settings import load_settings
+from roleforge.tasks.scoring import ModelScore, completion_logps, pair_correct, score
+from roleforge.tasks.settings import EvaluationConfig, load_settings
 from roleforge.tasks.train import Candidate
 from roleforge.tasks.timing import STAGES
 
@@ -29,16 +30,28 @@ class Evaluation(BaseModel):
     opponent_version: str | None
     candidate: ModelScore
     opponent_score: ModelScore
+    accuracy_gain_low: float | None = None  # paired-bootstrap interval of the gain over the held-out pairs
+    accuracy_gain_high: float | None = None
+    generation: GenerationAB | None = None
+    guardrails: Guardrails | None = None
+    task_metrics: dict[str, dict[str, float]] = {}  # per model ("candidate", "opponent"), where the role has a checker
 
     @property
     def accuracy_gain(self) -> float:
         return self.candidate.preference_accuracy - self.opponent_score.preference_accuracy
 
 
+NO_GENERATION = EvaluationConfig(generation_prompts=0, capability_checks=False)
+
+
 def evaluate_candidate(candidate: Candidate, system_prompt: str, base_model: Path, champion_adapter: Path | None,
-                       champion_version: str | None, max_pairs: int, base_adapter: Path | None = None) -> Evaluation:
+                       champion_version: str | None, max_pairs: int, base_adapter: Path | None = None,
+                       config: EvaluationConfig = NO_GENERATION, judge: Any = None, confidence: float = 0.95) -> Evaluation:
     """Score candidate and opponent (the champion adapter; else the reference: the role's SFT adapter or the base
-    model) on the role's held-out pairs. Implicit rewards are log-ratios to that same reference."""
+    model) on the role's held-out pairs. Implicit rewards are log-ratios to that same reference. Then, as the
+    configuration asks: both answer held-out prompts for the judge, the retained-capability questions, and the
+    role's task prompts."""
+    from roleforge.tasks.infer import generate_answers
     from roleforge.tasks.models import BASE_MODELS, attach_adapter, chat_prompts, load_tokenizer
 
     pairs = sorted(load_split(candidate.dataset_path, "held_out"), key=lambda p: p["pair_id"])[:max_pairs]
@@ -46,6 +59,11 @@ def evaluate_candidate(candidate: Candidate, system_prompt: str, base_model: Pat
     prompts = chat_prompts(tokenizer, system_prompt, [p["prompt"] for p in pairs])
     chosen = [p["chosen"] + tokenizer.eos_token for p in pairs]
     rejected = [p["rejected"] + tokenizer.eos_token for p in pairs]
+    opponent_adapter = CHAMPION if champion_adapter is not None else (REFERENCE if base_adapter is not None else None)
+    ab_prompts = list(dict.fromkeys(p["prompt"] for p in pairs))[:config.generation_prompts]
+    items = capability_items() if config.capability_checks else []
+    tasks = _tool_use_rows(config)
+    answers: dict[str, dict[str, list[str]]] = {}
     with BASE_MODELS.lend(base_model) as base:
         model = attach_adapter(base, candidate.adapter_path, adapter_name=CANDIDATE)
         try:
@@ -54,22 +72,79 @@ def evaluate_candidate(candidate: Candidate, system_prompt: str, base_model: Pat
                     attach_adapter(model, path, adapter_name=name)
             model.eval()
 
-            def logps(adapter: str | None) -> tuple[list[tuple[float, int]], list[tuple[float, int]]]:
+            def active(adapter: str | None) -> Any:
                 if adapter is not None:
                     model.set_adapter(adapter)
-                with model.disable_adapter() if adapter is None else nullcontext():
+                return model.disable_adapter() if adapter is None else nullcontext()
+
+            def logps(adapter: str | None) -> tuple[list[tuple[float, int]], list[tuple[float, int]]]:
+                with active(adapter):
                     return completion_logps(model, tokenizer, prompts, chosen), completion_logps(model, tokenizer, prompts, rejected)
 
             reference = logps(REFERENCE if base_adapter is not None else None)
-            candidate_score = score(*logps(CANDIDATE), *reference)
-            opponent_score = score(*logps(CHAMPION), *reference) if champion_adapter is not None else score(*reference, None, None)
+            ours = logps(CANDIDATE)
+            theirs = logps(CHAMPION) if champion_adapter is not None else reference
+            candidate_score = score(*ours, *reference)
+            opponent_score = score(*theirs, *reference) if champion_adapter is not None else score(*reference, None, None)
+            for side, adapter in (("candidate", CANDIDATE), ("opponent", opponent_adapter)):
+                with active(adapter):
+                    answers[side] = {
+                        "ab": generate_answers(model, tokenizer, system_prompt, ab_prompts, config.max_new_tokens),
+                        "capability": generate_answers(model, tokenizer, system_prompt, [i["question"] for i in items], 48),
+                        "tasks": generate_answers(model, tokenizer, system_prompt, [t["request"] for t in tasks],
+                                                  config.max_new_tokens),
+                    }
         finally:
             model.unload()
-    opponent = CHAMPION if champion_adapter is not None else ("sft" if base_adapter is not None else "base")
+    gain_low, gain_high = paired_bootstrap(pair_correct(*ours), pair_correct(*theirs), confidence)
+    generation = guardrails = None
+    if ab_prompts and judge is not None:
+        generation = judge_ab(judge, system_prompt, ab_prompts, answers["candidate"]["ab"], answers["opponent"]["ab"],
+                              config.judge_margin, confidence)
+    if ab_prompts or items:
+        guardrails = measure_guardrails(answers["candidate"]["ab"], answers["opponent"]["ab"], items,
+                                        answers["candidate"]["capability"], answers["opponent"]["capability"])
+    task_metrics = {}
+    if tasks:
+        from roleforge.tasks.infer import tool_use_rates
+
+        task_metrics = {side: tool_use_rates(answers[side]["tasks"], [t["tool"] for t in tasks]) for side in answers}
     return Evaluation(
-        role=candidate.role, held_out_pairs=len(pairs), opponent=opponent,
+        role=candidate.role, held_out_pairs=len(pairs),
+        opponent=CHAMPION if champion_adapter is not None else ("sft" if base_adapter is not None else "base"),
         opponent_version=champion_version, candidate=candidate_score, opponent_score=opponent_score,
+        accuracy_gain_low=gain_low, accuracy_gain_high=gain_high, generation=generation, guardrails=guardrails,
+        task_metrics=task_metrics,
     )
+
+
+def _tool_use_rows(config: EvaluationConfig) -> list[dict[str, str]]:
+    import json
+
+    if config.tool_use_prompts is None:
+        return []
+    rows = [json.loads(line) for line in config.tool_use_prompts.read_text().splitlines() if line.strip()]
+    return [{"request": row["request"], "tool": row["tool"]} for row in rows][:config.max_task_prompts]
+
+
+def evaluation_metrics(evaluation: Evaluation) -> dict[str, float]:
+    """Every number of an evaluation, flat, as MLflow metrics."""
+    metrics = {f"eval_{side}_{k}": v for side, scores in (("candidate", evaluation.candidate), ("opponent", evaluation.opponent_score))
+               for k, v in scores.model_dump().items() if v is not None}
+    metrics["eval_accuracy_gain"] = evaluation.accuracy_gain
+    if evaluation.accuracy_gain_low is not None:
+        metrics |= {"eval_accuracy_gain_low": evaluation.accuracy_gain_low, "eval_accuracy_gain_high": evaluation.accuracy_gain_high}
+    if evaluation.generation is not None:
+        metrics |= {f"eval_ab_{k}": float(v) for k, v in evaluation.generation.model_dump().items()
+                    if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    if evaluation.guardrails is not None:
+        g = evaluation.guardrails
+        metrics |= {"eval_candidate_refusal_rate": g.candidate_refusal_rate, "eval_opponent_refusal_rate": g.opponent_refusal_rate,
+                    "eval_length_ratio": g.length_ratio, "eval_capability_total": float(g.capability_total),
+                    "eval_capability_lost": float(len(g.capability_lost))}
+    for side, rates in evaluation.task_metrics.items():
+        metrics |= {f"eval_{side}_{k}": float(v) for k, v in rates.items() if k != "n"}
+    return metrics
 
 
 @task(name="evaluate-candidate", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
@@ -85,11 +160,60 @@ def evaluate_role(candidate: Candidate, profile: str) -> Evaluation:
     client = mlflow_client(settings.resolved_tracking_uri)
     champion_path, champion_version = champion_adapter(
         client, settings.registered_model_name(candidate.role), settings.path("registry-cache"))
+    judge = evaluation_judge(settings) if config.evaluation.generation_prompts else None
     evaluation = evaluate_candidate(candidate, config.system_prompt, settings.resolved_base_model, champion_path,
                                     champion_version, role_recipe(profile, config.training, candidate.role)["data"]["max_eval_pairs"],
-                                    config.base_adapter)
-    metrics = {f"eval_{side}_{k}": v for side, scores in (("candidate", evaluation.candidate), ("opponent", evaluation.opponent_score))
-               for k, v in scores.model_dump().items() if v is not None}
-    for key, value in {**metrics, "eval_accuracy_gain": evaluation.accuracy_gain}.items():
+                                    config.base_adapter, config.evaluation, judge, config.gate.confidence)
+    for key, value in evaluation_metrics(evaluation).items():
         client.log_metric(candidate.mlflow_run_id, key, value)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        chart = write_chart(evaluation, Path(folder) / "ab-metrics.png")
+        client.log_artifact(candidate.mlflow_run_id, str(chart), artifact_path="evaluation")
     return evaluation
+
+
+def write_chart(evaluation: Evaluation, path: Path) -> Path:
+    """A PNG bar chart of the A/B: each metric for the candidate beside its opponent, intervals as error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bars: list[tuple[str, float, float | None, tuple[float, float] | None]] = [
+        ("preference\naccuracy", evaluation.candidate.preference_accuracy, evaluation.opponent_score.preference_accuracy, None)]
+    if evaluation.generation is not None:
+        ab = evaluation.generation
+        bars.append(("A/B win rate", ab.win_rate, 1 - ab.win_rate, (ab.win_rate - ab.win_rate_low, ab.win_rate_high - ab.win_rate)))
+    if evaluation.guardrails is not None:
+        g = evaluation.guardrails
+        bars.append(("refusal rate", g.candidate_refusal_rate, g.opponent_refusal_rate, None))
+    for key in ("thought_rate", "json_valid_rate", "full_compliance_rate"):
+        if evaluation.task_metrics:
+            bars.append((key.removesuffix("_rate").replace("_", " "), evaluation.task_metrics["candidate"][key],
+                         evaluation.task_metrics["opponent"][key], None))
+    figure, axes = plt.subplots(figsize=(1.6 * len(bars) + 2, 3.6))
+    positions = range(len(bars))
+    axes.bar([p - 0.2 for p in positions], [b[1] for b in bars], 0.4, label="candidate")
+    for position, (_, value, _, error) in zip(positions, bars):
+        if error is not None:
+            axes.errorbar(position - 0.2, value, yerr=[[error[0]], [error[1]]], color="black", capsize=4)
+    axes.bar([p + 0.2 for p in positions], [b[2] or 0 for b in bars], 0.4, label=evaluation.opponent)
+    axes.set_xticks(list(positions), [b[0] for b in bars])
+    axes.set_ylim(0, 1.05)
+    axes.set_title(f"{evaluation.role}: candidate vs {evaluation.opponent} ({evaluation.held_out_pairs} held-out pairs)")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def evaluation_judge(settings: Any) -> Any:
+    """The configured teacher judge; without one, a local judge on the base model."""
+    from roleforge.tasks.label import _local_judge, teacher_judge
+    from roleforge.tasks.models import ensure_base_model
+
+    base_model = ensure_base_model(settings.resolved_base_model, is_default=settings.base_model is None)
+    return teacher_judge(settings.teacher, base_model) or _local_judge(base_model, settings.teacher.batch_size)

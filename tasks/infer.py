@@ -19,7 +19,6 @@ class RoleRouter:
         from roleforge.tasks.models import attach_adapter, load_model, load_tokenizer
 
         self.tokenizer = load_tokenizer(base_model)
-        self.tokenizer.padding_side = "left"  # generation continues from the right edge of every row
         model = load_model(base_model)
         self.adapters = dict(adapters)
         for role, path in self.adapters.items():
@@ -35,19 +34,38 @@ class RoleRouter:
     def generate(self, role: str, system_prompt: str, prompts: list[str], max_new_tokens: int = 160,
                  batch_size: int = 8) -> list[str]:
         """Answers of the role's champion (or the base model) to each prompt, in order."""
-        import torch
+        with self._serving(role):
+            return generate_answers(self.model, self.tokenizer, system_prompt, prompts, max_new_tokens, batch_size)
 
-        from roleforge.tasks.models import chat_prompts, inference_autocast
 
-        texts = chat_prompts(self.tokenizer, system_prompt, prompts)
-        answers: list[str] = []
-        with self._serving(role), torch.no_grad(), inference_autocast():
+def generate_answers(model: Any, tokenizer: Any, system_prompt: str, prompts: list[str], max_new_tokens: int = 160,
+                     batch_size: int = 8, new_tokens: list[int] | None = None) -> list[str]:
+    """Greedy answers of the model (with whichever adapter is active) to each prompt, in order, batched. When
+    new_tokens is given, each answer's count of generated tokens (up to its end-of-sequence) is appended to it."""
+    import torch
+
+    from roleforge.tasks.models import chat_prompts, inference_autocast
+
+    texts = chat_prompts(tokenizer, system_prompt, prompts)
+    answers: list[str] = []
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"  # generation continues from every row's right edge
+    try:
+        with torch.no_grad(), inference_autocast():
             for start in range(0, len(texts), batch_size):
-                batch = self.tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False).to(self.model.device)
-                output = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                             pad_token_id=self.tokenizer.pad_token_id)
-                answers.extend(self.tokenizer.batch_decode(output[:, batch["input_ids"].shape[1]:], skip_special_tokens=True))
-        return [answer.strip() for answer in answers]
+                batch = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True,
+                                  add_special_tokens=False).to(model.device)
+                output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                                        pad_token_id=tokenizer.pad_token_id)
+                generated = output[:, batch["input_ids"].shape[1]:]
+                answers.extend(tokenizer.batch_decode(generated, skip_special_tokens=True))
+                if new_tokens is not None:
+                    ended = (generated == tokenizer.eos_token_id) | (generated == tokenizer.pad_token_id)
+                    # Tokens up to and including the first end-of-sequence; every token when the answer ran to the limit.
+                    first_end = torch.where(ended.any(dim=1), ended.int().argmax(dim=1) + 1, generated.shape[1])
+                    new_tokens.extend(first_end.tolist())
+    finally:
+        tokenizer.padding_side = side
+    return [answer.strip() for answer in answers]
 
 
 def champion_adapters(settings: Settings, roles: list[str]) -> dict[str, tuple[Path, str]]:

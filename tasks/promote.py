@@ -34,15 +34,33 @@ class Decision(BaseModel):
 
 
 def gate(evaluation: Evaluation, config: GateConfig) -> tuple[bool, str]:
-    """The promotion rule: the candidate must beat its opponent on held-out preference accuracy by a margin,
-    and its implicit reward must rank enough held-out pairs the right way."""
+    """The promotion rule. The candidate must beat its opponent on held-out preference accuracy by a margin, with
+    the lower bound of the gain's confidence interval above the threshold; its implicit reward must rank enough
+    held-out pairs the right way; it may not lose the generation A/B with confidence; and no guardrail may break."""
     gain, reward_accuracy = evaluation.accuracy_gain, evaluation.candidate.reward_accuracy or 0.0
     versus = f"{evaluation.opponent}" + (f" v{evaluation.opponent_version}" if evaluation.opponent_version else "")
+    level = f"{config.confidence:.0%}"
     if gain < config.min_accuracy_gain:
         return False, f"accuracy gain {gain:+.3f} over {versus} is below {config.min_accuracy_gain:+.3f}"
+    low = evaluation.accuracy_gain_low
+    if low is not None and low <= config.min_gain_lower_bound:
+        return False, (f"accuracy gain {gain:+.3f} over {versus} is not sure enough: its {level} lower bound {low:+.3f} "
+                       f"is not above {config.min_gain_lower_bound:+.3f}")
     if reward_accuracy < config.min_reward_accuracy:
         return False, f"reward accuracy {reward_accuracy:.3f} is below {config.min_reward_accuracy:.3f}"
-    return True, f"accuracy gain {gain:+.3f} over {versus}, reward accuracy {reward_accuracy:.3f}"
+    ab = evaluation.generation
+    if ab is not None:
+        rate = f"win rate {ab.win_rate:.2f} [{ab.win_rate_low:.2f}, {ab.win_rate_high:.2f}] over {ab.prompts} prompts"
+        if ab.win_rate_high < config.min_win_rate_high:
+            return False, f"lost the generation A/B against {versus}: {rate}, upper bound below {config.min_win_rate_high:.2f}"
+        if ab.win_rate_low < config.min_win_rate_low:
+            return False, f"generation A/B against {versus} not won: {rate}, lower bound below {config.min_win_rate_low:.2f}"
+    broken = evaluation.guardrails.broken(config) if evaluation.guardrails is not None else []
+    if broken:
+        return False, "guardrail broken: " + "; ".join(broken)
+    interval = f" ({level} interval {low:+.3f} to {evaluation.accuracy_gain_high:+.3f})" if low is not None else ""
+    won = f", generation win rate {ab.win_rate:.2f} [{ab.win_rate_low:.2f}, {ab.win_rate_high:.2f}]" if ab is not None else ""
+    return True, f"accuracy gain {gain:+.3f} over {versus}{interval}, reward accuracy {reward_accuracy:.3f}{won}"
 
 
 def alias_version(client: Any, name: str, alias: str) -> Any | None:
@@ -235,11 +253,31 @@ def promote_role(candidate: Candidate, evaluation: Evaluation, contract_passed: 
                        payload={**decision.model_dump(), "mlflow_run_id": candidate.mlflow_run_id,
                                 "dataset_hash": candidate.snapshot_hash})
 
-    decision = decide(mlflow_client(settings.resolved_tracking_uri), settings.registered_model_name(candidate.role),
-                      candidate, evaluation, settings.role(candidate.role).gate, tags, record)
+    client = mlflow_client(settings.resolved_tracking_uri)
+    name = settings.registered_model_name(candidate.role)
+    decision = decide(client, name, candidate, evaluation, settings.role(candidate.role).gate, tags, record)
+    if decision.promoted and settings.azure_ml.mirror_promotions:
+        mirror(settings, client, name, candidate, decision)
     get_run_logger().info("role %s v%s: %s (%s)", candidate.role, decision.version,
                           "promoted" if decision.promoted else "not promoted", decision.reason)
     return decision
+
+
+def mirror(settings: Any, client: Any, name: str, candidate: Candidate, decision: Decision) -> None:
+    """Register the new champion in Azure ML too. The MLflow registry stays the source of truth: a failed mirror
+    is logged and tagged on the version, and does not undo the promotion."""
+    from roleforge.deployments.azure_ml import mirror_promotion
+
+    version = client.get_model_version(name, decision.version)
+    lineage = {k: v for k, v in version.tags.items() if k.startswith(("roleforge.", "prefect."))}
+    try:
+        asset = mirror_promotion(settings.azure_ml, candidate.role, decision.version,
+                                 local_adapter_path(client, version, settings.path("registry-cache")), lineage)
+    except Exception as error:  # noqa: BLE001 - reported, and the local promotion stands
+        get_run_logger().warning("role %s v%s: Azure ML mirror failed: %s", candidate.role, decision.version, error)
+        client.set_model_version_tag(name, decision.version, "roleforge.azure_ml_mirror", f"failed: {error}"[:500])
+        return
+    client.set_model_version_tag(name, decision.version, "roleforge.azure_ml_mirror", asset)
 
 
 @task(name="rollback-champion", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_transient, cache_policy=NO_CACHE)

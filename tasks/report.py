@@ -47,6 +47,13 @@ class RoleOutcome(BaseModel):
     accuracy_gain: float | None = None
     reward_accuracy: float | None = None
     reward_margin: float | None = None
+    accuracy_gain_low: float | None = None
+    accuracy_gain_high: float | None = None
+    win_rate: float | None = None  # generation A/B against the opponent, ties counted half
+    win_rate_low: float | None = None
+    win_rate_high: float | None = None
+    guardrails: dict[str, Any] | None = None
+    task_metrics: dict[str, dict[str, float]] = {}
 
     @classmethod
     def held_back(cls, dataset: Any) -> RoleOutcome:
@@ -63,7 +70,11 @@ class RoleOutcome(BaseModel):
             preference_accuracy=evaluation.candidate.preference_accuracy,
             opponent_preference_accuracy=evaluation.opponent_score.preference_accuracy,
             accuracy_gain=evaluation.accuracy_gain, reward_accuracy=evaluation.candidate.reward_accuracy,
-            reward_margin=evaluation.candidate.reward_margin,
+            reward_margin=evaluation.candidate.reward_margin, accuracy_gain_low=evaluation.accuracy_gain_low,
+            accuracy_gain_high=evaluation.accuracy_gain_high, task_metrics=evaluation.task_metrics,
+            guardrails=evaluation.guardrails.model_dump() if evaluation.guardrails is not None else None,
+            **({"win_rate": ab.win_rate, "win_rate_low": ab.win_rate_low, "win_rate_high": ab.win_rate_high}
+               if (ab := evaluation.generation) is not None else {}),
         )
 
     @classmethod
@@ -83,11 +94,22 @@ def outcome_rows(outcomes: dict[str, RoleOutcome]) -> list[dict[str, Any]]:
     def fmt(value: float | None) -> str:
         return "" if value is None else f"{value:.3f}"
 
+    def interval(value: float | None, low: float | None, high: float | None, digits: int = 2) -> str:
+        if value is None:
+            return ""
+        return f"{value:.{digits}f}" + (f" [{low:.{digits}f}, {high:.{digits}f}]" if low is not None and high is not None else "")
+
+    def tool_use(o: RoleOutcome) -> str:
+        rates = {side: m.get("full_compliance_rate") for side, m in o.task_metrics.items()}
+        return f"{rates['candidate']:.2f} vs {rates['opponent']:.2f}" if rates.get("candidate") is not None else ""
+
     return [{
         "role": o.role, "pairs": o.pairs, "by source": ", ".join(f"{k}={v}" for k, v in sorted(o.by_source.items())),
         "trained": "yes" if o.trained else "no", "accuracy": fmt(o.preference_accuracy),
         "opponent": f"{o.opponent or ''} {fmt(o.opponent_preference_accuracy)}".strip(),
-        "reward acc": fmt(o.reward_accuracy), "promoted": "yes" if o.promoted else "no",
+        "gain [CI]": interval(o.accuracy_gain, o.accuracy_gain_low, o.accuracy_gain_high, 3),
+        "reward acc": fmt(o.reward_accuracy), "A/B win [CI]": interval(o.win_rate, o.win_rate_low, o.win_rate_high),
+        "tool use": tool_use(o), "promoted": "yes" if o.promoted else "no",
         "champion": o.champion_version or "", "reason": o.reason,
     } for o in outcomes.values()]
 

@@ -36,11 +36,16 @@ def completion_logps(model: Any, tokenizer: Any, prompts: list[str], completions
     return results
 
 
+def pair_correct(chosen: list[tuple[float, int]], rejected: list[tuple[float, int]]) -> list[float]:
+    """1.0 for each pair whose mean token log-prob favours chosen, else 0.0."""
+    return [float(c / max(nc, 1) > r / max(nr, 1)) for (c, nc), (r, nr) in zip(chosen, rejected)]
+
+
 def score(chosen: list[tuple[float, int]], rejected: list[tuple[float, int]],
           ref_chosen: list[tuple[float, int]] | None, ref_rejected: list[tuple[float, int]] | None) -> ModelScore:
     """Preference accuracy from a model's own log-probs, and DPO reward accuracy/margin against a reference."""
     n = len(chosen)
-    accuracy = sum(c / max(nc, 1) > r / max(nr, 1) for (c, nc), (r, nr) in zip(chosen, rejected)) / n
+    accuracy = sum(pair_correct(chosen, rejected)) / n
     if ref_chosen is None or ref_rejected is None:
         return ModelScore(preference_accuracy=accuracy, reward_accuracy=None, reward_margin=None)
     margins = [(c - rc) - (r - rr) for (c, _), (r, _), (rc, _), (rr, _) in zip(chosen, rejected, ref_chosen, ref_rejected)]

@@ -13,6 +13,7 @@ from roleforge.tasks.errors import RoleforgeError
 from roleforge.tasks.tool_use import TOOL_AGENT_SYSTEM_PROMPT
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+SAMPLE_DIR = Path(__file__).resolve().parents[1] / "roleforge" / "sample"
 
 
 class GateConfig(BaseModel):
@@ -24,6 +25,32 @@ class GateConfig(BaseModel):
     min_reward_accuracy: float = Field(
         default=0.55, ge=0.0, le=1.0, description="Share of held-out pairs the candidate's implicit reward must rank right."
     )
+    confidence: float = Field(default=0.95, gt=0.5, lt=1.0, description="Level of the confidence intervals below.")
+    min_gain_lower_bound: float = Field(
+        default=0.0, description="The lower bound of the accuracy gain's paired-bootstrap interval must be above this.")
+    min_win_rate_high: float = Field(
+        default=0.5, ge=0.0, le=1.0,
+        description="Generation A/B: the upper bound of the win rate's Wilson interval must reach this (the candidate "
+                    "may not lose the A/B with confidence).")
+    min_win_rate_low: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="Generation A/B: the lower bound of the win rate must reach this.")
+    max_refusal_increase: float = Field(default=0.1, ge=0.0, le=1.0, description="Guardrail: refusal rate vs the opponent.")
+    min_length_ratio: float = Field(default=0.5, ge=0.0, description="Guardrail: mean answer length vs the opponent, lowest.")
+    max_length_ratio: float = Field(default=2.0, ge=0.0, description="Guardrail: mean answer length vs the opponent, highest.")
+    max_capability_loss: int = Field(
+        default=0, ge=0, description="Guardrail: retained-capability questions the opponent answers and the candidate may miss.")
+
+
+class EvaluationConfig(BaseModel):
+    """What the A/B of a candidate against its opponent generates, beyond scoring the held-out pairs."""
+
+    generation_prompts: int = Field(default=8, ge=0, description="Held-out prompts both models answer for the judge (0: no generation A/B).")
+    max_new_tokens: int = Field(default=64, ge=1, description="Longest generated answer in the A/B.")
+    judge_margin: float = Field(default=0.1, ge=0.0, lt=0.5, description="A verdict this close to 0.5 is a tie.")
+    capability_checks: bool = Field(default=True, description="Ask the retained-capability questions (guardrail).")
+    tool_use_prompts: Path | None = Field(
+        default=None, description="JSONL of request/tool rows: the tool-use task metrics of both models (tool-agent: the bundled set).")
+    max_task_prompts: int = Field(default=24, ge=1, description="Most tool-use requests asked.")
 
 
 class LabelingConfig(BaseModel):
@@ -99,6 +126,9 @@ class AzureMLSettings(BaseModel):
                        description="Docker image of the job environment; roleforge is pip-installed from the uploaded code.")
     max_restarts: int = Field(default=5, ge=0, description="Preemption restarts of one job before it counts as failed.")
     poll_seconds: float = Field(default=30.0, gt=0)
+    mirror_promotions: bool = Field(
+        default=False, description="Also register each promoted adapter as a model in the workspace (or the registry below).")
+    registry: str | None = Field(default=None, description="An Azure ML registry to mirror into instead of the workspace.")
 
 
 class RoleConfig(BaseModel):
@@ -115,6 +145,7 @@ class RoleConfig(BaseModel):
     )
     gate: GateConfig = Field(default_factory=GateConfig)
     guard: ShiftGuardConfig = Field(default_factory=ShiftGuardConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     base_adapter: Path | None = Field(
         default=None, description="An SFT LoRA adapter of this role: DPO starts from it and uses it as the reference.")
 
@@ -137,6 +168,10 @@ DEFAULT_ROLES: dict[str, RoleConfig] = {
         system_prompt=TOOL_AGENT_SYSTEM_PROMPT,
         labeling=LabelingConfig(heuristics=["tool_format", "refusal", "detail"], generate_rejected=True,
                                 max_source_share={"teacher": 0.05, "heuristic": 0.05, "generated": 0.4}),
+        # Its answers are short tool calls where the base model writes prose, and it should answer a plain question
+        # with a search call: its task metrics stand in for the length and capability guardrails.
+        evaluation=EvaluationConfig(tool_use_prompts=SAMPLE_DIR / "tool_use_heldout.jsonl", capability_checks=False),
+        gate=GateConfig(min_length_ratio=0.1),
     ),
 }
 

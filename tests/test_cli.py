@@ -99,3 +99,9 @@ def test_random_model_of_a_named_shape_loads_with_the_tokenizer(tiny_model_dir, 
     model = load_model(directory)
     assert (model.config.hidden_size, model.config.num_hidden_layers) == (96, 3)
     assert load_tokenizer(directory).vocab_size == load_tokenizer(tiny_model_dir).vocab_size
+
+
+def test_bench_generate_counts_new_tokens_both_ways(home):
+    report = last_json(roleforge("bench", "generate", "--prompts", "4", "--max-new-tokens", "6", "--batch-size", "4", "--json"))
+    assert report["prompts"] == 4 and 4 <= report["single_new_tokens"] <= 24 and 4 <= report["batched_new_tokens"] <= 24
+    assert report["single_new_tokens_per_s"] > 0 and report["speedup"] > 0 and 0 <= report["same_answers"] <= 4

@@ -14,6 +14,12 @@ GATES = """
 [roles.ceo.gate]
 min_accuracy_gain = -1.0
 min_reward_accuracy = 0.0
+min_gain_lower_bound = -2.0
+min_win_rate_high = 0.0
+min_length_ratio = 0.0
+max_length_ratio = 1000.0
+max_refusal_increase = 1.0
+max_capability_loss = 100
 [roles.cfo.gate]
 min_accuracy_gain = 2.0
 [roles."tool-agent"]

@@ -90,3 +90,26 @@ def test_a_failed_job_is_an_error_not_a_retry():
     with pytest.raises(RuntimeError, match="ended Failed") as error:
         wait_for_job(Jobs(["Queued", "Running", "Failed"]), "job-3", max_restarts=5, poll_seconds=0, sleep=lambda _: None)
     assert not isinstance(error.value, Preempted)
+
+
+def test_a_promoted_adapter_is_mirrored_as_an_azure_ml_model_with_its_lineage(tmp_path: Path):
+    from roleforge.deployments.azure_ml import mirror_promotion, model_spec
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_model.safetensors").write_bytes(b"")
+    spec = model_spec("cfo", "7", adapter, {"roleforge.dataset_hash": "abc123"})._to_dict()
+    assert (spec["name"], spec["version"], spec["type"]) == ("roleforge-cfo", "7", "custom_model")
+    assert spec["path"].endswith("adapter")
+    assert spec["tags"] == {"roleforge.role": "cfo", "roleforge.champion": "true", "roleforge.dataset_hash": "abc123"}
+
+    class Models:
+        created: list = []
+
+        def create_or_update(self, model):
+            self.created.append(model)
+            return type("Created", (), {"id": f"azureml:{model.name}:{model.version}"})()
+
+    client = type("Client", (), {"models": Models()})()
+    assert mirror_promotion(AzureMLSettings(mirror_promotions=True), "cfo", "7", adapter, {}, client) == "azureml:roleforge-cfo:7"
+    assert Models.created[0].name == "roleforge-cfo"

@@ -103,10 +103,11 @@ def test_prefect_servers_started_by_roleforge_listen_on_loopback_only(tmp_path):
 
     from roleforge.deployments.local_server import free_port, prefect_server, wait_until
 
-    with prefect_server(tmp_path / "prefect", tmp_path / "server.log"):
+    with prefect_server(tmp_path / "prefect", tmp_path / "server.log") as api_url:
         import psutil
 
-        (server,) = [p for p in psutil.Process(os.getpid()).children() if "server" in " ".join(p.cmdline())]
+        port = api_url.rsplit(":", 1)[1].split("/")[0]
+        (server,) = [p for p in psutil.Process(os.getpid()).children() if {"start", port} <= set(p.cmdline())]
         assert wait_until(lambda: listening(server.pid), 60, "the server to listen") == {"127.0.0.1"}
     ephemeral = SubprocessASGIServer(port=free_port())  # what `roleforge run` starts when no PREFECT_API_URL is set
     ephemeral.start(timeout=180)

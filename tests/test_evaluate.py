@@ -1,0 +1,60 @@
+"""Evaluation on the tiny model: held-out scoring with an interval, generation A/B judged in both orders,
+guardrails and the tool-use task metrics, all logged as flat metrics."""
+
+from __future__ import annotations
+
+from roleforge.tasks.evaluate import evaluate_candidate, evaluation_metrics
+from roleforge.tasks.train import Candidate
+from tests.conftest import SAMPLE
+
+
+def random_adapter(model_dir, target):
+    from peft import LoraConfig, get_peft_model
+
+    from roleforge.tasks.models import load_model
+
+    model = get_peft_model(load_model(model_dir), LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    model.save_pretrained(str(target))
+    return target
+
+
+def test_evaluation_scores_generates_judges_and_guards(home, tiny_model_dir, tmp_path):
+    from roleforge.cli import main
+    from roleforge.tasks.label import label_stored
+    from roleforge.tasks.labelers.judge import LocalJudge
+    from roleforge.tasks.models import load_model, load_tokenizer
+    from roleforge.tasks.settings import load_settings
+
+    assert main(["ingest", str(SAMPLE / "tool-agent.jsonl")]) == 0
+    settings = load_settings()
+    dataset, _ = label_stored("tool-agent", settings)
+    adapter = random_adapter(tiny_model_dir, tmp_path / "adapter")
+    candidate = Candidate(role="tool-agent", adapter_path=str(adapter), mlflow_experiment_id="0", mlflow_run_id="r",
+                          snapshot_hash=dataset.snapshot_hash, dataset_path=dataset.path, train_pairs=dataset.train_pairs,
+                          steps=1, resumed_from_step=None, train_seconds=0.0, train_metrics={})
+    role = settings.role("tool-agent")
+    config = role.evaluation.model_copy(update={"generation_prompts": 3, "max_new_tokens": 8, "max_task_prompts": 4,
+                                                "capability_checks": True})
+    judge = LocalJudge(load_model(tiny_model_dir), load_tokenizer(tiny_model_dir), batch_size=4)
+    evaluation = evaluate_candidate(candidate, role.system_prompt, tiny_model_dir, None, None, 8, None, config, judge)
+
+    ab = evaluation.generation
+    assert ab.judge == "local_judge" and ab.prompts == 3 and ab.wins + ab.losses + ab.ties + ab.no_verdict == 3
+    assert 0.0 <= ab.win_rate_low <= ab.win_rate <= ab.win_rate_high <= 1.0
+    assert evaluation.accuracy_gain_low <= evaluation.accuracy_gain <= evaluation.accuracy_gain_high
+    assert evaluation.guardrails.length_ratio > 0 and evaluation.guardrails.capability_total <= 12
+    assert set(evaluation.task_metrics) == {"candidate", "opponent"} and evaluation.task_metrics["candidate"]["n"] == 4
+    metrics = evaluation_metrics(evaluation)
+    assert {"eval_ab_win_rate", "eval_ab_win_rate_low", "eval_accuracy_gain_low", "eval_length_ratio",
+            "eval_candidate_full_compliance_rate", "eval_opponent_thought_rate"} <= set(metrics)
+    assert all(isinstance(v, float) for v in metrics.values())
+
+
+def test_the_ab_chart_is_a_png(tmp_path):
+    from roleforge.tasks.evaluate import write_chart
+    from tests.test_ab import FINE, ab, evaluation
+
+    ev = evaluation(ab=ab(5, 2, 1), guardrails=FINE).model_copy(update={"task_metrics": {
+        side: {"n": 4, "thought_rate": 0.5, "json_valid_rate": 0.25, "full_compliance_rate": 0.25} for side in ("candidate", "opponent")}})
+    chart = write_chart(ev, tmp_path / "chart.png")
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and chart.stat().st_size > 5_000
