@@ -14,9 +14,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from roleforge.sample import CAPABILITIES
 from roleforge.tasks.labelers.heuristics import is_refusal
 
-CAPABILITIES = Path(__file__).resolve().parents[1] / "roleforge" / "sample" / "capabilities.jsonl"
 
 
 def wilson_interval(successes: float, n: int, confidence: float = 0.95) -> tuple[float, float]:

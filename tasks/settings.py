@@ -9,11 +9,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
+from roleforge.sample import TOOL_USE_HELDOUT
 from roleforge.tasks.errors import RoleforgeError
 from roleforge.tasks.tool_use import TOOL_AGENT_SYSTEM_PROMPT
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
-SAMPLE_DIR = Path(__file__).resolve().parents[1] / "roleforge" / "sample"
 
 
 class GateConfig(BaseModel):
@@ -170,7 +170,7 @@ DEFAULT_ROLES: dict[str, RoleConfig] = {
                                 max_source_share={"teacher": 0.05, "heuristic": 0.05, "generated": 0.4}),
         # Its answers are short tool calls where the base model writes prose, and it should answer a plain question
         # with a search call: its task metrics stand in for the length and capability guardrails.
-        evaluation=EvaluationConfig(tool_use_prompts=SAMPLE_DIR / "tool_use_heldout.jsonl", capability_checks=False),
+        evaluation=EvaluationConfig(tool_use_prompts=TOOL_USE_HELDOUT, capability_checks=False),
         gate=GateConfig(min_length_ratio=0.1),
     ),
 }

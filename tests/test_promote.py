@@ -91,3 +91,22 @@ def test_a_champion_without_safetensors_weights_is_not_promoted(home):
         decide(client, NAME, broken, evaluation(0.9), GateConfig(), {})
     assert alias_version(client, NAME, CHAMPION).version == int(first.version)
     assert alias_version(client, NAME, PREVIOUS) is None
+
+
+def test_a_crash_between_registering_and_the_alias_move_leaves_the_champion_and_a_retry_promotes(home, monkeypatch):
+    from roleforge.tasks import promote
+
+    client = mlflow_client(f"sqlite:///{home / 'mlflow.db'}")
+    home.mkdir(parents=True, exist_ok=True)
+    first = decide(client, NAME, candidate(client, home), evaluation(0.7), GateConfig(), {})
+    winner = candidate(client, home)
+    real_move = promote.move_champion
+    monkeypatch.setattr(promote, "move_champion", lambda *a: (_ for _ in ()).throw(ConnectionError("registry went away")))
+    with pytest.raises(ConnectionError):
+        decide(client, NAME, winner, evaluation(0.9), GateConfig(), {})
+    assert alias_version(client, NAME, CHAMPION).version == int(first.version)
+    assert Path(alias_version(client, NAME, CHAMPION).source.removeprefix("file://")).joinpath("adapter_model.safetensors").exists()
+    monkeypatch.setattr(promote, "move_champion", real_move)
+    retried = decide(client, NAME, winner, evaluation(0.9), GateConfig(), {})
+    assert retried.promoted and retried.previous_version == first.version
+    assert len(client.search_model_versions(f"name='{NAME}'")) == 2, "the retry registered the candidate again"

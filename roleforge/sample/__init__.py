@@ -2,4 +2,7 @@
 
 from pathlib import Path
 
-SAMPLE_FEEDBACK = Path(__file__).parent / "feedback"
+SAMPLE_DIR = Path(__file__).parent
+SAMPLE_FEEDBACK = SAMPLE_DIR / "feedback"
+TOOL_USE_HELDOUT = SAMPLE_DIR / "tool_use_heldout.jsonl"  # request/tool rows, written apart from the training data
+CAPABILITIES = SAMPLE_DIR / "capabilities.jsonl"  # plain questions a candidate must keep answering
