@@ -476,7 +476,7 @@ def build_parser() -> Parser:
     bench_generate = bench.add_parser("generate", help="greedy generation: batched vs one prompt at a time, new tokens/s")
     bench_generate.add_argument("--prompts", type=int, default=32, help="held-out-style prompts (default 32)")
     bench_generate.add_argument("--max-new-tokens", type=int, default=64, help="longest answer (default 64)")
-    bench_generate.add_argument("--batch-size", type=int, default=8, help="prompts per batched call (default 8)")
+    bench_generate.add_argument("--batch-size", type=int, default=32, help="prompts per batched call (default 32)")
     bench_generate.add_argument("--model", help="a model directory (default: the base model)")
     bench_generate.add_argument("--json", action="store_true")
     bench_generate.set_defaults(handler=cmd_bench_generate)

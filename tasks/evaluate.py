@@ -86,14 +86,16 @@ def evaluate_candidate(candidate: Candidate, system_prompt: str, base_model: Pat
             theirs = logps(CHAMPION) if champion_adapter is not None else reference
             candidate_score = score(*ours, *reference)
             opponent_score = score(*theirs, *reference) if champion_adapter is not None else score(*reference, None, None)
+            # One batched call per model for all its prompts: decoding a small model on a CPU is bound by reading
+            # the weights, so a batch of 32 costs little more per step than a batch of 8 (docs/perf-notes.md).
+            asked = {"ab": ab_prompts, "capability": [i["question"] for i in items], "tasks": [t["request"] for t in tasks]}
             for side, adapter in (("candidate", CANDIDATE), ("opponent", opponent_adapter)):
                 with active(adapter):
-                    answers[side] = {
-                        "ab": generate_answers(model, tokenizer, system_prompt, ab_prompts, config.max_new_tokens),
-                        "capability": generate_answers(model, tokenizer, system_prompt, [i["question"] for i in items], 48),
-                        "tasks": generate_answers(model, tokenizer, system_prompt, [t["request"] for t in tasks],
-                                                  config.max_new_tokens),
-                    }
+                    flat = generate_answers(model, tokenizer, system_prompt, [p for group in asked.values() for p in group],
+                                            config.max_new_tokens, config.batch_size)
+                answers[side], start = {}, 0
+                for group, group_prompts in asked.items():
+                    answers[side][group], start = flat[start:start + len(group_prompts)], start + len(group_prompts)
         finally:
             model.unload()
     gain_low, gain_high = paired_bootstrap(pair_correct(*ours), pair_correct(*theirs), confidence)

@@ -46,11 +46,12 @@ class EvaluationConfig(BaseModel):
 
     generation_prompts: int = Field(default=8, ge=0, description="Held-out prompts both models answer for the judge (0: no generation A/B).")
     max_new_tokens: int = Field(default=64, ge=1, description="Longest generated answer in the A/B.")
+    batch_size: int = Field(default=32, ge=1, description="Prompts generated at once (A/B, capability and task prompts together).")
     judge_margin: float = Field(default=0.1, ge=0.0, lt=0.5, description="A verdict this close to 0.5 is a tie.")
     capability_checks: bool = Field(default=True, description="Ask the retained-capability questions (guardrail).")
     tool_use_prompts: Path | None = Field(
         default=None, description="JSONL of request/tool rows: the tool-use task metrics of both models (tool-agent: the bundled set).")
-    max_task_prompts: int = Field(default=24, ge=1, description="Most tool-use requests asked.")
+    max_task_prompts: int = Field(default=16, ge=1, description="Most tool-use requests asked.")
 
 
 class LabelingConfig(BaseModel):
