@@ -323,26 +323,10 @@ def _router(settings: Any, role: str, model: str) -> tuple[Any, str | None]:
     return router, found[role][1] if role in found else None
 
 
-def read_prompts(path: str, key: str) -> list[dict[str, Any]]:
-    """JSONL rows (each with `key`), or plain text lines taken as the prompt itself."""
-    rows = []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            row = {key: line}
-        if not isinstance(row, dict) or not isinstance(row.get(key), str):
-            raise RoleforgeError(f"{path}:{number}: expected a JSON object with a string {key!r}")
-        rows.append(row)
-    if not rows:
-        raise RoleforgeError(f"{path}: no prompts")
-    return rows
-
-
 def cmd_generate(args: argparse.Namespace) -> int:
     settings = _settings()
+    from roleforge.tasks.infer import read_prompts
+
     rows = read_prompts(args.prompts, "prompt")
     router, version = _router(settings, args.role, args.model)
     answers = router.generate(args.role, settings.role(args.role).system_prompt, [r["prompt"] for r in rows],
@@ -369,9 +353,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 def cmd_evaluate_tool_use(args: argparse.Namespace) -> int:
     settings = _settings()
-    rows = read_prompts(args.prompts, "request")
-    if any(not isinstance(r.get("tool"), str) for r in rows):
-        raise RoleforgeError(f"{args.prompts}: every row needs `request` and `tool`")
+    from roleforge.tasks.infer import read_tool_use_prompts
+
+    rows = read_tool_use_prompts(args.prompts)
     router, version = _router(settings, args.role, args.model)
     from roleforge.tasks.infer import tool_use_rates
 

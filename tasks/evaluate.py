@@ -51,7 +51,7 @@ def evaluate_candidate(candidate: Candidate, system_prompt: str, base_model: Pat
     model) on the role's held-out pairs. Implicit rewards are log-ratios to that same reference. Then, as the
     configuration asks: both answer held-out prompts for the judge, the retained-capability questions, and the
     role's task prompts."""
-    from roleforge.tasks.infer import generate_answers
+    from roleforge.tasks.infer import generate_answers, read_tool_use_prompts
     from roleforge.tasks.models import BASE_MODELS, attach_adapter, chat_prompts, load_tokenizer
 
     pairs = sorted(load_split(candidate.dataset_path, "held_out"), key=lambda p: p["pair_id"])[:max_pairs]
@@ -62,7 +62,7 @@ def evaluate_candidate(candidate: Candidate, system_prompt: str, base_model: Pat
     opponent_adapter = CHAMPION if champion_adapter is not None else (REFERENCE if base_adapter is not None else None)
     ab_prompts = list(dict.fromkeys(p["prompt"] for p in pairs))[:config.generation_prompts]
     items = capability_items() if config.capability_checks else []
-    tasks = _tool_use_rows(config)
+    tasks = read_tool_use_prompts(config.tool_use_prompts)[:config.max_task_prompts] if config.tool_use_prompts else []
     answers: dict[str, dict[str, list[str]]] = {}
     with BASE_MODELS.lend(base_model) as base:
         model = attach_adapter(base, candidate.adapter_path, adapter_name=CANDIDATE)
@@ -118,15 +118,6 @@ def evaluate_candidate(candidate: Candidate, system_prompt: str, base_model: Pat
         accuracy_gain_low=gain_low, accuracy_gain_high=gain_high, generation=generation, guardrails=guardrails,
         task_metrics=task_metrics,
     )
-
-
-def _tool_use_rows(config: EvaluationConfig) -> list[dict[str, str]]:
-    import json
-
-    if config.tool_use_prompts is None:
-        return []
-    rows = [json.loads(line) for line in config.tool_use_prompts.read_text().splitlines() if line.strip()]
-    return [{"request": row["request"], "tool": row["tool"]} for row in rows][:config.max_task_prompts]
 
 
 def evaluation_metrics(evaluation: Evaluation) -> dict[str, float]:
@@ -191,10 +182,10 @@ def write_chart(evaluation: Evaluation, path: Path) -> Path:
     if evaluation.guardrails is not None:
         g = evaluation.guardrails
         bars.append(("refusal rate", g.candidate_refusal_rate, g.opponent_refusal_rate, None))
-    for key in ("thought_rate", "json_valid_rate", "full_compliance_rate"):
-        if evaluation.task_metrics:
-            bars.append((key.removesuffix("_rate").replace("_", " "), evaluation.task_metrics["candidate"][key],
-                         evaluation.task_metrics["opponent"][key], None))
+    if evaluation.task_metrics:
+        ours, theirs = evaluation.task_metrics["candidate"], evaluation.task_metrics["opponent"]
+        bars.extend((key.removesuffix("_rate").replace("_", " "), ours[key], theirs[key], None)
+                    for key in ("thought_rate", "json_valid_rate", "full_compliance_rate"))
     figure, axes = plt.subplots(figsize=(1.6 * len(bars) + 2, 3.6))
     positions = range(len(bars))
     axes.bar([p - 0.2 for p in positions], [b[1] for b in bars], 0.4, label="candidate")

@@ -9,6 +9,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+from roleforge.tasks.errors import RoleforgeError
 from roleforge.tasks.settings import Settings
 
 
@@ -97,3 +98,31 @@ def tool_use_rates(answers: list[str], expected_tools: list[str]) -> dict[str, f
         "json_valid_rate": sum(c.json_valid for c in checks) / n,
         "full_compliance_rate": sum(c.compliant(tool) for c, tool in zip(checks, expected_tools)) / n,
     }
+
+
+def read_prompts(path: str | Path, key: str) -> list[dict[str, Any]]:
+    """JSONL rows (each with `key`), or plain text lines taken as the prompt itself."""
+    import json
+
+    rows = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = {key: line}
+        if not isinstance(row, dict) or not isinstance(row.get(key), str):
+            raise RoleforgeError(f"{path}:{number}: expected a JSON object with a string {key!r}")
+        rows.append(row)
+    if not rows:
+        raise RoleforgeError(f"{path}: no prompts")
+    return rows
+
+
+def read_tool_use_prompts(path: str | Path) -> list[dict[str, Any]]:
+    """Tool-use requests: JSONL rows with `request` (the user's text) and `tool` (the tool that should be called)."""
+    rows = read_prompts(path, "request")
+    if any(not isinstance(r.get("tool"), str) for r in rows):
+        raise RoleforgeError(f"{path}: every row needs `request` and `tool`")
+    return rows

@@ -314,9 +314,11 @@ def _ingest_files(paths: Iterable[str], roles: set[str], store_url: str, quarant
 
 def ingest_configured(settings: Any, paths: list[str] | None) -> IngestReport:
     """Ingest paths (the inbox when none) with the settings' roles, store, quarantine and archive."""
-    report = ingest_files(paths or [str(settings.path("inbox"))], set(settings.roles), settings.resolved_store_url,
-                          settings.path("quarantine"), settings.path("inbox"), settings.path("archive"))
-    audit_ingest(settings.home, paths or [str(settings.path("inbox"))], report)
+    inbox = settings.path("inbox")
+    paths = paths or [str(inbox)]
+    report = ingest_files(paths, set(settings.roles), settings.resolved_store_url, settings.path("quarantine"), inbox,
+                          settings.path("archive"))
+    audit_ingest(settings.home, paths, report)
     return report
 
 
