@@ -274,9 +274,10 @@ TRL_RECIPE = {"dpo": {"beta": 0.1, "learning_rate": 5e-5, "per_device_train_batc
 
 
 def dpo_benchmark(base_model: Path, pairs: int, epochs: float, repeats: int, held_out: int, work_dir: Path,
-                  pairs_file: Path | None = None) -> dict[str, Any]:
+                  pairs_file: Path | None = None, batch_size: int | None = None) -> dict[str, Any]:
     """Stock TRL DPOTrainer (the TRL recipe: LoRA r16/alpha32 on q/k/v/o, beta 0.1, lr 5e-5, batch 4, bf16, TRL
-    defaults otherwise) against roleforge's training path, same model, pairs and epochs, alternating order."""
+    defaults otherwise) against roleforge's training path, same model, pairs and epochs, alternating order.
+    `batch_size` replaces the recipe's 4 for both (an accelerator is underused by batches that small)."""
     import torch
     from transformers import PrinterCallback
     from trl import DPOConfig
@@ -301,7 +302,8 @@ def dpo_benchmark(base_model: Path, pairs: int, epochs: float, repeats: int, hel
         output = work_dir / f"{engine}-{index}"
         args = DPOConfig(output_dir=str(output), report_to="none", disable_tqdm=True, use_cpu=not has_accelerator(),
                          bf16=bf16_supported(), remove_unused_columns=False,
-                         **{**TRL_RECIPE["dpo"], "num_train_epochs": epochs})
+                         **{**TRL_RECIPE["dpo"], "num_train_epochs": epochs,
+                            "per_device_train_batch_size": batch_size or TRL_RECIPE["dpo"]["per_device_train_batch_size"]})
         lora = LoraConfig(**TRL_RECIPE["lora"])
         if gpu:
             torch.cuda.empty_cache()
@@ -353,6 +355,7 @@ def dpo_benchmark(base_model: Path, pairs: int, epochs: float, repeats: int, hel
     achieved = ours["tokens"] * 4 * n_params / ours["seconds"]
     return {
         "pairs": len(train), "held_out_pairs": len(evaluation), "epochs": epochs, "repeats": repeats, "model_params": n_params,
+        "batch_size": batch_size or TRL_RECIPE["dpo"]["per_device_train_batch_size"],
         "trl_pairs_per_s": round(best("trl", "pairs_per_s"), 3), "roleforge_pairs_per_s": round(best("roleforge", "pairs_per_s"), 3),
         "speedup": round(best("roleforge", "pairs_per_s") / best("trl", "pairs_per_s"), 2),
         "trl_heldout_accuracy": round(best("trl", "accuracy"), 4), "roleforge_heldout_accuracy": round(best("roleforge", "accuracy"), 4),

@@ -225,7 +225,8 @@ def cmd_bench_dpo(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-dpo-", dir=settings.path("bench")) as work:
         if args.model_shape:
             base_model = random_model(args.model_shape, base_model, Path(work) / args.model_shape)
-        report = dpo_benchmark(base_model, args.pairs, args.epochs, args.repeats, args.held_out, Path(work), pairs_file)
+        report = dpo_benchmark(base_model, args.pairs, args.epochs, args.repeats, args.held_out, Path(work), pairs_file,
+                               args.batch_size)
     out = Path(args.out) if args.out else settings.path("bench") / "dpo.json"
     write_report(report, out)
     if not args.json:
@@ -435,6 +436,7 @@ def build_parser() -> Parser:
     bench_dpo.add_argument("--epochs", type=float, default=1.0)
     bench_dpo.add_argument("--repeats", type=int, default=1, help="runs of each path, alternating which goes first")
     bench_dpo.add_argument("--held-out", type=int, default=64, help="held-out pairs both adapters are scored on")
+    bench_dpo.add_argument("--batch-size", type=int, help="pairs per step for both paths (default: the TRL recipe's 4)")
     bench_dpo.add_argument("--model", help="base model directory (default: the configured base model)")
     bench_dpo.add_argument("--model-shape", choices=sorted(MODEL_SHAPES),
                            help="train a model of this architecture with random weights and --model's tokenizer "

@@ -128,5 +128,5 @@ def bf16_supported() -> bool:
     import torch
 
     if torch.cuda.is_available():
-        return torch.cuda.isbf16_supported()
+        return torch.cuda.is_bf16_supported()
     return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()

@@ -73,12 +73,13 @@ def test_run_json_contract_on_the_tiny_model(home):
 def test_bench_dpo_reports_both_paths(home, tmp_path):
     written = last_json(roleforge("bench", "pairs", "--out", str(tmp_path / "pairs.jsonl"), "--json"))
     assert written["train"] > 400 and written["held_out"] > 100
-    result = roleforge("bench", "dpo", "--pairs", "8", "--held-out", "8", "--pairs-file", str(tmp_path / "pairs.jsonl"), "--json")
+    result = roleforge("bench", "dpo", "--pairs", "8", "--held-out", "8", "--batch-size", "2", "--pairs-file",
+                       str(tmp_path / "pairs.jsonl"), "--json")
     assert result.returncode == 0, result.stderr[-3000:]
     report = last_json(result)
     assert {"trl_pairs_per_s", "roleforge_pairs_per_s", "speedup", "trl_heldout_accuracy", "roleforge_heldout_accuracy",
             "trl_peak_rss_mb", "roleforge_peak_rss_mb", "mfu"} <= set(report)
-    assert report["pairs"] == 8 and report["trl_pairs_per_s"] > 0 and report["roleforge_pairs_per_s"] > 0
+    assert report["pairs"] == 8 and report["batch_size"] == 2 and report["trl_pairs_per_s"] > 0 and report["roleforge_pairs_per_s"] > 0
     assert 0 < report["mfu"] < 1 and 0 <= report["roleforge_heldout_accuracy"] <= 1
 
 

@@ -197,3 +197,15 @@ def test_preemption_and_code_errors_have_separate_retry_budgets():
         assert policy(None, other, Failed(Preempted("evicted"))) is False, "a process going away does not retry itself"
     finally:
         preemption.reset()
+
+
+def test_a_gpu_with_bf16_trains_in_bf16(monkeypatch):
+    """On a CUDA machine the bf16 decision comes from the GPU (this path never runs on the CPU-only CI machine)."""
+    import torch
+
+    from roleforge.tasks.recipes import bf16_supported
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for answer in (True, False):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, answer=answer, **kwargs: answer)
+        assert bf16_supported() is answer
