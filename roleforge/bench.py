@@ -295,13 +295,16 @@ def dpo_benchmark(base_model: Path, pairs: int, epochs: float, repeats: int, hel
     n_params = sum(p.numel() for p in load_model(base_model).parameters())
     gpu = torch.cuda.is_available()
 
-    def run(engine: str, index: int) -> dict[str, float]:
+    def run(engine: str, index: int) -> dict[str, Any]:
         from peft import LoraConfig
 
         release_memory()
         output = work_dir / f"{engine}-{index}"
+        # TRL keeps its default of activation checkpointing on; roleforge's path keeps activations where memory
+        # allows (and turns checkpointing on by itself when a step runs out of accelerator memory).
+        machine = {} if engine == "trl" else {"activation_checkpointing": False}
         args = DPOConfig(output_dir=str(output), report_to="none", disable_tqdm=True, use_cpu=not has_accelerator(),
-                         bf16=bf16_supported(), remove_unused_columns=False,
+                         bf16=bf16_supported(), remove_unused_columns=False, **machine,
                          **{**TRL_RECIPE["dpo"], "num_train_epochs": epochs,
                             "per_device_train_batch_size": batch_size or TRL_RECIPE["dpo"]["per_device_train_batch_size"]})
         lora = LoraConfig(**TRL_RECIPE["lora"])
@@ -325,6 +328,7 @@ def dpo_benchmark(base_model: Path, pairs: int, epochs: float, repeats: int, hel
         adapter = output / "adapter"
         trainer.model.save_pretrained(str(adapter), selected_adapters=["default"])
         tokens = getattr(trainer, "tokens_seen", None)
+        checkpointing_from = getattr(trainer, "checkpointing_since", None)
         del trainer, base
         release_memory()
         # Held-out: share of pairs whose implicit reward (log-ratio to the base) ranks chosen first.
@@ -337,9 +341,10 @@ def dpo_benchmark(base_model: Path, pairs: int, epochs: float, repeats: int, hel
         accuracy = score(*policy, *reference).reward_accuracy
         del model
         return {"pairs_per_s": len(train) * epochs / seconds, "seconds": seconds, "accuracy": float(accuracy or 0.0),
-                "peak_rss_mb": memory.peak_mb, "peak_gpu_mb": gpu_peak_mb, "tokens": float(tokens or 0)}
+                "peak_rss_mb": memory.peak_mb, "peak_gpu_mb": gpu_peak_mb, "tokens": float(tokens or 0),
+                "checkpointing_from_step": checkpointing_from}
 
-    results: dict[str, list[dict[str, float]]] = {"trl": [], "roleforge": []}
+    results: dict[str, list[dict[str, Any]]] = {"trl": [], "roleforge": []}
     for index in range(repeats):
         for engine in (("trl", "roleforge") if index % 2 == 0 else ("roleforge", "trl")):
             results[engine].append(run(engine, index))
@@ -363,6 +368,7 @@ def dpo_benchmark(base_model: Path, pairs: int, epochs: float, repeats: int, hel
         "roleforge_peak_rss_mb": round(max(r["peak_rss_mb"] for r in results["roleforge"]), 1),
         "bf16_matmul_peak_tflops": round(peak / 1e12, 3), "mfu": round(achieved / peak, 4),
         "roleforge_tokens_per_s": round(ours["tokens"] / ours["seconds"], 1),
+        "roleforge_checkpointing_from_step": ours["checkpointing_from_step"],
         "device": torch.cuda.get_device_name() if gpu else "cpu",
         **({"trl_peak_gpu_mb": round(max(r["peak_gpu_mb"] for r in results["trl"]), 1),
             "roleforge_peak_gpu_mb": round(max(r["peak_gpu_mb"] for r in results["roleforge"]), 1)} if gpu else {}),

@@ -48,10 +48,9 @@ def roleforge_trainer(base: Any, dpo_config: Any, lora_config: Any, base_adapter
     from roleforge.tasks.fast_dpo import SharedPrefixDPOTrainer, cached_reference, check_losses, reference_logps, tokenize_pairs
 
     losses, weights = check_losses({"loss_type": dpo_config.loss_type, "loss_weights": dpo_config.loss_weights})
-    # Activations of a short-sequence DPO batch fit in memory: recomputing them (checkpointing) only costs time.
-    for flag in ("gradient_checkpointing", "activation_checkpointing"):
-        if getattr(dpo_config, flag, False):
-            setattr(dpo_config, flag, False)
+    # Activations of a short-sequence DPO batch usually fit in memory, so the recipes keep them (recomputing only
+    # costs time); `activation_checkpointing = true` in a recipe turns recomputation on, and a step that runs out of
+    # accelerator memory turns it on by itself (fast_dpo.SharedPrefixDPOTrainer.training_step).
     if base_adapter is None:
         model = get_peft_model(base, lora_config)
     else:

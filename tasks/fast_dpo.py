@@ -10,11 +10,15 @@ What it saves, measured one lever at a time with `roleforge bench dpo` (see docs
 - the vocabulary projection runs only at positions that predict a completion token;
 - batches are built from pairs of similar length, so little is spent on padding;
 - the frozen base is kept in bf16 where the hardware has it (AMX, recent GPUs) while the LoRA weights and the
-  optimizer stay in fp32.
+  optimizer stay in fp32;
+- activations are kept rather than recomputed (no activation checkpointing) unless the recipe asks for it, or a
+  step runs out of accelerator memory: that step is then retried, and the rest of the run made, with
+  checkpointing on.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 from collections import defaultdict
 from pathlib import Path
@@ -27,6 +31,7 @@ from transformers import Trainer
 from roleforge.tasks.errors import RoleforgeError
 
 SUPPORTED_LOSSES = ("sigmoid", "sft", "ipo", "hinge")
+log = logging.getLogger(__name__)
 
 
 def split_chat(tokenizer: Any, system_prompt: str, user_prompt: str) -> tuple[str, str]:
@@ -99,6 +104,9 @@ def sequence_logps(model: Any, prefix: torch.Tensor | None, batch: dict[str, tor
     from roleforge.tasks.models import decoder_and_head
 
     decoder, lm_head = decoder_and_head(model)
+    if prefix is not None and prefix.numel() and decoder.training and decoder.is_activation_checkpointing:
+        # A checkpointed layer drops any KV cache, so the shared prefix goes in front of every row instead.
+        batch, prefix = with_prefix(batch, prefix), None
     input_ids, attention = batch["input_ids"], batch["attention_mask"]
     rows = input_ids.size(0)
     cache = None
@@ -115,6 +123,15 @@ def sequence_logps(model: Any, prefix: torch.Tensor | None, batch: dict[str, tor
     row_of_token = torch.repeat_interleave(torch.arange(rows, device=counts.device), counts)
     sums = torch.zeros(rows, dtype=token_logps.dtype, device=token_logps.device).index_add(0, row_of_token, token_logps)
     return sums, counts
+
+
+def with_prefix(batch: dict[str, torch.Tensor], prefix: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The batch with the prefix written in front of every row (the same positions the shared KV cache gives)."""
+    rows, width = batch["input_ids"].size(0), prefix.numel()
+    return {**batch,
+            "input_ids": torch.cat([prefix.unsqueeze(0).expand(rows, -1), batch["input_ids"]], dim=1),
+            "attention_mask": torch.cat([batch["attention_mask"].new_ones(rows, width), batch["attention_mask"]], dim=1),
+            "targets": torch.cat([batch["targets"].new_zeros(rows, width), batch["targets"]], dim=1)}
 
 
 def completion_token_logps(lm_head: Any, hidden: torch.Tensor, next_tokens: torch.Tensor, chunk: int = 512) -> torch.Tensor:
@@ -156,6 +173,37 @@ class SharedPrefixDPOTrainer(Trainer):
         self.pad_id, self.loss_types, self.loss_weights, self.beta = pad_id, loss_types, loss_weights, beta
         self._metrics: dict[str, list[float]] = defaultdict(list)
         self.tokens_seen = 0  # tokens through the model in training steps (the shared prefix once per batch)
+        self.checkpointing_since: int | None = 0 if self.args.activation_checkpointing else None  # global step
+
+    def training_step(self, model: Any, inputs: dict[str, torch.Tensor], num_items_in_batch: Any = None) -> torch.Tensor:
+        """One step; if it runs out of accelerator memory without checkpointing, the gradients are put back as they
+        were, checkpointing is turned on, and the step runs again."""
+        if self.checkpointing_since is not None:
+            return super().training_step(model, inputs, num_items_in_batch)
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        saved = [None if p.grad is None else p.grad.clone() for p in trainable]
+        try:
+            return super().training_step(model, inputs, num_items_in_batch)
+        except torch.OutOfMemoryError:
+            pass  # leave the except block first, so that the traceback's references to the step's tensors are freed
+        for parameter, grad in zip(trainable, saved):
+            parameter.grad = grad
+        del saved
+        import gc
+
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        self.enable_checkpointing(model)
+        log.warning("out of accelerator memory at step %d (batch of %d pairs): activation checkpointing on from here",
+                    self.state.global_step, inputs["input_ids"].size(0) // 2)
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def enable_checkpointing(self, model: Any) -> None:
+        """Recompute activations in the backward pass instead of keeping them (less memory, about a third slower)."""
+        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+        inner.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        self.checkpointing_since = self.state.global_step
 
     def get_train_dataloader(self) -> Any:
         from torch.utils.data import DataLoader
@@ -170,7 +218,8 @@ class SharedPrefixDPOTrainer(Trainer):
     def compute_loss(self, model: Any, inputs: dict[str, torch.Tensor], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
         sums, counts = sequence_logps(model, self.prefix.to(inputs["input_ids"].device), inputs)
-        self.tokens_seen += self.prefix.numel() + int(inputs["attention_mask"].sum())
+        shared = self.checkpointing_since is None  # else the prefix went in front of every row
+        self.tokens_seen += self.prefix.numel() * (1 if shared else inputs["input_ids"].size(0)) + int(inputs["attention_mask"].sum())
         chosen, rejected = sums.chunk(2)
         chosen_tokens, _ = counts.chunk(2)
         reference = (inputs["ref_chosen"].to(chosen.dtype), inputs["ref_rejected"].to(chosen.dtype))

@@ -61,3 +61,67 @@ def test_length_buckets_group_similar_lengths_and_keep_every_pair():
     assert sorted(order) == list(range(8))
     spreads = [abs(len(examples[a]["prompt_ids"]) - len(examples[b]["prompt_ids"])) for a, b in zip(order[::2], order[1::2])]
     assert max(spreads) <= 2
+
+
+def test_checkpointed_training_gives_every_row_the_prefix_and_the_same_gradients(tiny_model_dir):
+    """A checkpointed layer drops the KV cache, so under checkpointing the prefix goes in front of each row instead:
+    same log-probs, same gradients."""
+    tokenizer = load_tokenizer(tiny_model_dir)
+    prefix, examples = tokenize_pairs(tokenizer, SYSTEM, PAIRS, max_length=1024)
+
+    def run(checkpointing):
+        model = lora_model(tiny_model_dir).train()
+        if checkpointing:
+            model.get_base_model().activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        sums, counts = sequence_logps(model, torch.tensor(prefix), collate(examples, tokenizer.pad_token_id))
+        sums.sum().backward()
+        return sums.detach(), counts, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    (kept, kept_counts, kept_grads), (recomputed, counts, grads) = run(False), run(True)
+    assert counts.tolist() == kept_counts.tolist()
+    assert torch.allclose(recomputed, kept, atol=1e-4, rtol=1e-4)
+    assert kept_grads.keys() == grads.keys() and len(grads) > 0
+    for name in grads:
+        assert torch.allclose(grads[name], kept_grads[name], atol=1e-5, rtol=1e-3), name
+
+
+def test_a_step_out_of_memory_is_redone_with_checkpointing_and_counted_once(tiny_model_dir, tmp_path, monkeypatch):
+    """The failed attempt's partial gradients are dropped: the run ends where a run checkpointed from the start
+    ends (plain SGD, so gradients counted twice would show as a different adapter)."""
+    from trl import DPOConfig
+
+    from roleforge.tasks import fast_dpo
+    from roleforge.tasks.engines import roleforge_trainer
+
+    tokenizer = load_tokenizer(tiny_model_dir)
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+
+    def train(name, checkpointing):
+        torch.manual_seed(0)
+        args = DPOConfig(output_dir=str(tmp_path / name), report_to="none", use_cpu=True, bf16=False, optim="sgd",
+                         learning_rate=0.5, per_device_train_batch_size=2, max_steps=2, save_strategy="no",
+                         activation_checkpointing=checkpointing, disable_tqdm=True)
+        trainer = roleforge_trainer(load_model(tiny_model_dir), args, lora, None, tokenizer, PAIRS, SYSTEM, [],
+                                    tmp_path / name / "reference.json")
+        trainer.train()
+        return trainer, {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_" in n}
+
+    real = fast_dpo.SharedPrefixDPOTrainer.compute_loss
+    failures = []
+
+    def out_of_memory_once(self, model, inputs, *args, **kwargs):
+        loss = real(self, model, inputs, *args, **kwargs)
+        if not failures:
+            failures.append(self.state.global_step)
+            loss.backward()  # as if the backward had run out of memory after accumulating some gradients
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return loss
+
+    _, from_start = train("from-start", True)
+    monkeypatch.setattr(fast_dpo.SharedPrefixDPOTrainer, "compute_loss", out_of_memory_once)
+    trainer, recovered = train("recovered", False)
+    assert failures == [0] and trainer.checkpointing_since == 0 and trainer.state.global_step == 2
+    assert trainer.model.get_base_model().is_activation_checkpointing
+    for name, value in from_start.items():
+        assert torch.allclose(recovered[name], value, atol=1e-6), name
+    assert any(not torch.equal(value, torch.zeros_like(value)) for value in recovered.values())
