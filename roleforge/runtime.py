@@ -14,6 +14,10 @@ def prepare_environment(home: Path) -> None:
         "PREFECT_HOME": str(home / "prefect"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_LOGGING_LEVEL": "WARNING",
+        # roleforge's own warnings (a training that fell back to activation checkpointing) reach the run's log in
+        # the Prefect UI; outside a run (`roleforge train-job`) they go to stderr only, without Prefect's complaint.
+        "PREFECT_LOGGING_EXTRA_LOGGERS": "roleforge",
+        "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "DO_NOT_TRACK": "1",

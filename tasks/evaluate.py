@@ -205,8 +205,8 @@ def write_chart(evaluation: Evaluation, path: Path) -> Path:
 
 def evaluation_judge(settings: Any) -> Any:
     """The configured teacher judge; without one, a local judge on the base model."""
-    from roleforge.tasks.label import _local_judge, teacher_judge
+    from roleforge.tasks.label import local_judge, teacher_judge
     from roleforge.tasks.models import ensure_base_model
 
     base_model = ensure_base_model(settings.resolved_base_model, is_default=settings.base_model is None)
-    return teacher_judge(settings.teacher, base_model) or _local_judge(base_model, settings.teacher.batch_size)
+    return teacher_judge(settings.teacher, base_model) or local_judge(base_model, settings.teacher.batch_size)

@@ -199,12 +199,12 @@ def teacher_judge(teacher: TeacherConfig, base_model: Path) -> Judge | None:
         return HttpJudge(url=teacher.url, model=teacher.model_name, timeout_s=teacher.timeout_s, retries=teacher.retries,
                          api_key=teacher.api_key.get_secret_value() if teacher.api_key else None)
     if teacher.kind == "local":
-        return _local_judge(teacher.model or base_model, teacher.batch_size)
+        return local_judge(teacher.model or base_model, teacher.batch_size)
     return None
 
 
 @functools.cache
-def _local_judge(model_dir: Path, batch_size: int) -> LocalJudge:
+def local_judge(model_dir: Path, batch_size: int) -> LocalJudge:
     from roleforge.tasks.models import load_model, load_tokenizer
 
     return LocalJudge(load_model(model_dir).eval(), load_tokenizer(model_dir), batch_size)
