@@ -403,3 +403,30 @@ def generate_benchmark(base_model: Path, prompts: int, max_new_tokens: int, batc
         "single_new_tokens_per_s": round(rate["single"], 1), "batched_new_tokens_per_s": round(rate["batched"], 1),
         "speedup": round(rate["batched"] / rate["single"], 2), "same_answers": same,
     }
+
+
+def cli_benchmark(repeats: int) -> dict[str, Any]:
+    """Wall seconds of `roleforge --help` and `roleforge status`, each a fresh process as a user starts it, against
+    the current ROLEFORGE_HOME: median and slowest of `repeats` runs (one unmeasured run first warms the disk cache)."""
+    import os
+    import statistics
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "roleforge.cli"]
+    report: dict[str, Any] = {"repeats": repeats}
+    for name, args in (("help", ["--help"]), ("status", ["status"])):
+        seconds = []
+        for attempt in range(repeats + 1):
+            started = time.perf_counter()
+            done = subprocess.run(command + args, capture_output=True, text=True, env=os.environ.copy())
+            elapsed = time.perf_counter() - started
+            if done.returncode != 0:
+                from roleforge.tasks.errors import RoleforgeError
+
+                raise RoleforgeError(f"roleforge {' '.join(args)} failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
+            if attempt:
+                seconds.append(elapsed)
+        report[f"{name}_seconds"] = round(statistics.median(seconds), 3)
+        report[f"{name}_max_seconds"] = round(max(seconds), 3)
+    return report

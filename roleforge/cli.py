@@ -64,6 +64,18 @@ def _console() -> Any:
     return Console(stderr=False, width=160)
 
 
+def render_table(title: str, rows: list[dict[str, Any]]) -> Any:
+    """A rich table of rows (dicts with the same keys), one column per key."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in (rows[0] if rows else {}):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*(str(v) for v in row.values()))
+    return table
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
     settings = _settings()
     from roleforge.tasks.ingest import ingest_configured
@@ -97,7 +109,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from roleforge.flows.params import SelfLearningRun
     from roleforge.flows.self_learning import self_learning
     from roleforge.tasks.models import ensure_base_model
-    from roleforge.tasks.report import outcome_rows, render_table
+    from roleforge.tasks.report import outcome_rows
 
     from roleforge.runtime import start_warm_up
     from roleforge.tasks.timing import STAGES
@@ -121,7 +133,6 @@ def cmd_label(args: argparse.Namespace) -> int:
     settings = _settings()
     roles = _roles(settings, args.roles) or list(settings.roles)
     from roleforge.tasks.label import label_stored, labeling_row
-    from roleforge.tasks.report import render_table
 
     results = {}
     for role in roles:
@@ -138,8 +149,6 @@ def cmd_status(args: argparse.Namespace) -> int:
     from roleforge.tasks.status import role_status
 
     status = role_status(settings)
-    from roleforge.tasks.report import render_table
-
     _console().print(render_table("roleforge status", [{"role": role, **row} for role, row in status.items()]))
     emit(status, args.json)
     return 0
@@ -298,6 +307,20 @@ def cmd_bench_label(args: argparse.Namespace) -> int:
     if not args.json:
         print(json.dumps(report, indent=2))
         print(f"written to {out}")
+    emit(report, args.json)
+    return 0
+
+
+def cmd_bench_cli(args: argparse.Namespace) -> int:
+    settings = _settings()
+    from roleforge.bench import cli_benchmark, write_report
+
+    report = cli_benchmark(args.repeats)
+    out = settings.path("bench") / "cli.json"
+    write_report(report, out)
+    if not args.json:
+        print(f"roleforge --help {report['help_seconds']} s, roleforge status {report['status_seconds']} s "
+              f"(median of {args.repeats}) -> {out}")
     emit(report, args.json)
     return 0
 
@@ -473,6 +496,11 @@ def build_parser() -> Parser:
     bench_label.add_argument("--out", help="JSON file to write (default $ROLEFORGE_HOME/bench/label.json)")
     bench_label.add_argument("--json", action="store_true")
     bench_label.set_defaults(handler=cmd_bench_label)
+
+    bench_cli = bench.add_parser("cli", help="start-up latency: roleforge --help and roleforge status, fresh processes")
+    bench_cli.add_argument("--repeats", type=int, default=5, help="timed runs of each (default 5)")
+    bench_cli.add_argument("--json", action="store_true")
+    bench_cli.set_defaults(handler=cmd_bench_cli)
 
     generate = commands.add_parser("generate", help="answer prompts as a role's champion (or the base model)")
     generate.add_argument("--role", required=True)

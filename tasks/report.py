@@ -114,17 +114,6 @@ def outcome_rows(outcomes: dict[str, RoleOutcome]) -> list[dict[str, Any]]:
     } for o in outcomes.values()]
 
 
-def render_table(title: str, rows: list[dict[str, Any]]) -> Any:
-    from rich.table import Table
-
-    table = Table(title=title)
-    for column in (rows[0] if rows else {}):
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(*(str(v) for v in row.values()))
-    return table
-
-
 def summary_markdown(outcomes: dict[str, RoleOutcome], mlflow_ui_url: str) -> str:
     """The run's per-role table in markdown, each trained role linked to its MLflow run."""
     rows = outcome_rows(outcomes)

@@ -20,24 +20,79 @@ def latest_snapshot_pairs(datasets_dir: Path, role: str) -> tuple[int, str | Non
 
 
 def role_status(settings: Settings) -> dict[str, dict[str, Any]]:
-    from roleforge.tasks.promote import CHAMPION, alias_version
     from roleforge.tasks.store import engine_for, feedback_counts
-    from roleforge.tasks.tracking import mlflow_client
 
     counts = feedback_counts(engine_for(settings.resolved_store_url))
-    client = mlflow_client(settings.resolved_tracking_uri)
+    champions = champions_of(settings.resolved_tracking_uri, {role: settings.registered_model_name(role) for role in settings.roles})
     status = {}
     for role in settings.roles:
         pairs, snapshot = latest_snapshot_pairs(settings.home / "datasets", role)
-        champion = alias_version(client, settings.registered_model_name(role), CHAMPION)
-        metrics = {k.removeprefix("roleforge.metric."): float(v) for k, v in (champion.tags if champion else {}).items()
-                   if k.startswith("roleforge.metric.")}
+        version, tags = champions.get(role) or (None, {})
+        metrics = {k.removeprefix("roleforge.metric."): float(v) for k, v in tags.items() if k.startswith("roleforge.metric.")}
         training = read_training_status(settings.home, role) or {"state": "pending"}
         status[role] = {"feedback": counts.get(role, 0), "pairs": pairs, "snapshot": snapshot,
                         "training": training["state"], "training_metrics": training.get("metrics", {}),
-                        "adapter_path": training.get("adapter_path"),
-                        "champion_version": str(champion.version) if champion else None, "champion_metrics": metrics}
+                        "adapter_path": training.get("adapter_path"), "champion_version": version, "champion_metrics": metrics}
     return status
+
+
+CHAMPION_ALIAS = "champion"  # tasks/promote.CHAMPION
+
+
+def champions_of(tracking_uri: str, models: dict[str, str]) -> dict[str, tuple[str, dict[str, str]]]:
+    """Per role, its registered model's champion version and that version's tags (roles without one left out).
+
+    The embedded SQLite registry is read directly, read-only: importing MLflow and opening its store costs seconds,
+    and `roleforge status` should answer in about one. Any other registry, or a SQLite file whose tables are not
+    what this reader expects, goes through the MLflow client."""
+    if tracking_uri.startswith("sqlite:///"):
+        fast = _sqlite_champions(Path(tracking_uri.removeprefix("sqlite:///")), models)
+        if fast is not None:
+            return fast
+    from roleforge.tasks.promote import CHAMPION, alias_version
+    from roleforge.tasks.tracking import mlflow_client
+
+    client = mlflow_client(tracking_uri)
+    found = {}
+    for role, name in models.items():
+        version = alias_version(client, name, CHAMPION)
+        if version is not None:
+            found[role] = (str(version.version), dict(version.tags))
+    return found
+
+
+def _sqlite_champions(path: Path, models: dict[str, str]) -> dict[str, tuple[str, dict[str, str]]] | None:
+    """champions_of for an MLflow SQLite file (None: let the MLflow client answer). A missing file has no champions."""
+    import os
+    import sqlite3
+
+    if not path.exists():
+        return {}
+    if os.environ.get("MLFLOW_WORKSPACE") or os.environ.get("MLFLOW_ENABLE_WORKSPACES"):
+        return None  # workspaces other than the default one: the client knows which applies
+    try:
+        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
+    except sqlite3.Error:
+        return None
+    try:
+        columns = {row[1] for row in connection.execute("PRAGMA table_info(registered_model_aliases)")}
+        if not {"name", "alias", "version"} <= columns:
+            return None
+        workspace = " AND workspace = 'default'" if "workspace" in columns else ""
+        found = {}
+        for role, name in models.items():
+            row = connection.execute(f"SELECT version FROM registered_model_aliases WHERE name = ? AND alias = ?{workspace}",
+                                     (name, CHAMPION_ALIAS)).fetchone()
+            if row is None:
+                continue
+            tags = connection.execute(f"SELECT key, value FROM model_version_tags WHERE name = ? AND version = ?{workspace}",
+                                      (name, row[0])).fetchall()
+            found[role] = (str(row[0]), dict(tags))
+        return found
+    except sqlite3.Error:
+        return None
+    finally:
+        connection.close()
 
 
 TRAINING_STATES = ("pending", "training", "ready", "failed")

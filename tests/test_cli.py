@@ -106,3 +106,11 @@ def test_bench_generate_counts_new_tokens_both_ways(home):
     report = last_json(roleforge("bench", "generate", "--prompts", "4", "--max-new-tokens", "6", "--batch-size", "4", "--json"))
     assert report["prompts"] == 4 and 4 <= report["single_new_tokens"] <= 24 and 4 <= report["batched_new_tokens"] <= 24
     assert report["single_new_tokens_per_s"] > 0 and report["speedup"] > 0 and 0 <= report["same_answers"] <= 4
+
+
+def test_bench_cli_times_help_and_status_in_fresh_processes(home):
+    report = last_json(roleforge("bench", "cli", "--repeats", "1", "--json"))
+    assert report["repeats"] == 1
+    for name in ("help", "status"):
+        assert 0 < report[f"{name}_seconds"] <= report[f"{name}_max_seconds"]
+    assert (home / "bench" / "cli.json").exists()

@@ -110,3 +110,31 @@ def test_a_crash_between_registering_and_the_alias_move_leaves_the_champion_and_
     retried = decide(client, NAME, winner, evaluation(0.9), GateConfig(), {})
     assert retried.promoted and retried.previous_version == first.version
     assert len(client.search_model_versions(f"name='{NAME}'")) == 2, "the retry registered the candidate again"
+
+
+def test_status_reads_the_same_champions_as_the_mlflow_client(home, monkeypatch):
+    """`roleforge status` reads the embedded registry without MLflow (seconds of imports): it must agree with the
+    client, tags included, and follow a rollback."""
+    from roleforge.tasks import status
+
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    models = {"ceo": NAME, "cfo": "roleforge-cfo"}
+    assert status.champions_of(uri, models) == {} and not (home / "mlflow.db").exists(), "no registry yet: none created"
+    client = mlflow_client(uri)
+    home.mkdir(parents=True, exist_ok=True)
+    first = decide(client, NAME, candidate(client, home), evaluation(0.7), GateConfig(), {"prefect.flow_run_id": "f1"})
+    second = decide(client, NAME, candidate(client, home), evaluation(0.8), GateConfig(), {})
+
+    def through_client():
+        monkeypatch.setattr(status, "_sqlite_champions", lambda *_: None)
+        try:
+            return status.champions_of(uri, models)
+        finally:
+            monkeypatch.undo()
+
+    fast = status.champions_of(uri, models)
+    assert fast == through_client() and set(fast) == {"ceo"}
+    version, tags = fast["ceo"]
+    assert version == second.version and tags["roleforge.metric.preference_accuracy"] == "0.8000"
+    rollback(client, NAME)
+    assert status.champions_of(uri, models)["ceo"][0] == first.version == through_client()["ceo"][0]
