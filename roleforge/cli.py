@@ -220,11 +220,23 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0 if broken is None else 1
 
 
+def _bench_done(report: dict[str, Any], out: Path, summary: str, as_json: bool, shown: dict[str, Any] | None = None) -> int:
+    """A benchmark's end: the whole report written to `out`, a summary for people, the JSON line for machines."""
+    from roleforge.bench import write_report
+
+    write_report(report, out)
+    if not as_json:
+        print(summary)
+        print(f"written to {out}")
+    emit(report if shown is None else shown, as_json)
+    return 0
+
+
 def cmd_bench_dpo(args: argparse.Namespace) -> int:
     settings = _settings()
     import tempfile
 
-    from roleforge.bench import dpo_benchmark, random_model, write_report
+    from roleforge.bench import dpo_benchmark, random_model
     from roleforge.tasks.models import ensure_base_model
 
     base_model = Path(args.model) if args.model else ensure_base_model(settings.resolved_base_model, settings.base_model is None)
@@ -236,14 +248,12 @@ def cmd_bench_dpo(args: argparse.Namespace) -> int:
             base_model = random_model(args.model_shape, base_model, Path(work) / args.model_shape)
         report = dpo_benchmark(base_model, args.pairs, args.epochs, args.repeats, args.held_out, Path(work), pairs_file,
                                args.batch_size)
-    out = Path(args.out) if args.out else settings.path("bench") / "dpo.json"
-    write_report(report, out)
-    if not args.json:
-        print(f"TRL {report['trl_pairs_per_s']} pairs/s, roleforge {report['roleforge_pairs_per_s']} pairs/s: "
-              f"{report['speedup']}x; held-out accuracy {report['trl_heldout_accuracy']} vs {report['roleforge_heldout_accuracy']}; "
-              f"peak RSS {report['trl_peak_rss_mb']} vs {report['roleforge_peak_rss_mb']} MB; MFU {report['mfu']} -> {out}")
-    emit({k: v for k, v in report.items() if k != "runs"}, args.json)
-    return 0
+    return _bench_done(
+        report, Path(args.out) if args.out else settings.path("bench") / "dpo.json",
+        f"TRL {report['trl_pairs_per_s']} pairs/s, roleforge {report['roleforge_pairs_per_s']} pairs/s: {report['speedup']}x; "
+        f"held-out accuracy {report['trl_heldout_accuracy']} vs {report['roleforge_heldout_accuracy']}; peak RSS "
+        f"{report['trl_peak_rss_mb']} vs {report['roleforge_peak_rss_mb']} MB; MFU {report['mfu']}",
+        args.json, {k: v for k, v in report.items() if k != "runs"})
 
 
 def cmd_bench_pairs(args: argparse.Namespace) -> int:
@@ -261,24 +271,21 @@ def cmd_bench_ingest(args: argparse.Namespace) -> int:
     settings = _settings()
     import tempfile
 
-    from roleforge.bench import ingest_benchmark, write_report
+    from roleforge.bench import ingest_benchmark
 
     if args.rows < 1 or not 0 <= args.bad_share < 1:
         raise RoleforgeError("--rows must be at least 1 and --bad-share in [0, 1)")
     with tempfile.TemporaryDirectory(prefix="bench-ingest-", dir=settings.path("bench")) as work:
         report = ingest_benchmark(args.rows, args.bad_share, Path(work))
-    out = Path(args.out) if args.out else settings.path("bench") / "ingest.json"
-    write_report(report, out)
-    if not args.json:
-        print(f"roleforge ingest {report['events_per_s']:.0f} events/s, pandas read_json + to_sql "
-              f"{report['pandas_events_per_s']:.0f} events/s ({report['rows']} rows, {report['quarantined']} quarantined) -> {out}")
-    emit(report, args.json)
-    return 0
+    return _bench_done(report, Path(args.out) if args.out else settings.path("bench") / "ingest.json",
+                       f"roleforge ingest {report['events_per_s']:.0f} events/s, pandas read_json + to_sql "
+                       f"{report['pandas_events_per_s']:.0f} events/s ({report['rows']} rows, {report['quarantined']} quarantined)",
+                       args.json)
 
 
 def cmd_bench_generate(args: argparse.Namespace) -> int:
     settings = _settings()
-    from roleforge.bench import generate_benchmark, write_report
+    from roleforge.bench import generate_benchmark
     from roleforge.tasks.models import ensure_base_model
 
     if args.prompts < 1 or args.max_new_tokens < 1 or args.batch_size < 2:
@@ -286,43 +293,30 @@ def cmd_bench_generate(args: argparse.Namespace) -> int:
     base_model = Path(args.model) if args.model else ensure_base_model(settings.resolved_base_model,
                                                                         is_default=settings.base_model is None)
     report = generate_benchmark(base_model, args.prompts, args.max_new_tokens, args.batch_size)
-    out = settings.path("bench") / "generate.json"
-    write_report(report, out)
-    if not args.json:
-        print(f"batched {report['batched_new_tokens_per_s']:.1f} new tokens/s vs one prompt at a time "
-              f"{report['single_new_tokens_per_s']:.1f} ({report['speedup']}x) -> {out}")
-    emit(report, args.json)
-    return 0
+    return _bench_done(report, settings.path("bench") / "generate.json",
+                       f"batched {report['batched_new_tokens_per_s']:.1f} new tokens/s vs one prompt at a time "
+                       f"{report['single_new_tokens_per_s']:.1f} ({report['speedup']}x)", args.json)
 
 
 def cmd_bench_label(args: argparse.Namespace) -> int:
     settings = _settings()
-    from roleforge.bench import label_benchmark, write_report
+    from roleforge.bench import label_benchmark
     from roleforge.tasks.models import ensure_base_model
 
     base_model = ensure_base_model(settings.resolved_base_model, settings.base_model is None) if args.judge_pairs else None
     report = label_benchmark(args.rows, args.judge_pairs, base_model)
-    out = Path(args.out) if args.out else settings.path("bench") / "label.json"
-    write_report(report, out)
-    if not args.json:
-        print(json.dumps(report, indent=2))
-        print(f"written to {out}")
-    emit(report, args.json)
-    return 0
+    return _bench_done(report, Path(args.out) if args.out else settings.path("bench") / "label.json",
+                       json.dumps(report, indent=2), args.json)
 
 
 def cmd_bench_cli(args: argparse.Namespace) -> int:
     settings = _settings()
-    from roleforge.bench import cli_benchmark, write_report
+    from roleforge.bench import cli_benchmark
 
     report = cli_benchmark(args.repeats)
-    out = settings.path("bench") / "cli.json"
-    write_report(report, out)
-    if not args.json:
-        print(f"roleforge --help {report['help_seconds']} s, roleforge status {report['status_seconds']} s "
-              f"(median of {args.repeats}) -> {out}")
-    emit(report, args.json)
-    return 0
+    return _bench_done(report, settings.path("bench") / "cli.json",
+                       f"roleforge --help {report['help_seconds']} s, roleforge status {report['status_seconds']} s "
+                       f"(median of {args.repeats})", args.json)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
