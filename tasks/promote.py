@@ -17,8 +17,8 @@ from roleforge.tasks.settings import GateConfig, load_settings
 from roleforge.tasks.train import Candidate
 from roleforge.tasks import audit
 from roleforge.tasks.timing import STAGES
+from roleforge.tasks.tracking import CHAMPION, PREVIOUS
 
-CHAMPION, PREVIOUS = "champion", "previous"
 REPLACED_TAG = "roleforge.replaced_version"
 
 

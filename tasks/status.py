@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from roleforge.tasks.settings import Settings
+from roleforge.tasks.tracking import CHAMPION
 
 
 def latest_snapshot_pairs(datasets_dir: Path, role: str) -> tuple[int, str | None]:
@@ -36,9 +37,6 @@ def role_status(settings: Settings) -> dict[str, dict[str, Any]]:
     return status
 
 
-CHAMPION_ALIAS = "champion"  # tasks/promote.CHAMPION
-
-
 def champions_of(tracking_uri: str, models: dict[str, str]) -> dict[str, tuple[str, dict[str, str]]]:
     """Per role, its registered model's champion version and that version's tags (roles without one left out).
 
@@ -49,7 +47,7 @@ def champions_of(tracking_uri: str, models: dict[str, str]) -> dict[str, tuple[s
         fast = _sqlite_champions(Path(tracking_uri.removeprefix("sqlite:///")), models)
         if fast is not None:
             return fast
-    from roleforge.tasks.promote import CHAMPION, alias_version
+    from roleforge.tasks.promote import alias_version
     from roleforge.tasks.tracking import mlflow_client
 
     client = mlflow_client(tracking_uri)
@@ -68,7 +66,7 @@ def _sqlite_champions(path: Path, models: dict[str, str]) -> dict[str, tuple[str
 
     if not path.exists():
         return {}
-    if os.environ.get("MLFLOW_WORKSPACE") or os.environ.get("MLFLOW_ENABLE_WORKSPACES"):
+    if os.environ.get("MLFLOW_WORKSPACE") or os.environ.get("MLFLOW_ENABLE_WORKSPACES", "").lower() in ("1", "true", "yes"):
         return None  # workspaces other than the default one: the client knows which applies
     try:
         connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
@@ -82,7 +80,7 @@ def _sqlite_champions(path: Path, models: dict[str, str]) -> dict[str, tuple[str
         found = {}
         for role, name in models.items():
             row = connection.execute(f"SELECT version FROM registered_model_aliases WHERE name = ? AND alias = ?{workspace}",
-                                     (name, CHAMPION_ALIAS)).fetchone()
+                                     (name, CHAMPION)).fetchone()
             if row is None:
                 continue
             tags = connection.execute(f"SELECT key, value FROM model_version_tags WHERE name = ? AND version = ?{workspace}",

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 EXPERIMENT = "roleforge"
+# Registry aliases: the version a role serves, and the one before it (rollback's target).
+CHAMPION, PREVIOUS = "champion", "previous"
 
 
 @functools.cache
