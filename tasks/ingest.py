@@ -22,15 +22,11 @@ from pydantic import BaseModel, ValidationError
 from roleforge.data_contracts.feedback import FeedbackRow, describe_error, fast_fields
 from roleforge.tasks import pii
 from roleforge.tasks.errors import RoleforgeError, retry_transient, storage_error
-from roleforge.tasks.settings import load_settings
+from roleforge.tasks.settings import INGEST_BATCH_ROWS, load_settings
 from roleforge.tasks.timing import STAGES
 
 FEEDBACK_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 HASHED_FIELDS = ("agent_role", "prompt", "response", "rating", "response_a", "response_b", "preference", "rater")
-# Rows per chunk, and so per store transaction: each commit rewrites every index page its rows touched (in the
-# WAL), and random content hashes touch most of them, so larger transactions write less per row (1M rows: about
-# 57 s with 20,000-row chunks, 45 s with 100,000, peak RSS 266 vs 625 MB; docs/perf-notes.md).
-BATCH_ROWS = 100_000
 
 
 class IngestReport(BaseModel):
@@ -243,10 +239,10 @@ def archive_file(path: Path, inbox: Path, archive: Path) -> Path | None:
 
 
 def ingest_files(paths: Iterable[str], roles: set[str], store_url: str, quarantine_dir: Path,
-                 inbox: Path | None = None, archive: Path | None = None) -> IngestReport:
+                 inbox: Path | None = None, archive: Path | None = None, batch_rows: int = INGEST_BATCH_ROWS) -> IngestReport:
     """Ingest feedback files into the store; re-ingesting the same data stores nothing twice.
 
-    Files are read in chunks of BATCH_ROWS lines. While one writer thread stores a chunk (SQLite works outside
+    Files are read in chunks of `batch_rows` lines. While one writer thread stores a chunk (SQLite works outside
     the GIL), the next one is parsed, checked and scrubbed. A chunk's quarantined lines are on disk before its
     good rows are stored. A file from the inbox moves to the archive only after all its rows are stored, so a
     crash at any point leaves it in the inbox, and the next ingest stores what is missing and nothing twice.
@@ -254,7 +250,7 @@ def ingest_files(paths: Iterable[str], roles: set[str], store_url: str, quaranti
     from roleforge.tasks.store import describe_url
 
     try:
-        return _ingest_files(paths, roles, store_url, quarantine_dir, inbox, archive)
+        return _ingest_files(paths, roles, store_url, quarantine_dir, inbox, archive, batch_rows)
     except Exception as error:
         problem = storage_error(error, describe_url(store_url))
         if problem is None:
@@ -263,7 +259,7 @@ def ingest_files(paths: Iterable[str], roles: set[str], store_url: str, quaranti
 
 
 def _ingest_files(paths: Iterable[str], roles: set[str], store_url: str, quarantine_dir: Path, inbox: Path | None,
-                  archive: Path | None) -> IngestReport:
+                  archive: Path | None, batch_rows: int) -> IngestReport:
     from collections import deque
     from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -289,7 +285,7 @@ def _ingest_files(paths: Iterable[str], roles: set[str], store_url: str, quarant
             local = inbox_file(path, inbox)
             records = read_records(path)
             try:
-                chunk = list(itertools.islice(records, BATCH_ROWS))
+                chunk = list(itertools.islice(records, batch_rows))
             except FileNotFoundError:
                 if local is None:
                     raise
@@ -303,7 +299,7 @@ def _ingest_files(paths: Iterable[str], roles: set[str], store_url: str, quarant
                 settle(1)
                 if batch.rows:
                     pending.append((writer.submit(insert_new_feedback, engine, batch.rows), len(batch.rows)))
-                chunk = list(itertools.islice(records, BATCH_ROWS))
+                chunk = list(itertools.islice(records, batch_rows))
             if local is not None and archive is not None:
                 settle(0)
                 archived += archive_file(local, inbox, archive) is not None
@@ -320,7 +316,7 @@ def ingest_configured(settings: Any, paths: list[str] | None) -> IngestReport:
     inbox = settings.path("inbox")
     paths = paths or [str(inbox)]
     report = ingest_files(paths, set(settings.roles), settings.resolved_store_url, settings.path("quarantine"), inbox,
-                          settings.path("archive"))
+                          settings.path("archive"), settings.ingest_batch_rows)
     audit_ingest(settings.home, paths, report)
     return report
 

@@ -177,6 +177,12 @@ DEFAULT_ROLES: dict[str, RoleConfig] = {
 }
 
 
+# Rows per ingest chunk, and so per store transaction: each commit rewrites every index page its rows touched (in
+# the WAL), and random content hashes touch most of them, so larger transactions write less per row (1M rows: about
+# 57 s with 20,000-row chunks, 45 s with 100,000, peak RSS 266 vs 625 MB; docs/perf-notes.md).
+INGEST_BATCH_ROWS = 100_000
+
+
 class Settings(BaseSettings):
     """Everything roleforge reads from its environment. All state lives under `home`."""
 
@@ -184,6 +190,9 @@ class Settings(BaseSettings):
 
     home: Path = Field(default=Path(".roleforge"), description="Where every run writes its state.")
     store_url: str | None = Field(default=None, description="SQLAlchemy URL of the feedback store; sqlite under home if unset.")
+    ingest_batch_rows: int = Field(default=INGEST_BATCH_ROWS, ge=1, le=10_000_000, description=(
+        "Rows an ingest parses and stores per transaction: larger is faster (fewer index page rewrites) and takes "
+        "more memory (about 600 MB at 100,000); a killed ingest redoes at most one such chunk per file."))
     mlflow_tracking_uri: str | None = Field(default=None, description="MLflow tracking + registry URI; sqlite under home if unset.")
     base_model: Path | None = Field(default=None, description="Directory of the base model (safetensors); the converted default if unset.")
     profile: Literal["quick", "default"] = Field(default="default", description="Training recipe profile.")

@@ -82,16 +82,33 @@ def ingest_env(home: Path) -> dict[str, str]:
     return {**os.environ, "ROLEFORGE_HOME": str(home)}
 
 
+def stored_count(home: Path) -> int:
+    try:
+        with sqlite3.connect(f"{(home / 'store.db').as_uri()}?mode=ro", uri=True, timeout=5) as connection:
+            return connection.execute("SELECT count(*) FROM feedback").fetchone()[0]
+    except sqlite3.OperationalError:  # not created yet
+        return 0
+
+
 @pytest.mark.slow
 def test_sigkill_at_random_points_loses_and_doubles_nothing(home, tmp_path, ingest_env):
+    # Several commits per file (chunks of 2,000 of its 12,000-15,000 rows), so kills land between commits inside a
+    # file too.
+    ingest_env = {**ingest_env, "ROLEFORGE_INGEST_BATCH_ROWS": "2000"}
     files = feedback_files(home / "inbox", tmp_path)
     originals = {path.name: path.read_bytes() for path in files}
     good, bad = expected(files)
     rng = random.Random(2026)
     kills = 0
     while kills < 12 and any((home / "inbox").glob("*.jsonl")):
+        before = stored_count(home)
         process = subprocess.Popen(ingest_command(), env=ingest_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        time.sleep(rng.uniform(0.5, 6.0))
+        # Kill at a random point of the work itself, not of the interpreter's start: once this run has stored
+        # something, after a further random wait (a commit takes about a tenth of a second here).
+        deadline = time.monotonic() + 120
+        while process.poll() is None and stored_count(home) == before and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 0.4))
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)
             kills += 1
