@@ -288,6 +288,7 @@ def dpo_benchmark(base_model: Path, pairs: int, epochs: float, repeats: int, hel
     from roleforge.tasks.scoring import completion_logps, score
     from roleforge.tasks.tool_use import TOOL_AGENT_SYSTEM_PROMPT
 
+    batch_size = batch_size or TRL_RECIPE["dpo"]["per_device_train_batch_size"]
     train, evaluation = load_pairs(pairs_file) if pairs_file else tool_use_pairs()
     train, evaluation = train[:pairs], evaluation[:held_out]
     tokenizer = load_tokenizer(base_model)
@@ -305,8 +306,7 @@ def dpo_benchmark(base_model: Path, pairs: int, epochs: float, repeats: int, hel
         machine = {} if engine == "trl" else {"activation_checkpointing": False}
         args = DPOConfig(output_dir=str(output), report_to="none", disable_tqdm=True, use_cpu=not has_accelerator(),
                          bf16=bf16_supported(), remove_unused_columns=False, **machine,
-                         **{**TRL_RECIPE["dpo"], "num_train_epochs": epochs,
-                            "per_device_train_batch_size": batch_size or TRL_RECIPE["dpo"]["per_device_train_batch_size"]})
+                         **{**TRL_RECIPE["dpo"], "num_train_epochs": epochs, "per_device_train_batch_size": batch_size})
         lora = LoraConfig(**TRL_RECIPE["lora"])
         if gpu:
             torch.cuda.empty_cache()
@@ -360,7 +360,7 @@ def dpo_benchmark(base_model: Path, pairs: int, epochs: float, repeats: int, hel
     achieved = ours["tokens"] * 4 * n_params / ours["seconds"]
     return {
         "pairs": len(train), "held_out_pairs": len(evaluation), "epochs": epochs, "repeats": repeats, "model_params": n_params,
-        "batch_size": batch_size or TRL_RECIPE["dpo"]["per_device_train_batch_size"],
+        "batch_size": batch_size,
         "trl_pairs_per_s": round(best("trl", "pairs_per_s"), 3), "roleforge_pairs_per_s": round(best("roleforge", "pairs_per_s"), 3),
         "speedup": round(best("roleforge", "pairs_per_s") / best("trl", "pairs_per_s"), 2),
         "trl_heldout_accuracy": round(best("trl", "accuracy"), 4), "roleforge_heldout_accuracy": round(best("roleforge", "accuracy"), 4),
@@ -408,10 +408,11 @@ def generate_benchmark(base_model: Path, prompts: int, max_new_tokens: int, batc
 def cli_benchmark(repeats: int) -> dict[str, Any]:
     """Wall seconds of `roleforge --help` and `roleforge status`, each a fresh process as a user starts it, against
     the current ROLEFORGE_HOME: median and slowest of `repeats` runs (one unmeasured run first warms the disk cache)."""
-    import os
     import statistics
     import subprocess
     import sys
+
+    from roleforge.tasks.errors import RoleforgeError
 
     command = [sys.executable, "-m", "roleforge.cli"]
     report: dict[str, Any] = {"repeats": repeats}
@@ -419,11 +420,9 @@ def cli_benchmark(repeats: int) -> dict[str, Any]:
         seconds = []
         for attempt in range(repeats + 1):
             started = time.perf_counter()
-            done = subprocess.run(command + args, capture_output=True, text=True, env=os.environ.copy())
+            done = subprocess.run(command + args, capture_output=True, text=True)
             elapsed = time.perf_counter() - started
             if done.returncode != 0:
-                from roleforge.tasks.errors import RoleforgeError
-
                 raise RoleforgeError(f"roleforge {' '.join(args)} failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
             if attempt:
                 seconds.append(elapsed)

@@ -239,6 +239,8 @@ def cmd_bench_dpo(args: argparse.Namespace) -> int:
     from roleforge.bench import dpo_benchmark, random_model
     from roleforge.tasks.models import ensure_base_model
 
+    if args.pairs < 1 or args.held_out < 1 or args.repeats < 1 or args.epochs <= 0 or (args.batch_size is not None and args.batch_size < 1):
+        raise RoleforgeError("--pairs, --held-out, --repeats and --batch-size must be at least 1, --epochs above 0")
     base_model = Path(args.model) if args.model else ensure_base_model(settings.resolved_base_model, settings.base_model is None)
     pairs_file = Path(args.pairs_file) if args.pairs_file else None
     if pairs_file is not None and not pairs_file.is_file():
@@ -313,6 +315,8 @@ def cmd_bench_cli(args: argparse.Namespace) -> int:
     settings = _settings()
     from roleforge.bench import cli_benchmark
 
+    if args.repeats < 1:
+        raise RoleforgeError("--repeats must be at least 1")
     report = cli_benchmark(args.repeats)
     return _bench_done(report, settings.path("bench") / "cli.json",
                        f"roleforge --help {report['help_seconds']} s, roleforge status {report['status_seconds']} s "

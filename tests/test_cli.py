@@ -114,3 +114,10 @@ def test_bench_cli_times_help_and_status_in_fresh_processes(home):
     for name in ("help", "status"):
         assert 0 < report[f"{name}_seconds"] <= report[f"{name}_max_seconds"]
     assert (home / "bench" / "cli.json").exists()
+
+
+@pytest.mark.parametrize("args", [["bench", "cli", "--repeats", "0"], ["bench", "dpo", "--batch-size", "0"],
+                                  ["bench", "dpo", "--repeats", "0"]])
+def test_bench_arguments_out_of_range_are_one_line_errors(home, args):
+    result = roleforge(*args)
+    assert result.returncode == 2 and result.stderr.strip().count("\n") == 0 and "at least 1" in result.stderr
