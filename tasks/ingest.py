@@ -263,9 +263,10 @@ def _ingest_files(paths: Iterable[str], roles: set[str], store_url: str, quarant
     from collections import deque
     from concurrent.futures import Future, ThreadPoolExecutor
 
-    from roleforge.tasks.store import engine_for, insert_new_feedback
+    from roleforge.tasks.store import engine_for, insert_new_feedback, remove_stale_staging
 
     engine = engine_for(store_url)
+    remove_stale_staging(engine)
     files = expand_paths(paths)
     quarantine = QuarantineFile(quarantine_dir)
     ingested = parsed = blank = archived = 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import json
 import operator
+import os
+import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,9 @@ feedback = sa.Table(
 FEEDBACK_COLUMNS = [c.name for c in feedback.columns if c.name not in ("id", "ingested_at")]
 ROW_VALUES = operator.itemgetter(*FEEDBACK_COLUMNS)
 METADATA_CELL = FEEDBACK_COLUMNS.index("metadata")
+INSERT_COLUMNS = ", ".join(FEEDBACK_COLUMNS)
+# Bulk inserts into a sqlite store go through a staging database file beside it (see _insert_staged).
+STAGING_PREFIX = ".roleforge-staging-"
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -89,14 +94,19 @@ def insert_new_feedback(engine: sa.Engine, rows: Sequence[dict[str, Any]]) -> in
     if not rows:
         return 0
     if engine.dialect.name == "sqlite":
+        directory = _sqlite_directory(engine)
+        if directory is not None:
+            staged = _stage_rows(rows, directory)
+            if staged is not None:
+                return _insert_staged(engine, staged)
         # The DB-API's executemany with tuples: the same statement as below without SQLAlchemy's per-row work.
-        sql = (f"INSERT INTO feedback ({', '.join(FEEDBACK_COLUMNS)}) VALUES ({', '.join('?' * len(FEEDBACK_COLUMNS))}) "
+        sql = (f"INSERT INTO feedback ({INSERT_COLUMNS}) VALUES ({', '.join('?' * len(FEEDBACK_COLUMNS))}) "
                "ON CONFLICT (content_hash) DO NOTHING")
         values = list(map(ROW_VALUES, rows))
         for index, row in enumerate(rows):
             if row["metadata"] is not None:
                 cells = list(values[index])
-                cells[METADATA_CELL] = json.dumps(row["metadata"])  # as SQLAlchemy's JSON type writes it
+                cells[METADATA_CELL] = _metadata_text(row["metadata"])
                 values[index] = tuple(cells)
         with engine.begin() as connection:
             return connection.exec_driver_sql(sql, values).rowcount
@@ -111,6 +121,101 @@ def insert_new_feedback(engine: sa.Engine, rows: Sequence[dict[str, Any]]) -> in
         if fresh:
             connection.execute(feedback.insert(), fresh)
         return len(fresh)
+
+
+def _metadata_text(metadata: Any) -> str:
+    return json.dumps(metadata)  # as SQLAlchemy's JSON type writes it
+
+
+def _sqlite_directory(engine: sa.Engine) -> Path | None:
+    """The directory of a sqlite store's file; None for an in-memory store."""
+    database = engine.url.database
+    if database in (None, "", ":memory:") or database.startswith("file:"):
+        return None
+    return Path(database).resolve().parent
+
+
+def _arrow_type(column: sa.Column) -> Any:
+    import pyarrow as pa
+
+    if isinstance(column.type, sa.Integer):
+        return pa.int64()
+    if isinstance(column.type, sa.Float):
+        return pa.float64()
+    return pa.string()  # text, and JSON as its text
+
+
+def _stage_rows(rows: Sequence[dict[str, Any]], directory: Path) -> Path | None:
+    """Write rows as a table `staged` of a new sqlite file in `directory`, in file order, by ADBC's bulk ingest:
+    Arrow columns bound in C, outside the GIL, at about a quarter of what Python's sqlite3 module spends binding the
+    same rows one by one. None when a value has no Arrow form (the caller then inserts row by row)."""
+    import adbc_driver_sqlite.dbapi as adbc
+    import pyarrow as pa
+
+    try:
+        columns = {name: pa.array([row[name] for row in rows], type=_arrow_type(feedback.c[name]))
+                   for name in FEEDBACK_COLUMNS if name != "metadata"}
+        columns["metadata"] = pa.array([None if row["metadata"] is None else _metadata_text(row["metadata"])
+                                        for row in rows], type=pa.string())
+    except (pa.ArrowException, UnicodeError, OverflowError):
+        return None
+    path = directory / f"{STAGING_PREFIX}{os.getpid()}-{uuid.uuid4().hex}.db"
+    try:
+        with adbc.connect(str(path)) as connection:
+            with connection.cursor() as cursor:
+                cursor.adbc_ingest("staged", pa.table(columns), mode="create")
+            connection.commit()
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _insert_staged(engine: sa.Engine, staged: Path) -> int:
+    """Copy a staging file's rows into the store inside SQLite (one INSERT ... SELECT, new content hashes only, file
+    order kept for the ids), then remove the file. The store itself is only ever opened by Python's sqlite3: two
+    SQLite libraries in one process must not share a database file (their POSIX locks would clobber each other),
+    and the staging file is closed by ADBC before it is attached here."""
+    raw = engine.raw_connection()
+    try:
+        connection = raw.driver_connection
+        connection.execute("ATTACH DATABASE ? AS roleforge_staging", (str(staged),))
+        try:
+            with connection:  # commits, or rolls back on an error
+                return connection.execute(
+                    f"INSERT INTO feedback ({INSERT_COLUMNS}) SELECT {INSERT_COLUMNS} FROM roleforge_staging.staged "
+                    "WHERE true ORDER BY rowid ON CONFLICT (content_hash) DO NOTHING").rowcount
+        finally:
+            connection.execute("DETACH DATABASE roleforge_staging")
+    finally:
+        raw.close()
+        staged.unlink(missing_ok=True)
+
+
+def remove_stale_staging(engine: sa.Engine) -> list[Path]:
+    """Remove staging files left beside a sqlite store by a process that no longer runs (killed mid-insert);
+    returns what was removed. A staging file never holds the only copy of a row: its source stays in the inbox
+    until stored."""
+    directory = _sqlite_directory(engine) if engine.dialect.name == "sqlite" else None
+    if directory is None:
+        return []
+    removed = []
+    for path in directory.glob(f"{STAGING_PREFIX}*.db"):
+        pid = path.name.removeprefix(STAGING_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not _running(int(pid)):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def _dialect_insert(name: str) -> Any:
