@@ -283,7 +283,8 @@ def dpo_benchmark(base_model: Path, pairs: int, epochs: float, repeats: int, hel
     from trl import DPOConfig
 
     from roleforge.tasks.engines import roleforge_trainer, trl_trainer
-    from roleforge.tasks.models import attach_adapter, chat_prompts, compute_dtype, load_model, load_tokenizer
+    from roleforge.tasks.models import (attach_adapter, chat_prompts, compute_dtype, load_model, load_tokenizer,
+                                         pooled_attention)
     from roleforge.tasks.recipes import bf16_supported, has_accelerator
     from roleforge.tasks.scoring import completion_logps, score
     from roleforge.tasks.tool_use import TOOL_AGENT_SYSTEM_PROMPT
@@ -312,7 +313,10 @@ def dpo_benchmark(base_model: Path, pairs: int, epochs: float, repeats: int, hel
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
         with PeakRss() as memory:
-            base = load_model(base_model, "float32" if engine == "trl" else compute_dtype())
+            # Stock TRL gets the model as transformers loads it; roleforge's path gets it as the pipeline's model
+            # pool loads it (bf16 where supported, the attention kernels of models.pooled_attention).
+            base = (load_model(base_model, "float32") if engine == "trl"
+                    else load_model(base_model, compute_dtype(), pooled_attention()))
             started = time.perf_counter()
             if engine == "trl":
                 trainer = trl_trainer(base, args, lora, None, tokenizer, train, TOOL_AGENT_SYSTEM_PROMPT, [])

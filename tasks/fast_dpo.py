@@ -86,9 +86,17 @@ def pad_sequences(sequences: list[list[int]], prompt_lengths: list[int], pad_id:
 
 
 def collate(examples: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Rows [chosen..., rejected...] of prompt-rest + completion, with the reference log-probs when known."""
+    """Rows [chosen..., rejected...] of prompt-rest + completion, with the reference log-probs when known; and the
+    same pairs split for sharing each prompt between its two completions: `prompt_ids` (one row per pair) and
+    `completion_ids` (chosen rows, then rejected rows), each right-padded with its mask."""
     sequences = [e["prompt_ids"] + e[side] for side in ("chosen_ids", "rejected_ids") for e in examples]
     batch = pad_sequences(sequences, [len(e["prompt_ids"]) for e in examples] * 2, pad_id)
+    if all(e["prompt_ids"] for e in examples):  # each first completion token is predicted from its prompt's end
+        prompts = pad_sequences([e["prompt_ids"] for e in examples], [0] * len(examples), pad_id)
+        completions = pad_sequences([e[side] for side in ("chosen_ids", "rejected_ids") for e in examples],
+                                    [0] * 2 * len(examples), pad_id)
+        batch.update(prompt_ids=prompts["input_ids"], prompt_mask=prompts["attention_mask"],
+                     completion_ids=completions["input_ids"], completion_mask=completions["attention_mask"])
     batch["index"] = torch.tensor([e["index"] for e in examples])
     if "ref_chosen" in examples[0]:
         batch["ref_chosen"] = torch.tensor([e["ref_chosen"] for e in examples])
@@ -96,32 +104,88 @@ def collate(examples: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tens
     return batch
 
 
+def tokens_through(batch: dict[str, torch.Tensor], prefix_tokens: int, checkpointed: bool) -> int:
+    """Tokens one pass of sequence_logps runs through the decoder for this batch."""
+    if checkpointed:  # the prefix in front of every row (see sequence_logps)
+        return prefix_tokens * batch["input_ids"].size(0) + int(batch["attention_mask"].sum())
+    if "completion_ids" in batch:
+        return prefix_tokens + int(batch["prompt_mask"].sum()) + int(batch["completion_mask"].sum())
+    return prefix_tokens + int(batch["attention_mask"].sum())
+
+
 def sequence_logps(model: Any, prefix: torch.Tensor | None, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Per row: the summed log-probability of its completion tokens and their count. The prefix runs once and its
-    keys/values are shared by every row (gradients flow back through them)."""
-    from transformers import DynamicCache
-
+    keys/values are shared by every row, and each pair's prompt runs once for its chosen and rejected completions
+    (gradients flow back through both caches)."""
     from roleforge.tasks.models import decoder_and_head
 
     decoder, lm_head = decoder_and_head(model)
-    if prefix is not None and prefix.numel() and decoder.training and decoder.is_activation_checkpointing:
-        # A checkpointed layer drops any KV cache, so the shared prefix goes in front of every row instead.
-        batch, prefix = with_prefix(batch, prefix), None
+    if decoder.training and decoder.is_activation_checkpointing:
+        # A checkpointed layer drops any KV cache, so the prefix and prompt go in front of every row instead.
+        if prefix is not None and prefix.numel():
+            batch = with_prefix(batch, prefix)
+        return _row_logps(decoder, lm_head, None, batch)
+    if "completion_ids" in batch:
+        return _shared_prompt_logps(decoder, lm_head, prefix, batch)
+    return _row_logps(decoder, lm_head, prefix, batch)
+
+
+def _prefix_cache(decoder: Any, prefix: torch.Tensor | None, rows: int) -> Any:
+    """The prefix's keys and values, computed once and viewed as `rows` rows; None without a prefix."""
+    from transformers import DynamicCache
+
+    if prefix is None or not prefix.numel():
+        return None
+    prefix_cache = decoder(input_ids=prefix.unsqueeze(0), use_cache=True).past_key_values
+    return DynamicCache(ddp_cache_data=[(keys.expand(rows, -1, -1, -1), values.expand(rows, -1, -1, -1))
+                                        for keys, values, *_ in prefix_cache])
+
+
+def _row_logps(decoder: Any, lm_head: Any, prefix: torch.Tensor | None, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's prompt and completion through the decoder after the shared prefix."""
     input_ids, attention = batch["input_ids"], batch["attention_mask"]
     rows = input_ids.size(0)
-    cache = None
-    if prefix is not None and prefix.numel():
-        prefix_cache = decoder(input_ids=prefix.unsqueeze(0), use_cache=True).past_key_values
-        cache = DynamicCache(ddp_cache_data=[(keys.expand(rows, -1, -1, -1), values.expand(rows, -1, -1, -1))
-                                             for keys, values, *_ in prefix_cache])
+    cache = _prefix_cache(decoder, prefix, rows)
+    if cache is not None:
         attention = torch.cat([attention.new_ones(rows, prefix.numel()), attention], dim=1)
     hidden = decoder(input_ids=input_ids, attention_mask=attention, past_key_values=cache, use_cache=cache is not None).last_hidden_state
     targets = batch["targets"]  # never set on a row's last position: each target has a next token
     next_tokens = input_ids[:, 1:][targets[:, :-1]]
-    token_logps = completion_token_logps(lm_head, hidden[targets], next_tokens)
-    counts = targets.sum(dim=1)
-    row_of_token = torch.repeat_interleave(torch.arange(rows, device=counts.device), counts)
-    sums = torch.zeros(rows, dtype=token_logps.dtype, device=token_logps.device).index_add(0, row_of_token, token_logps)
+    return _summed(lm_head, hidden[targets], next_tokens, targets.sum(dim=1))
+
+
+def _shared_prompt_logps(decoder: Any, lm_head: Any, prefix: torch.Tensor | None, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The prompts run once per pair (after the prefix); the chosen and rejected completions continue from a copy
+    of their pair's keys and values, at the positions they have in the full sequence."""
+    from transformers import DynamicCache
+
+    prompt_ids, prompt_mask = batch["prompt_ids"], batch["prompt_mask"]
+    completion_ids, completion_mask = batch["completion_ids"], batch["completion_mask"]
+    pairs, prefix_tokens = prompt_ids.size(0), 0 if prefix is None else prefix.numel()
+    cache = _prefix_cache(decoder, prefix, pairs)
+    attention = prompt_mask if cache is None else torch.cat([prompt_mask.new_ones(pairs, prefix_tokens), prompt_mask], dim=1)
+    prompt_pass = decoder(input_ids=prompt_ids, attention_mask=attention, past_key_values=cache, use_cache=True)
+    pair_of_row = torch.arange(pairs, device=prompt_ids.device).repeat(2)
+    cache = DynamicCache(ddp_cache_data=[(keys[pair_of_row], values[pair_of_row])
+                                         for keys, values, *_ in prompt_pass.past_key_values])
+    prompt_lengths = prompt_mask.sum(dim=1)
+    positions = (prefix_tokens + prompt_lengths[pair_of_row]).unsqueeze(1) + torch.arange(
+        completion_ids.size(1), device=completion_ids.device)
+    attention = torch.cat([attention[pair_of_row], completion_mask], dim=1)
+    hidden = decoder(input_ids=completion_ids, attention_mask=attention, past_key_values=cache, position_ids=positions,
+                     use_cache=True).last_hidden_state
+    # Completion token j is predicted by the hidden state before it: the prompt's last one for j = 0.
+    last_prompt = prompt_pass.last_hidden_state[torch.arange(pairs, device=prompt_ids.device), prompt_lengths - 1]
+    predicting = torch.cat([last_prompt[pair_of_row].unsqueeze(1), hidden[:, :-1]], dim=1)
+    targets = completion_mask.bool()
+    return _summed(lm_head, predicting[targets], completion_ids[targets], targets.sum(dim=1))
+
+
+def _summed(lm_head: Any, hidden: torch.Tensor, next_tokens: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row, the sum of its tokens' log-probs (the tokens given row by row, in order) and their count."""
+    token_logps = completion_token_logps(lm_head, hidden, next_tokens)
+    row_of_token = torch.repeat_interleave(torch.arange(counts.numel(), device=counts.device), counts)
+    sums = torch.zeros(counts.numel(), dtype=token_logps.dtype, device=token_logps.device).index_add(0, row_of_token, token_logps)
     return sums, counts
 
 
@@ -218,8 +282,7 @@ class SharedPrefixDPOTrainer(Trainer):
     def compute_loss(self, model: Any, inputs: dict[str, torch.Tensor], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
         sums, counts = sequence_logps(model, self.prefix.to(inputs["input_ids"].device), inputs)
-        shared = self.checkpointing_since is None  # else the prefix went in front of every row
-        self.tokens_seen += self.prefix.numel() * (1 if shared else inputs["input_ids"].size(0)) + int(inputs["attention_mask"].sum())
+        self.tokens_seen += tokens_through(inputs, self.prefix.numel(), self.checkpointing_since is not None)
         chosen, rejected = sums.chunk(2)
         chosen_tokens, _ = counts.chunk(2)
         reference = (inputs["ref_chosen"].to(chosen.dtype), inputs["ref_rejected"].to(chosen.dtype))

@@ -6,7 +6,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from roleforge.tasks.evaluate import completion_logps
-from roleforge.tasks.fast_dpo import collate, dpo_losses, length_buckets, sequence_logps, tokenize_pairs
+from roleforge.tasks.fast_dpo import collate, dpo_losses, length_buckets, sequence_logps, tokenize_pairs, tokens_through
 from roleforge.tasks.models import chat_prompts, load_model, load_tokenizer
 
 SYSTEM = "You are a tool-using agent. Answer with a Thought line and a JSON action."
@@ -125,3 +125,21 @@ def test_a_step_out_of_memory_is_redone_with_checkpointing_and_counted_once(tiny
     for name, value in from_start.items():
         assert torch.allclose(recovered[name], value, atol=1e-6), name
     assert any(not torch.equal(value, torch.zeros_like(value)) for value in recovered.values())
+
+
+def test_each_prompt_runs_once_for_its_chosen_and_rejected_completion(tiny_model_dir):
+    tokenizer = load_tokenizer(tiny_model_dir)
+    prefix, examples = tokenize_pairs(tokenizer, SYSTEM, PAIRS, max_length=1024)
+    batch = collate(examples, tokenizer.pad_token_id)
+    seen = []
+    model = lora_model(tiny_model_dir)
+    model.get_base_model().model.embed_tokens.register_forward_hook(lambda _m, args, _o: seen.append(args[0].shape))
+    with torch.no_grad():
+        sequence_logps(model, torch.tensor(prefix), batch)
+    prompt_width = max(len(e["prompt_ids"]) for e in examples)
+    completion_width = max(len(e[side]) for e in examples for side in ("chosen_ids", "rejected_ids"))
+    assert seen == [(1, len(prefix)), (len(PAIRS), prompt_width), (2 * len(PAIRS), completion_width)]
+    prompt_tokens = sum(len(e["prompt_ids"]) for e in examples)
+    completion_tokens = sum(len(e["chosen_ids"]) + len(e["rejected_ids"]) for e in examples)
+    assert tokens_through(batch, len(prefix), checkpointed=False) == len(prefix) + prompt_tokens + completion_tokens
+    assert tokens_through(batch, len(prefix), checkpointed=True) == 2 * len(PAIRS) * len(prefix) + 2 * prompt_tokens + completion_tokens
