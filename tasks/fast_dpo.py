@@ -104,28 +104,46 @@ def collate(examples: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tens
     return batch
 
 
-def tokens_through(batch: dict[str, torch.Tensor], prefix_tokens: int, checkpointed: bool) -> int:
-    """Tokens one pass of sequence_logps runs through the decoder for this batch."""
-    if checkpointed:  # the prefix in front of every row (see sequence_logps)
+def logps_path(model: Any, batch: dict[str, torch.Tensor]) -> str:
+    """How sequence_logps runs a batch:
+    - "checkpointed": prefix and prompt in front of every row (a checkpointed layer drops any KV cache);
+    - "shared_prompt": each pair's prompt once for both completions, on a CPU, where time goes with tokens (17%
+      fewer tokens on the sample tool-use pairs);
+    - "rows": each row's prompt and completion in one pass after the shared prefix, on an accelerator, where a
+      second pass per layer costs more in kernel launches than the prompt tokens it saves (H100, 1.7B shape:
+      64.7 vs 77.1 pairs/s at batch 64, 8.3 vs 11.1 at batch 4; docs/perf-notes.md)."""
+    from roleforge.tasks.models import decoder_and_head
+
+    decoder, _ = decoder_and_head(model)
+    if decoder.training and decoder.is_activation_checkpointing:
+        return "checkpointed"
+    if "completion_ids" in batch and batch["completion_ids"].device.type == "cpu":
+        return "shared_prompt"
+    return "rows"
+
+
+def tokens_through(batch: dict[str, torch.Tensor], prefix_tokens: int, path: str) -> int:
+    """Tokens one pass of sequence_logps runs through the decoder for this batch along `path` (see logps_path)."""
+    if path == "checkpointed":
         return prefix_tokens * batch["input_ids"].size(0) + int(batch["attention_mask"].sum())
-    if "completion_ids" in batch:
+    if path == "shared_prompt":
         return prefix_tokens + int(batch["prompt_mask"].sum()) + int(batch["completion_mask"].sum())
     return prefix_tokens + int(batch["attention_mask"].sum())
 
 
 def sequence_logps(model: Any, prefix: torch.Tensor | None, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Per row: the summed log-probability of its completion tokens and their count. The prefix runs once and its
-    keys/values are shared by every row, and each pair's prompt runs once for its chosen and rejected completions
-    (gradients flow back through both caches)."""
+    keys/values are shared by every row; on a CPU each pair's prompt also runs once for its chosen and rejected
+    completions (gradients flow back through both caches)."""
     from roleforge.tasks.models import decoder_and_head
 
     decoder, lm_head = decoder_and_head(model)
-    if decoder.training and decoder.is_activation_checkpointing:
-        # A checkpointed layer drops any KV cache, so the prefix and prompt go in front of every row instead.
+    path = logps_path(model, batch)
+    if path == "checkpointed":
         if prefix is not None and prefix.numel():
             batch = with_prefix(batch, prefix)
         return _row_logps(decoder, lm_head, None, batch)
-    if "completion_ids" in batch:
+    if path == "shared_prompt":
         return _shared_prompt_logps(decoder, lm_head, prefix, batch)
     return _row_logps(decoder, lm_head, prefix, batch)
 
@@ -282,7 +300,7 @@ class SharedPrefixDPOTrainer(Trainer):
     def compute_loss(self, model: Any, inputs: dict[str, torch.Tensor], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
         sums, counts = sequence_logps(model, self.prefix.to(inputs["input_ids"].device), inputs)
-        self.tokens_seen += tokens_through(inputs, self.prefix.numel(), self.checkpointing_since is not None)
+        self.tokens_seen += tokens_through(inputs, self.prefix.numel(), logps_path(model, inputs))
         chosen, rejected = sums.chunk(2)
         chosen_tokens, _ = counts.chunk(2)
         reference = (inputs["ref_chosen"].to(chosen.dtype), inputs["ref_rejected"].to(chosen.dtype))

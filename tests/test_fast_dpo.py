@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
 from roleforge.tasks.evaluate import completion_logps
-from roleforge.tasks.fast_dpo import collate, dpo_losses, length_buckets, sequence_logps, tokenize_pairs, tokens_through
+from roleforge.tasks.fast_dpo import (collate, dpo_losses, length_buckets, logps_path, sequence_logps, tokenize_pairs,
+                                      tokens_through)
 from roleforge.tasks.models import chat_prompts, load_model, load_tokenizer
 
 SYSTEM = "You are a tool-using agent. Answer with a Thought line and a JSON action."
@@ -20,12 +22,22 @@ def lora_model(tiny_model_dir):
                                                                   init_lora_weights=False, task_type="CAUSAL_LM"))
 
 
-def test_shared_prefix_log_probs_equal_full_sequence_log_probs(tiny_model_dir):
+PAIR_KEYS = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask")
+
+
+@pytest.mark.parametrize("path", ["shared_prompt", "rows"])
+def test_shared_prefix_log_probs_equal_full_sequence_log_probs(tiny_model_dir, path):
+    """Both ways of sharing (each prompt once per pair on a CPU; the prefix only, on an accelerator) against plain
+    full sequences."""
     tokenizer, model = load_tokenizer(tiny_model_dir), lora_model(tiny_model_dir)
     prefix, examples = tokenize_pairs(tokenizer, SYSTEM, PAIRS, max_length=1024)
     assert len(prefix) > 5, "the system turn is the shared prefix"
+    batch = collate(examples, tokenizer.pad_token_id)
+    if path == "rows":  # what an accelerator runs
+        batch = {key: value for key, value in batch.items() if key not in PAIR_KEYS}
+    assert logps_path(model, batch) == path
     with torch.no_grad():
-        sums, counts = sequence_logps(model, torch.tensor(prefix), collate(examples, tokenizer.pad_token_id))
+        sums, counts = sequence_logps(model, torch.tensor(prefix), batch)
     prompts = chat_prompts(tokenizer, SYSTEM, [p["prompt"] for p in PAIRS])
     full_chosen = completion_logps(model, tokenizer, prompts, [p["chosen"] + tokenizer.eos_token for p in PAIRS])
     full_rejected = completion_logps(model, tokenizer, prompts, [p["rejected"] + tokenizer.eos_token for p in PAIRS])
@@ -141,5 +153,5 @@ def test_each_prompt_runs_once_for_its_chosen_and_rejected_completion(tiny_model
     assert seen == [(1, len(prefix)), (len(PAIRS), prompt_width), (2 * len(PAIRS), completion_width)]
     prompt_tokens = sum(len(e["prompt_ids"]) for e in examples)
     completion_tokens = sum(len(e["chosen_ids"]) + len(e["rejected_ids"]) for e in examples)
-    assert tokens_through(batch, len(prefix), checkpointed=False) == len(prefix) + prompt_tokens + completion_tokens
-    assert tokens_through(batch, len(prefix), checkpointed=True) == 2 * len(PAIRS) * len(prefix) + 2 * prompt_tokens + completion_tokens
+    assert tokens_through(batch, len(prefix), logps_path(model, batch)) == len(prefix) + prompt_tokens + completion_tokens
+    assert tokens_through(batch, len(prefix), "checkpointed") == 2 * len(PAIRS) * len(prefix) + 2 * prompt_tokens + completion_tokens
