@@ -4,7 +4,9 @@ ones the rest of the pipeline relies on.
 
 What it saves, measured one lever at a time with `roleforge bench dpo` (see docs/perf-notes.md):
 - the role's system prompt is the same for every pair: its keys and values are computed once per batch (with
-  gradients, since the LoRA adapter changes them) and shared by every chosen and rejected sequence;
+  gradients, since the LoRA adapter changes them) and shared by every chosen and rejected sequence; on a CPU
+  each pair's prompt also runs once for both of its completions (on an accelerator that second pass costs more
+  kernel launches than the tokens it saves);
 - the reference log-probabilities are computed once, before training, with the adapter off (or the SFT
   adapter on), in large no-grad batches, and cached next to the checkpoints;
 - the vocabulary projection runs only at positions that predict a completion token;
