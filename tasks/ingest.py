@@ -2,31 +2,26 @@
 
 from __future__ import annotations
 
-import base64
-import csv
-import hashlib
-import io
 import itertools
 import json
 import os
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
 from prefect import get_run_logger, task
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from roleforge.data_contracts.feedback import FeedbackRow, describe_error, fast_fields
-from roleforge.tasks import pii
 from roleforge.tasks.errors import RoleforgeError, retry_transient, storage_error
+# The row logic lives in a light module of its own (parse workers import it); these names are ingest's API too.
+from roleforge.tasks.feedback_rows import (HASHED_FIELDS, ParsedBatch, ParsedChunk, Quarantined,  # noqa: F401
+                                           canonical_json, content_hash, decode_chunk, encode_request, parse_chunk,
+                                           parse_records, read_frame, read_records, to_stored_row)
 from roleforge.tasks.settings import INGEST_BATCH_ROWS, load_settings
 from roleforge.tasks.timing import STAGES
 
 FEEDBACK_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
-HASHED_FIELDS = ("agent_role", "prompt", "response", "rating", "response_a", "response_b", "preference", "rater")
 
 
 class IngestReport(BaseModel):
@@ -40,34 +35,6 @@ class IngestReport(BaseModel):
     blank: int
     quarantine_path: str | None
     by_role: dict[str, int]
-
-
-@dataclass
-class Quarantined:
-    source: str
-    line: int
-    reason: str
-    raw: bytes | str
-
-    def as_record(self) -> dict[str, Any]:
-        record: dict[str, Any] = {"source": self.source, "line": self.line, "reason": self.reason}
-        if isinstance(self.raw, str):
-            record["raw"] = self.raw
-            return record
-        try:
-            record["raw"] = self.raw.decode("utf-8")
-        except UnicodeDecodeError:
-            # Keep the exact bytes too: the readable form alone would lose them.
-            record["raw"] = self.raw.decode("utf-8", errors="backslashreplace")
-            record["raw_base64"] = base64.b64encode(self.raw).decode("ascii")
-        return record
-
-
-@dataclass
-class ParsedBatch:
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    quarantined: list[Quarantined] = field(default_factory=list)
-    blank: int = 0
 
 
 def expand_paths(paths: Iterable[str]) -> list[str]:
@@ -87,103 +54,6 @@ def expand_paths(paths: Iterable[str]) -> list[str]:
         else:
             found.append(path)
     return found
-
-
-def read_records(path: str) -> Iterator[tuple[int, bytes | dict[str, Any]]]:
-    """(line number, raw line or record) for each row of a JSONL, CSV or Parquet file, local or fsspec URL."""
-    import fsspec
-
-    with fsspec.open(path, "rb") as handle:
-        if path.endswith(".parquet"):
-            import pyarrow.parquet as pq
-
-            for index, record in enumerate(pq.read_table(handle).to_pylist(), start=1):
-                yield index, {k: v for k, v in record.items() if v is not None}
-        elif path.endswith(".csv"):
-            reader = csv.DictReader(io.TextIOWrapper(handle, encoding="utf-8", newline=""))
-            for record in reader:
-                yield reader.line_num, {k: v for k, v in record.items() if v not in ("", None)}
-        else:
-            for index, line in enumerate(handle, start=1):
-                yield index, line
-
-
-def canonical_json(values: list[Any]) -> bytes:
-    """The hashed form: compact JSON, non-ASCII kept as UTF-8 (orjson writes exactly what json.dumps would)."""
-    try:
-        return orjson.dumps(values)
-    except TypeError:  # e.g. a lone surrogate, which orjson refuses
-        return json.dumps(values, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
-
-
-def content_hash(row: dict[str, Any]) -> str:
-    return hashlib.sha256(canonical_json([row.get(name) for name in HASHED_FIELDS])).hexdigest()
-
-
-def _scrubbed(text: str | None) -> str | None:
-    return pii.scrub(text) if text else text
-
-
-def to_stored_row(fields: dict[str, Any], source: str, line: int) -> dict[str, Any]:
-    """The store's row from a contract-checked row's fields: every text scrubbed of PII before it is hashed or
-    written."""
-    metadata, timestamp = fields["metadata"], fields["timestamp"]
-    stored = {
-        "agent_role": fields["agent_role"], "kind": "rating" if fields["rating"] is not None else "ab",
-        "prompt": _scrubbed(fields["prompt"]), "response": _scrubbed(fields["response"]), "rating": fields["rating"],
-        "response_a": _scrubbed(fields["response_a"]), "response_b": _scrubbed(fields["response_b"]),
-        "preference": fields["preference"], "event_id": fields["event_id"], "rater": _scrubbed(fields["rater"]),
-        "confidence": fields["confidence"],
-        "metadata": json.loads(pii.scrub(json.dumps(metadata))) if metadata else None,
-        "timestamp": timestamp.isoformat() if timestamp else None, "source": source, "source_line": line,
-    }
-    stored["content_hash"] = content_hash(stored)
-    return stored
-
-
-def parse_records(source: str, records: Iterable[tuple[int, bytes | dict[str, Any]]], roles: set[str]) -> ParsedBatch:
-    """Check each record against the row contract; a bad one is quarantined with its reason, never dropped."""
-    batch = ParsedBatch()
-    roles = frozenset(roles)
-    context = {"roles": roles}
-    for line, raw in records:
-        if isinstance(raw, bytes):
-            if not raw.strip():
-                batch.blank += 1
-                continue
-            try:
-                value = orjson.loads(raw)
-            except orjson.JSONDecodeError as error:
-                batch.quarantined.append(Quarantined(source, line, _undecodable(raw, error), raw))
-                continue
-        else:
-            value = raw
-        if not isinstance(value, dict):
-            batch.quarantined.append(Quarantined(source, line, f"not a JSON object but {type(value).__name__}", raw))
-            continue
-        fields = fast_fields(value, roles)
-        if fields is None:
-            try:
-                fields = FeedbackRow.model_validate(value, context=context).__dict__
-            except ValidationError as error:
-                text = raw if isinstance(raw, bytes) else json.dumps(raw, ensure_ascii=False, default=str)
-                batch.quarantined.append(Quarantined(source, line, describe_error(error), text))
-                continue
-        batch.rows.append(to_stored_row(fields, source, line))
-    return batch
-
-
-def _undecodable(raw: bytes, error: orjson.JSONDecodeError) -> str:
-    """Why a line is not a JSON document, in the words of Python's own decoder where it agrees."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as bad:
-        return f"not UTF-8: {bad.reason} at byte {bad.start}"
-    try:
-        json.loads(text)
-    except json.JSONDecodeError as decoded:
-        return f"malformed JSON: {decoded.msg} (column {decoded.colno})"
-    return f"malformed JSON: {error}"  # valid to Python but not to RFC 8259 (NaN, lone surrogates, huge numbers)
 
 
 class QuarantineFile:
@@ -238,19 +108,26 @@ def archive_file(path: Path, inbox: Path, archive: Path) -> Path | None:
     return target
 
 
+# Parse workers pay off only past a few chunks: below this, a JSONL file is parsed in the ingest process itself.
+PARALLEL_MIN_BYTES = 16 * 2**20
+
+
 def ingest_files(paths: Iterable[str], roles: set[str], store_url: str, quarantine_dir: Path,
-                 inbox: Path | None = None, archive: Path | None = None, batch_rows: int = INGEST_BATCH_ROWS) -> IngestReport:
+                 inbox: Path | None = None, archive: Path | None = None, batch_rows: int = INGEST_BATCH_ROWS,
+                 workers: int | None = None) -> IngestReport:
     """Ingest feedback files into the store; re-ingesting the same data stores nothing twice.
 
-    Files are read in chunks of `batch_rows` lines. While one writer thread stores a chunk (SQLite works outside
-    the GIL), the next one is parsed, checked and scrubbed. A chunk's quarantined lines are on disk before its
-    good rows are stored. A file from the inbox moves to the archive only after all its rows are stored, so a
-    crash at any point leaves it in the inbox, and the next ingest stores what is missing and nothing twice.
-    A full disk or an unwritable store is a one-line RoleforgeError naming the path."""
+    Files are read in chunks of `batch_rows` lines. JSON-lines files are parsed, checked, scrubbed and hashed by
+    `workers` processes (None: one per CPU, for files of 16 MiB or more; 0: in this process), each writing its
+    chunk's rows to a staging file beside a sqlite store; one writer thread stores the chunks in file order (SQLite
+    works outside the GIL). A chunk's quarantined lines are on disk before its good rows are stored. A file from
+    the inbox moves to the archive only after all its rows are stored, so a crash at any point leaves it in the
+    inbox, and the next ingest stores what is missing and nothing twice. A full disk or an unwritable store is a
+    one-line RoleforgeError naming the path."""
     from roleforge.tasks.store import describe_url
 
     try:
-        return _ingest_files(paths, roles, store_url, quarantine_dir, inbox, archive, batch_rows)
+        return _ingest_files(paths, roles, store_url, quarantine_dir, inbox, archive, batch_rows, workers)
     except Exception as error:
         problem = storage_error(error, describe_url(store_url))
         if problem is None:
@@ -259,11 +136,11 @@ def ingest_files(paths: Iterable[str], roles: set[str], store_url: str, quaranti
 
 
 def _ingest_files(paths: Iterable[str], roles: set[str], store_url: str, quarantine_dir: Path, inbox: Path | None,
-                  archive: Path | None, batch_rows: int) -> IngestReport:
+                  archive: Path | None, batch_rows: int, workers: int | None) -> IngestReport:
     from collections import deque
     from concurrent.futures import Future, ThreadPoolExecutor
 
-    from roleforge.tasks.store import engine_for, insert_new_feedback, remove_stale_staging
+    from roleforge.tasks.store import Stored, engine_for, remove_stale_staging, staging_directory
 
     engine = engine_for(store_url)
     remove_stale_staging(engine)
@@ -271,36 +148,38 @@ def _ingest_files(paths: Iterable[str], roles: set[str], store_url: str, quarant
     quarantine = QuarantineFile(quarantine_dir)
     ingested = parsed = blank = archived = 0
     by_role: dict[str, int] = {}
-    pending: deque[tuple[Future[int], int]] = deque()
+    pending: deque[tuple[Future[Stored], int]] = deque()
 
     def settle(limit: int) -> None:
         """Wait for stored chunks until at most `limit` are still queued (the writer finishes them in order)."""
         nonlocal ingested, parsed
         while len(pending) > limit:
             future, rows = pending.popleft()
-            ingested += future.result()
-            parsed += rows
+            stored = future.result()
+            ingested += stored.inserted
+            parsed += rows - len(stored.collided)
+            quarantine.append([collision_entry(row, holder) for row, holder in stored.collided])
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="roleforge-store") as writer:
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="roleforge-store") as writer, \
+            ParseWorkers(workers, staging_directory(engine)) as parsers:
         for path in files:
             local = inbox_file(path, inbox)
-            records = read_records(path)
+            chunks = parsers.chunks(path, roles, batch_rows)
             try:
-                chunk = list(itertools.islice(records, batch_rows))
+                chunk = next(chunks, None)
             except FileNotFoundError:
                 if local is None:
                     raise
                 continue  # another ingest stored and archived it after we listed the inbox
-            while chunk:
-                batch = parse_records(path, chunk, roles)
-                blank += batch.blank
-                quarantine.append(batch.quarantined)
-                for row in batch.rows:
-                    by_role[row["agent_role"]] = by_role.get(row["agent_role"], 0) + 1
+            while chunk is not None:
+                blank += chunk.blank
+                quarantine.append(chunk.quarantined)
+                for role, count in chunk.by_role.items():
+                    by_role[role] = by_role.get(role, 0) + count
                 settle(1)
-                if batch.rows:
-                    pending.append((writer.submit(insert_new_feedback, engine, batch.rows), len(batch.rows)))
-                chunk = list(itertools.islice(records, batch_rows))
+                if chunk.good:
+                    pending.append((writer.submit(store_chunk, engine, chunk), chunk.good))
+                chunk = next(chunks, None)
             if local is not None and archive is not None:
                 settle(0)
                 archived += archive_file(local, inbox, archive) is not None
@@ -312,12 +191,152 @@ def _ingest_files(paths: Iterable[str], roles: set[str], store_url: str, quarant
     )
 
 
+def store_chunk(engine: Any, chunk: ParsedChunk) -> Any:
+    from roleforge.tasks.store import insert_new_feedback, insert_staged
+
+    return insert_staged(engine, chunk.staged) if chunk.staged is not None else insert_new_feedback(engine, chunk.rows)
+
+
+class ParseWorkers:
+    """Processes that parse JSON-lines chunks (python -m roleforge.tasks.feedback_rows, fed framed chunks on stdin),
+    started on the first file that needs them and stopped on exit. Chunk k goes to worker k mod n, and each worker
+    answers in order, so results come back in file order. They are plain subprocesses, not multiprocessing's: the
+    ingest process runs threads, which fork does not carry, and spawn would re-run the caller's main script."""
+
+    def __init__(self, workers: int | None, staging: Path | None) -> None:
+        self.requested = workers
+        self.count = workers if workers is not None else (
+            len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+        self.staging = staging
+        self.processes: list[Any] = []
+        self.feeds: list[Any] = []
+        self.sent = self.received = 0
+
+    def __enter__(self) -> ParseWorkers:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for feed in self.feeds:
+            feed.put(None)
+        for process in self.processes:
+            try:
+                process.wait(timeout=30)
+            except Exception:
+                process.kill()
+                process.wait()
+
+    def wanted(self, path: str) -> bool:
+        if self.count < 1 or path.endswith((".csv", ".parquet")):
+            return False
+        if self.requested is not None:
+            return True
+        if self.count < 2:
+            return False
+        import fsspec
+
+        filesystem, _, (resolved,) = fsspec.get_fs_token_paths(path)
+        return filesystem.size(resolved) >= PARALLEL_MIN_BYTES
+
+    def chunks(self, path: str, roles: set[str], batch_rows: int) -> Iterator[ParsedChunk]:
+        """The file's chunks, parsed, in file order."""
+        if not self.wanted(path):
+            records = read_records(path)
+            while chunk := list(itertools.islice(records, batch_rows)):
+                yield parse_chunk(path, chunk, roles)
+            return
+        if not self.processes:
+            self._start()
+        yield from self._parallel_chunks(path, roles, batch_rows)
+
+    def _start(self) -> None:
+        import queue
+        import subprocess
+        import sys
+        import threading
+
+        for _ in range(self.count):
+            process = subprocess.Popen([sys.executable, "-m", "roleforge.tasks.feedback_rows"],
+                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            feed: queue.Queue[bytes | None] = queue.Queue()
+            # A thread per worker writes its requests, so that a worker writing a large answer never waits on us
+            # while we wait on it to read.
+            threading.Thread(target=self._feed, args=(process, feed), daemon=True, name="roleforge-parse-feed").start()
+            self.processes.append(process)
+            self.feeds.append(feed)
+
+    @staticmethod
+    def _feed(process: Any, feed: Any) -> None:
+        try:
+            while (request := feed.get()) is not None:
+                process.stdin.write(request)
+                process.stdin.flush()
+        except (BrokenPipeError, ValueError):
+            pass  # the worker died: reading its answer says so
+        finally:
+            try:
+                process.stdin.close()
+            except BrokenPipeError:
+                pass
+
+    def _submit(self, *arguments: Any) -> None:
+        self.feeds[self.sent % self.count].put(encode_request(*arguments))
+        self.sent += 1
+
+    def _next_result(self) -> ParsedChunk:
+        process = self.processes[self.received % self.count]
+        self.received += 1
+        try:
+            answer = read_frame(process.stdout)
+        except EOFError:
+            answer = None
+        if answer is None:
+            raise RoleforgeError(f"an ingest parse worker exited with code {process.wait()}")
+        try:
+            return decode_chunk(answer)
+        except RuntimeError as error:
+            raise RoleforgeError(str(error)) from None
+
+    def _parallel_chunks(self, path: str, roles: set[str], batch_rows: int) -> Iterator[ParsedChunk]:
+        import fsspec
+
+        try:
+            with fsspec.open(path, "rb") as handle:
+                line = 1
+                while True:
+                    lines = list(itertools.islice(handle, batch_rows))
+                    if lines:
+                        self._submit(path, line, b"".join(lines), roles, self.staging)
+                        line += len(lines)
+                    while self.received < self.sent and (not lines or self.sent - self.received > self.count):
+                        yield self._next_result()
+                    if not lines:
+                        return
+        finally:  # stopped early (an error): collect what is in flight, and no staging file outlives its chunk
+            while self.received < self.sent:
+                try:
+                    chunk = self._next_result()
+                except RoleforgeError:
+                    continue
+                if chunk.staged is not None:
+                    chunk.staged.unlink(missing_ok=True)
+
+
+def collision_entry(row: dict[str, Any], holder: int) -> Quarantined:
+    """A row the store could not take because stored row `holder`, with another content hash, holds its 64-bit key:
+    quarantined as stored (scrubbed), with its source line."""
+    reason = (f"content hash {row['content_hash']} shares its 64-bit store key {row['content_key']} with stored row "
+              f"{holder}, whose content differs: not stored")
+    raw = json.dumps({name: row[name] for name in HASHED_FIELDS + ("event_id", "confidence", "metadata", "timestamp")},
+                     ensure_ascii=False)
+    return Quarantined(row["source"], row["source_line"], reason, raw)
+
+
 def ingest_configured(settings: Any, paths: list[str] | None) -> IngestReport:
     """Ingest paths (the inbox when none) with the settings' roles, store, quarantine and archive."""
     inbox = settings.path("inbox")
     paths = paths or [str(inbox)]
     report = ingest_files(paths, set(settings.roles), settings.resolved_store_url, settings.path("quarantine"), inbox,
-                          settings.path("archive"), settings.ingest_batch_rows)
+                          settings.path("archive"), settings.ingest_batch_rows, settings.ingest_workers)
     audit_ingest(settings.home, paths, report)
     return report
 

@@ -49,7 +49,11 @@ def _phone(match: re.Match[str]) -> str:
 
 
 IBAN_START = re.compile(r"[A-Z][A-Z][0-9][0-9]")
+# Every PHONE match lies inside a run of these characters, and _phone keeps any with fewer than nine digits.
+PHONE_RUN = re.compile(r"[0-9 .()+\-]{9,}")
+SEPARATOR = "\x00"  # joins texts for scrub_all; no pattern matches across it, as none matches across a text's ends
 ASCII_DIGITS = b"0123456789"
+NOT_DIGIT = str.maketrans("", "", "0123456789")
 
 
 def scrub(text: str) -> str:
@@ -62,10 +66,70 @@ def scrub(text: str) -> str:
     else:
         encoded = text.encode("ascii")
         digits = len(encoded) - len(encoded.translate(None, ASCII_DIGITS))
+    return _scrub(text, digits, digits >= 2 and (digits >= 19 or IBAN_START.search(text) is not None))
+
+
+def _scrub(text: str, digits: int, iban: bool) -> str:
+    """scrub, given the text's ASCII digit count (19 for non-ASCII text) and whether an IBAN may start in it."""
     if digits >= 13:
         text = CARD.sub(_card, text)
-    if digits >= 2 and (digits >= 19 or IBAN_START.search(text)):
+    if iban:
         text = IBAN.sub(_iban, text)
     if "@" in text:
         text = EMAIL.sub("[EMAIL]", text)
-    return PHONE.sub(_phone, text) if digits >= 9 else text
+    if digits >= 19 or (digits >= 9 and _phone_run(text)):
+        return PHONE.sub(_phone, text)
+    return text
+
+
+def _phone_run(text: str) -> bool:
+    """Whether some run of digits and phone separators holds nine digits: where PHONE can replace anything."""
+    return any(len(run) - len(run.translate(NOT_DIGIT)) >= 9 for run in PHONE_RUN.findall(text))
+
+
+def scrub_all(texts: list[str]) -> list[str]:
+    """[scrub(text) for text in texts], with scrub's own test of which patterns can match a text run over all the
+    texts at once: their ASCII digits, "@" signs, non-ASCII bytes and IBAN starts counted per text by numpy on the
+    joined UTF-8 bytes. scrub then runs only on the texts where some pattern can match (on the benchmark's feedback,
+    about one in seven), and the rest come back as they were."""
+    import numpy as np
+
+    scrubbed = list(texts)
+    present = [index for index, text in enumerate(texts) if text]
+    if len(present) < 64:
+        return [scrub(text) if text else text for text in texts]
+    try:
+        joined_text = SEPARATOR.join([texts[index] for index in present])
+        joined = joined_text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: leave it to scrub
+        return [scrub(text) if text else text for text in texts]
+    data = np.frombuffer(joined, dtype=np.uint8)
+    ends = np.flatnonzero(data == 0)
+    if len(ends) != len(present) - 1:  # a text holds the separator itself
+        return [scrub(text) if text else text for text in texts]
+    starts = np.concatenate(([0], ends + 1))  # every text is non-empty, so no two starts coincide
+
+    def per_text(mask: np.ndarray) -> np.ndarray:
+        return np.add.reduceat(mask, starts, dtype=np.int32)
+
+    digit = (data - 48) < 10  # uint8 arithmetic wraps: True exactly for b"0".."9"
+    digits = per_text(digit)
+    maybe = digits >= 9
+    non_ascii = np.zeros(len(present), dtype=bool)
+    if not joined_text.isascii():
+        non_ascii = per_text(data >= 128) > 0
+        digits[non_ascii] = 19
+        maybe |= non_ascii
+    if b"@" in joined:
+        maybe |= per_text(data == 64) > 0
+    upper = (data - 65) < 26
+    iban_start = np.zeros(len(data), dtype=bool)  # IBAN_START, as numpy finds it
+    iban_start[:-3] = upper[:-3] & upper[1:-2] & digit[2:-1] & digit[3:]
+    iban = digits >= 19
+    if iban_start.any():
+        iban |= (digits >= 2) & (per_text(iban_start) > 0)
+        maybe |= iban
+    for position in np.flatnonzero(maybe).tolist():
+        index = present[position]
+        scrubbed[index] = _scrub(texts[index], int(digits[position]), bool(iban[position]))
+    return scrubbed

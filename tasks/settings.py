@@ -193,6 +193,9 @@ class Settings(BaseSettings):
     ingest_batch_rows: int = Field(default=INGEST_BATCH_ROWS, ge=1, le=10_000_000, description=(
         "Rows an ingest parses and stores per transaction: larger is faster (fewer index page rewrites) and takes "
         "more memory (about 600 MB at 100,000); a killed ingest redoes at most one such chunk per file."))
+    ingest_workers: int | None = Field(default=None, ge=0, le=256, description=(
+        "Processes that parse JSON-lines feedback while the store takes the previous chunk: unset means one per CPU "
+        "for files of 16 MiB or more, 0 parses in the ingest process itself."))
     mlflow_tracking_uri: str | None = Field(default=None, description="MLflow tracking + registry URI; sqlite under home if unset.")
     base_model: Path | None = Field(default=None, description="Directory of the base model (safetensors); the converted default if unset.")
     profile: Literal["quick", "default"] = Field(default="default", description="Training recipe profile.")

@@ -73,7 +73,7 @@ def test_a_contract_failure_holds_only_that_role_back(home, prefect_harness):
     settings = load_settings()
     with engine_for(settings.resolved_store_url).begin() as connection:
         connection.execute(feedback.insert(), [{
-            "content_hash": "x", "agent_role": "coo", "kind": "rating", "prompt": "p", "response": "r", "rating": 9,
+            "content_hash": "x", "content_key": 1, "agent_role": "coo", "kind": "rating", "prompt": "p", "response": "r", "rating": 9,
             "source": "manual", "source_line": 1}])
     outcomes = self_learning(SelfLearningRun(roles=["coo"], profile="quick"))
     assert not outcomes["coo"].trained and "expect_column_values_to_be_between(rating)" in outcomes["coo"].reason

@@ -100,11 +100,11 @@ def test_bulk_staged_insert_stores_what_the_row_by_row_insert_stores(tmp_path, m
         base,  # a duplicate inside the batch: stored once, the first one
     ], start=1)]
     staged, plain = f"sqlite:///{tmp_path / 'staged.db'}", f"sqlite:///{tmp_path / 'plain.db'}"
-    assert store.insert_new_feedback(store.engine_for(staged), rows) == 4
-    assert store.insert_new_feedback(store.engine_for(staged), rows[:2]) == 0  # already stored
+    assert store.insert_new_feedback(store.engine_for(staged), rows) == (4, [])
+    assert store.insert_new_feedback(store.engine_for(staged), rows[:2]) == (0, [])  # already stored
     with monkeypatch.context() as patched:
-        patched.setattr(store, "_stage_rows", lambda *_: None)  # the row-by-row fallback
-        assert store.insert_new_feedback(store.engine_for(plain), rows) == 4
+        patched.setattr(store, "stage_rows", lambda *_: None)  # the row-by-row fallback
+        assert store.insert_new_feedback(store.engine_for(plain), rows) == (4, [])
     assert stored_cells(staged) == stored_cells(plain)
     assert [row[-2] for row in stored_cells(staged)] == [1, 2, 3, 4]  # source_line: file order kept in the ids
     assert not list(tmp_path.glob(f"{store.STAGING_PREFIX}*"))
@@ -142,3 +142,93 @@ def test_staging_files_of_dead_processes_are_removed(tmp_path):
         path.write_bytes(b"x")
     assert store.remove_stale_staging(engine) == [dead]
     assert alive.exists() and other.exists() and not dead.exists()
+
+
+@pytest.mark.parametrize("path", ["staged", "row_by_row", "generic"])
+def test_rows_whose_store_keys_collide_are_quarantined_not_lost(tmp_path, monkeypatch, path):
+    from roleforge.tasks import feedback_rows as ingest_module
+    from roleforge.tasks import store
+
+    # Four distinct keys for 24 distinct rows: most rows collide with a stored row or one earlier in their batch.
+    monkeypatch.setattr(ingest_module, "content_key", lambda digest: int(digest[0], 16) % 4)
+    if path != "staged":
+        monkeypatch.setattr(store, "stage_rows", lambda *_: None)
+    if path == "generic":
+        monkeypatch.setattr(type(engine_for(f"sqlite:///{tmp_path / 'store.db'}").dialect), "name", "generic")
+    source = tmp_path / "feedback.jsonl"
+    rows = [{"agent_role": "ceo", "prompt": f"Question {n}?", "response": "Decision: yes.", "rating": 4} for n in range(24)]
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    report = ingest_files([str(source)], ROLES, f"sqlite:///{tmp_path / 'store.db'}", tmp_path / "quarantine",
+                          batch_rows=10)
+    assert report.ingested == 4 and report.duplicates == 0 and report.quarantined == 20
+    entries = [json.loads(line) for line in Path(report.quarantine_path).read_text().splitlines()]
+    assert all("shares its 64-bit store key" in entry["reason"] for entry in entries)
+    stored = {row["prompt"] for row in feedback_for_role(engine_for(f"sqlite:///{tmp_path / 'store.db'}"), "ceo")}
+    quarantined = {json.loads(entry["raw"])["prompt"] for entry in entries}
+    assert stored | quarantined == {row["prompt"] for row in rows} and not stored & quarantined
+    assert sorted(entry["line"] for entry in entries) == sorted(
+        n + 1 for n, row in enumerate(rows) if row["prompt"] in quarantined)
+    again = ingest_files([str(source)], ROLES, f"sqlite:///{tmp_path / 'store.db'}", tmp_path / "quarantine")
+    assert (again.ingested, again.duplicates, again.quarantined) == (0, 4, 20)
+
+
+def test_a_store_written_before_content_keys_is_migrated_once(tmp_path):
+    import sqlite3
+
+    from roleforge.tasks.ingest import content_hash
+    from roleforge.tasks.store import content_key
+
+    database = tmp_path / "store.db"
+    with sqlite3.connect(database) as connection:  # the schema as it was, unique on content_hash
+        connection.executescript("""
+            CREATE TABLE feedback (id INTEGER NOT NULL, content_hash VARCHAR(64) NOT NULL, agent_role VARCHAR(128) NOT NULL,
+              kind VARCHAR(8) NOT NULL, prompt TEXT NOT NULL, response TEXT, rating INTEGER, response_a TEXT,
+              response_b TEXT, preference VARCHAR(1), event_id VARCHAR(256), rater VARCHAR(256), confidence FLOAT,
+              metadata JSON, timestamp VARCHAR(64), source TEXT NOT NULL, source_line INTEGER NOT NULL,
+              ingested_at DATETIME DEFAULT (CURRENT_TIMESTAMP) NOT NULL, PRIMARY KEY (id), UNIQUE (content_hash));
+            CREATE INDEX ix_feedback_agent_role ON feedback (agent_role);""")
+        old = {"agent_role": "ceo", "kind": "rating", "prompt": "Expand?", "response": "Decision: yes.", "rating": 5}
+        connection.execute("INSERT INTO feedback (id, content_hash, agent_role, kind, prompt, response, rating, source, "
+                           "source_line, ingested_at) VALUES (7, ?, 'ceo', 'rating', 'Expand?', 'Decision: yes.', 5, "
+                           "'old.jsonl', 1, '2026-01-02 03:04:05')", (content_hash(old),))
+    source = write_mixed(tmp_path / "feedback.jsonl")
+    report = ingest(tmp_path, source)
+    assert (report["ingested"], report["duplicates"]) == (2, 1)  # GOOD[0] was stored before the migration
+    with sqlite3.connect(database) as connection:
+        first = connection.execute("SELECT id, content_key, source, ingested_at FROM feedback ORDER BY id").fetchone()
+        indexes = {row[1] for row in connection.execute("PRAGMA index_list(feedback)")}
+        tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert first == (7, content_key(content_hash(old)), "old.jsonl", "2026-01-02 03:04:05")
+    assert "ix_feedback_agent_role" in indexes and tables == {"feedback"}
+    assert len(indexes) == 2  # the role index and the content key's; the old unique index on content_hash is gone
+
+
+def test_parse_workers_store_and_quarantine_what_the_ingest_process_does(tmp_path):
+    """The same file through two worker processes (chunks of 4 lines, staged beside the store) and in-process."""
+    lines = [json.dumps({**GOOD[n % 3], "prompt": f"{GOOD[n % 3]['prompt']} #{n}"}).encode() for n in range(14)]
+    lines[3:3] = BAD + [b"", b"  "]
+    lines.append(lines[0])  # a duplicate
+    lines.append(b'{"agent_role": "ceo"')  # a bad last line with no line end
+    source = tmp_path / "feedback.jsonl"
+    source.write_bytes(b"\n".join(lines))
+    reports, entries = {}, {}
+    for workers in (0, 2):
+        url = f"sqlite:///{tmp_path / f'store-{workers}.db'}"
+        report = ingest_files([str(source)], ROLES, url, tmp_path / f"quarantine-{workers}", batch_rows=4, workers=workers)
+        reports[workers] = report.model_dump(exclude={"quarantine_path"})
+        entries[workers] = Path(report.quarantine_path).read_text()
+    assert reports[0] == reports[2]
+    assert (reports[2]["ingested"], reports[2]["duplicates"], reports[2]["quarantined"], reports[2]["blank"]) == (14, 1, 7, 2)
+    assert entries[0] == entries[2]
+    assert stored_cells(f"sqlite:///{tmp_path / 'store-0.db'}") == stored_cells(f"sqlite:///{tmp_path / 'store-2.db'}")
+    assert not list(tmp_path.glob(".roleforge-staging-*"))
+
+
+def test_a_parse_worker_s_failure_is_a_one_line_error_naming_it(tmp_path):
+    from roleforge.tasks.ingest import ParseWorkers
+
+    source = tmp_path / "feedback.jsonl"
+    source.write_text("".join(json.dumps(row) + "\n" for row in GOOD))
+    with ParseWorkers(1, tmp_path / "no-such-directory") as workers:  # the worker cannot write its staging file
+        with pytest.raises(RoleforgeError, match="an ingest parse worker failed: .*no-such-directory"):
+            list(workers.chunks(str(source), ROLES, 2))

@@ -77,3 +77,12 @@ def test_labelled_corpus_recall_and_false_positives():
     assert (expected, clean) == (38, 30)
     assert found / expected == 1.0, f"recall {found}/{expected}"
     assert changed_clean == [], f"false positives: {len(changed_clean)}/{clean}"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.just(""), st.text(max_size=30), st.lists(pieces, max_size=6).map("".join)),
+                min_size=60, max_size=120))
+def test_scrubbing_many_texts_at_once_is_scrubbing_each(texts):
+    from roleforge.tasks.pii import scrub_all
+
+    assert scrub_all(texts) == [scrub(text) for text in texts]

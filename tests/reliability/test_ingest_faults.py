@@ -91,10 +91,11 @@ def stored_count(home: Path) -> int:
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_points_loses_and_doubles_nothing(home, tmp_path, ingest_env):
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_sigkill_at_random_points_loses_and_doubles_nothing(home, tmp_path, ingest_env, workers):
     # Several commits per file (chunks of 2,000 of its 12,000-15,000 rows), so kills land between commits inside a
-    # file too.
-    ingest_env = {**ingest_env, "ROLEFORGE_INGEST_BATCH_ROWS": "2000"}
+    # file too; parsed in the ingest process, or by two parse workers writing staging files.
+    ingest_env = {**ingest_env, "ROLEFORGE_INGEST_BATCH_ROWS": "2000", "ROLEFORGE_INGEST_WORKERS": workers}
     files = feedback_files(home / "inbox", tmp_path)
     originals = {path.name: path.read_bytes() for path in files}
     good, bad = expected(files)

@@ -1,0 +1,291 @@
+"""Feedback lines -> stored rows: the row contract, the PII scrub and the content hash, and bad lines with their
+reasons. Light to import (no Prefect, no MLflow): ingest's parse workers run it in their own processes."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import io
+import json
+import operator
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from roleforge.data_contracts.feedback import FeedbackRow, describe_error, fast_fields
+from roleforge.tasks import pii
+from roleforge.tasks.store import content_key
+
+HASHED_FIELDS = ("agent_role", "prompt", "response", "rating", "response_a", "response_b", "preference", "rater")
+SCRUBBED_FIELDS = ("prompt", "response", "response_a", "response_b", "rater")
+HASHED_VALUES = operator.itemgetter(*HASHED_FIELDS)
+
+
+@dataclass
+class Quarantined:
+    source: str
+    line: int
+    reason: str
+    raw: bytes | str
+
+    def as_record(self) -> dict[str, Any]:
+        record: dict[str, Any] = {"source": self.source, "line": self.line, "reason": self.reason}
+        if isinstance(self.raw, str):
+            record["raw"] = self.raw
+            return record
+        try:
+            record["raw"] = self.raw.decode("utf-8")
+        except UnicodeDecodeError:
+            # Keep the exact bytes too: the readable form alone would lose them.
+            record["raw"] = self.raw.decode("utf-8", errors="backslashreplace")
+            record["raw_base64"] = base64.b64encode(self.raw).decode("ascii")
+        return record
+
+
+@dataclass
+class ParsedBatch:
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    quarantined: list[Quarantined] = field(default_factory=list)
+    blank: int = 0
+
+
+def read_records(path: str) -> Iterator[tuple[int, bytes | dict[str, Any]]]:
+    """(line number, raw line or record) for each row of a JSONL, CSV or Parquet file, local or fsspec URL."""
+    import fsspec
+
+    with fsspec.open(path, "rb") as handle:
+        if path.endswith(".parquet"):
+            import pyarrow.parquet as pq
+
+            for index, record in enumerate(pq.read_table(handle).to_pylist(), start=1):
+                yield index, {k: v for k, v in record.items() if v is not None}
+        elif path.endswith(".csv"):
+            reader = csv.DictReader(io.TextIOWrapper(handle, encoding="utf-8", newline=""))
+            for record in reader:
+                yield reader.line_num, {k: v for k, v in record.items() if v not in ("", None)}
+        else:
+            for index, line in enumerate(handle, start=1):
+                yield index, line
+
+
+def canonical_json(values: list[Any] | tuple[Any, ...]) -> bytes:
+    """The hashed form: compact JSON, non-ASCII kept as UTF-8 (orjson writes exactly what json.dumps would)."""
+    try:
+        return orjson.dumps(values)
+    except TypeError:  # e.g. a lone surrogate, which orjson refuses
+        return json.dumps(values, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
+
+
+def content_hash(row: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_json([row.get(name) for name in HASHED_FIELDS])).hexdigest()
+
+
+def to_stored_row(fields: dict[str, Any], source: str, line: int) -> dict[str, Any]:
+    """The store's row from a contract-checked row's fields: every text scrubbed of PII before it is hashed or
+    written."""
+    return _stored(fields, source, line, *(pii.scrub(fields[name]) if fields[name] else fields[name]
+                                           for name in SCRUBBED_FIELDS))
+
+
+def stored_rows(checked: list[tuple[dict[str, Any], int]], source: str) -> list[dict[str, Any]]:
+    """[to_stored_row(fields, source, line) for fields, line in checked], scrubbing all their texts in one pass."""
+    texts = pii.scrub_all([fields[name] for fields, _ in checked for name in SCRUBBED_FIELDS])
+    width = len(SCRUBBED_FIELDS)
+    return [_stored(fields, source, line, *texts[index * width:(index + 1) * width])
+            for index, (fields, line) in enumerate(checked)]
+
+
+def _stored(fields: dict[str, Any], source: str, line: int, prompt: str, response: str | None,
+            response_a: str | None, response_b: str | None, rater: str | None) -> dict[str, Any]:
+    metadata, timestamp = fields["metadata"], fields["timestamp"]
+    stored = {
+        "agent_role": fields["agent_role"], "kind": "rating" if fields["rating"] is not None else "ab",
+        "prompt": prompt, "response": response, "rating": fields["rating"], "response_a": response_a,
+        "response_b": response_b, "preference": fields["preference"], "event_id": fields["event_id"], "rater": rater,
+        "confidence": fields["confidence"],
+        "metadata": json.loads(pii.scrub(json.dumps(metadata))) if metadata else None,
+        "timestamp": timestamp.isoformat() if timestamp else None, "source": source, "source_line": line,
+    }
+    stored["content_hash"] = digest = hashlib.sha256(canonical_json(HASHED_VALUES(stored))).hexdigest()
+    stored["content_key"] = content_key(digest)
+    return stored
+
+
+def parse_records(source: str, records: Iterable[tuple[int, bytes | dict[str, Any]]], roles: set[str]) -> ParsedBatch:
+    """Check each record against the row contract; a bad one is quarantined with its reason, never dropped."""
+    batch = ParsedBatch()
+    roles = frozenset(roles)
+    context = {"roles": roles}
+    checked: list[tuple[dict[str, Any], int]] = []
+    for line, raw in records:
+        if isinstance(raw, bytes):
+            if not raw.strip():
+                batch.blank += 1
+                continue
+            try:
+                value = orjson.loads(raw)
+            except orjson.JSONDecodeError as error:
+                batch.quarantined.append(Quarantined(source, line, _undecodable(raw, error), raw))
+                continue
+        else:
+            value = raw
+        if not isinstance(value, dict):
+            batch.quarantined.append(Quarantined(source, line, f"not a JSON object but {type(value).__name__}", raw))
+            continue
+        fields = fast_fields(value, roles)
+        if fields is None:
+            try:
+                fields = FeedbackRow.model_validate(value, context=context).__dict__
+            except ValidationError as error:
+                text = raw if isinstance(raw, bytes) else json.dumps(raw, ensure_ascii=False, default=str)
+                batch.quarantined.append(Quarantined(source, line, describe_error(error), text))
+                continue
+        checked.append((fields, line))
+    batch.rows = stored_rows(checked, source)
+    return batch
+
+
+@dataclass
+class ParsedChunk:
+    """One chunk of a file, parsed: its good rows (in memory, or written to a staging file beside the store), its
+    quarantined lines and its blank lines."""
+
+    source: str
+    rows: list[dict[str, Any]]
+    staged: Path | None
+    good: int
+    quarantined: list[Quarantined]
+    blank: int
+    by_role: dict[str, int]
+
+
+def parse_chunk(source: str, records: Iterable[tuple[int, bytes | dict[str, Any]]], roles: set[str],
+                staging: Path | None = None) -> ParsedChunk:
+    """parse_records, counted by role; with `staging` (a sqlite store's directory) the good rows go to a staging file
+    there, ready for store.insert_staged."""
+    import gc
+
+    from roleforge.tasks.store import stage_rows
+
+    # A chunk allocates millions of short-lived objects, all freed by their reference counts; the cyclic collector,
+    # triggered by allocation counts, would walk them again and again (a fifth of the chunk's time), so it waits.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        batch = parse_records(source, records, roles)
+    finally:
+        if collecting:
+            gc.enable()
+    by_role: dict[str, int] = {}
+    for row in batch.rows:
+        by_role[row["agent_role"]] = by_role.get(row["agent_role"], 0) + 1
+    staged = stage_rows(batch.rows, staging) if staging is not None and batch.rows else None
+    return ParsedChunk(source, [] if staged else batch.rows, staged, len(batch.rows), batch.quarantined, batch.blank,
+                       by_role)
+
+
+def parse_lines(source: str, first_line: int, data: bytes, roles: set[str], staging: Path | None) -> ParsedChunk:
+    """parse_chunk on consecutive JSON lines of a file, the first one numbered `first_line`: a parse worker's unit of
+    work (one bytes object crosses the process boundary, and a staging file's name comes back)."""
+    lines = io.BytesIO(data).readlines()  # split as iterating over the file splits it: line ends kept
+    return parse_chunk(source, enumerate(lines, start=first_line), roles, staging)
+
+
+def _undecodable(raw: bytes, error: orjson.JSONDecodeError) -> str:
+    """Why a line is not a JSON document, in the words of Python's own decoder where it agrees."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return f"not UTF-8: {bad.reason} at byte {bad.start}"
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as decoded:
+        return f"malformed JSON: {decoded.msg} (column {decoded.colno})"
+    return f"malformed JSON: {error}"  # valid to Python but not to RFC 8259 (NaN, lone surrogates, huge numbers)
+
+
+
+
+# Parse workers talk in frames: an 8-byte big-endian length, then that many bytes. A request is a JSON header frame
+# (source, first_line, roles, staging) and a frame of raw lines; an answer is one JSON frame. No pickle: nothing
+# that crosses the pipe can run code.
+FRAME_LENGTH = 8
+
+
+def write_frame(stream: Any, payload: bytes) -> None:
+    stream.write(len(payload).to_bytes(FRAME_LENGTH, "big"))
+    stream.write(payload)
+
+
+def read_frame(stream: Any) -> bytes | None:
+    """The next frame; None at a clean end of the stream."""
+    header = stream.read(FRAME_LENGTH)
+    if not header:
+        return None
+    size = int.from_bytes(header, "big")
+    payload = stream.read(size)
+    if len(header) != FRAME_LENGTH or len(payload) != size:
+        raise EOFError("a parse worker's stream ended inside a frame")
+    return payload
+
+
+def encode_request(source: str, first_line: int, data: bytes, roles: set[str], staging: Path | None) -> bytes:
+    header = orjson.dumps({"source": source, "first_line": first_line, "roles": sorted(roles),
+                           "staging": None if staging is None else str(staging)})
+    return b"".join((len(header).to_bytes(FRAME_LENGTH, "big"), header, len(data).to_bytes(FRAME_LENGTH, "big"), data))
+
+
+def encode_chunk(chunk: ParsedChunk) -> bytes:
+    return orjson.dumps({
+        "status": "ok", "source": chunk.source, "rows": chunk.rows,
+        "staged": None if chunk.staged is None else str(chunk.staged), "good": chunk.good, "blank": chunk.blank,
+        "by_role": chunk.by_role,
+        "quarantined": [[q.source, q.line, q.reason, base64.b64encode(q.raw).decode("ascii")] if isinstance(q.raw, bytes)
+                        else [q.source, q.line, q.reason, None, q.raw] for q in chunk.quarantined],
+    })
+
+
+def decode_chunk(payload: bytes) -> ParsedChunk:
+    """A worker's answer; a worker's error is raised as a RuntimeError naming the file and lines."""
+    answer = orjson.loads(payload)
+    if answer["status"] != "ok":
+        raise RuntimeError(f"an ingest parse worker failed: {answer['error']}")
+    quarantined = [Quarantined(source, line, reason, base64.b64decode(raw) if raw is not None else text[0])
+                   for source, line, reason, raw, *text in answer["quarantined"]]
+    return ParsedChunk(answer["source"], answer["rows"], None if answer["staged"] is None else Path(answer["staged"]),
+                       answer["good"], quarantined, answer["blank"], answer["by_role"])
+
+
+def serve_parse_requests() -> None:
+    """A parse worker: parse_lines on each request read from stdin, its ParsedChunk (or the error) written to
+    stdout, until stdin closes (the ingest finished, or died). Anything else printed goes to stderr."""
+    import sys
+    import traceback
+
+    answers = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    requests = sys.stdin.buffer
+    while (header := read_frame(requests)) is not None:
+        request, data = orjson.loads(header), read_frame(requests)
+        try:
+            staging = None if request["staging"] is None else Path(request["staging"])
+            answer = encode_chunk(parse_lines(request["source"], request["first_line"], data or b"",
+                                              set(request["roles"]), staging))
+        except Exception as error:  # the ingest raises it as one line; the traceback goes to stderr
+            traceback.print_exc()
+            last = request["first_line"] + (data or b"").count(b"\n")
+            message = " ".join(f"{type(error).__name__}: {error}".split())
+            answer = orjson.dumps({"status": "error",
+                                   "error": f"{request['source']} lines {request['first_line']}-{last}: {message}"})
+        write_frame(answers, answer)
+        answers.flush()
+
+
+if __name__ == "__main__":
+    serve_parse_requests()
