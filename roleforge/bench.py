@@ -212,7 +212,8 @@ def tool_use_pairs(held_out_fraction: float = 0.2) -> tuple[list[dict[str, Any]]
 
 
 class PeakRss:
-    """Peak resident memory of this process while the block runs (sampled every 20 ms)."""
+    """Peak resident memory of this process and its child processes together (ingest's parse workers) while the
+    block runs (sampled every 20 ms)."""
 
     def __enter__(self) -> PeakRss:
         import threading
@@ -226,13 +227,24 @@ class PeakRss:
 
     def _sample(self) -> None:
         while not self._stop.is_set():
-            self.peak_mb = max(self.peak_mb, self.process.memory_info().rss / 2**20)
+            self.peak_mb = max(self.peak_mb, self._rss_mb())
             self._stop.wait(0.02)
+
+    def _rss_mb(self) -> float:
+        import psutil
+
+        total = self.process.memory_info().rss
+        for child in self.process.children(recursive=True):
+            try:
+                total += child.memory_info().rss
+            except psutil.Error:  # it ended between the listing and the reading
+                pass
+        return total / 2**20
 
     def __exit__(self, *_: Any) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak_mb = max(self.peak_mb, self.process.memory_info().rss / 2**20)
+        self.peak_mb = max(self.peak_mb, self._rss_mb())
 
 
 def release_memory() -> None:

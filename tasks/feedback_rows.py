@@ -24,7 +24,6 @@ from roleforge.tasks.store import content_key
 
 HASHED_FIELDS = ("agent_role", "prompt", "response", "rating", "response_a", "response_b", "preference", "rater")
 SCRUBBED_FIELDS = ("prompt", "response", "response_a", "response_b", "rater")
-HASHED_VALUES = operator.itemgetter(*HASHED_FIELDS)
 
 
 @dataclass
@@ -89,37 +88,46 @@ def content_hash(row: dict[str, Any]) -> str:
 def to_stored_row(fields: dict[str, Any], source: str, line: int) -> dict[str, Any]:
     """The store's row from a contract-checked row's fields: every text scrubbed of PII before it is hashed or
     written."""
-    return _stored(fields, source, line, *(pii.scrub(fields[name]) if fields[name] else fields[name]
-                                           for name in SCRUBBED_FIELDS))
+    return rows_of(stored_columns([(fields, line)], source))[0]
 
 
-def stored_rows(checked: list[tuple[dict[str, Any], int]], source: str) -> list[dict[str, Any]]:
-    """[to_stored_row(fields, source, line) for fields, line in checked], scrubbing all their texts in one pass."""
-    texts = pii.scrub_all([fields[name] for fields, _ in checked for name in SCRUBBED_FIELDS])
-    width = len(SCRUBBED_FIELDS)
-    return [_stored(fields, source, line, *texts[index * width:(index + 1) * width])
-            for index, (fields, line) in enumerate(checked)]
+PLAIN_FIELDS = ("agent_role", "rating", "preference", "event_id", "confidence", "metadata", "timestamp")
+PLAIN_VALUES = operator.itemgetter(*PLAIN_FIELDS)
 
 
-def _stored(fields: dict[str, Any], source: str, line: int, prompt: str, response: str | None,
-            response_a: str | None, response_b: str | None, rater: str | None) -> dict[str, Any]:
-    metadata, timestamp = fields["metadata"], fields["timestamp"]
-    stored = {
-        "agent_role": fields["agent_role"], "kind": "rating" if fields["rating"] is not None else "ab",
-        "prompt": prompt, "response": response, "rating": fields["rating"], "response_a": response_a,
-        "response_b": response_b, "preference": fields["preference"], "event_id": fields["event_id"], "rater": rater,
-        "confidence": fields["confidence"],
-        "metadata": json.loads(pii.scrub(json.dumps(metadata))) if metadata else None,
-        "timestamp": timestamp.isoformat() if timestamp else None, "source": source, "source_line": line,
-    }
-    stored["content_hash"] = digest = hashlib.sha256(canonical_json(HASHED_VALUES(stored))).hexdigest()
-    stored["content_key"] = content_key(digest)
-    return stored
+def stored_columns(checked: list[tuple[dict[str, Any], int]], source: str) -> dict[str, list[Any]]:
+    """The store's rows, a list of values per column, from contract-checked rows' fields and line numbers: every
+    text scrubbed of PII (all of them in one pass) before it is hashed or written. Built by column, the way they are
+    staged: no dict per row."""
+    from roleforge.tasks.store import FEEDBACK_COLUMNS
+
+    if not checked:
+        return {name: [] for name in FEEDBACK_COLUMNS}
+    rows = [fields for fields, _ in checked]
+    texts = pii.scrub_all([fields[name] for fields in rows for name in SCRUBBED_FIELDS])
+    columns = {name: texts[offset::len(SCRUBBED_FIELDS)] for offset, name in enumerate(SCRUBBED_FIELDS)}
+    columns.update(zip(PLAIN_FIELDS, map(list, zip(*map(PLAIN_VALUES, rows)))))
+    columns["kind"] = ["rating" if rating is not None else "ab" for rating in columns["rating"]]
+    columns["metadata"] = [json.loads(pii.scrub(json.dumps(value))) if value else None for value in columns["metadata"]]
+    columns["timestamp"] = [value.isoformat() if value else None for value in columns["timestamp"]]
+    columns["source"] = [source] * len(rows)
+    columns["source_line"] = [line for _, line in checked]
+    hashes = [hashlib.sha256(canonical_json(values)).hexdigest()
+              for values in zip(*(columns[name] for name in HASHED_FIELDS))]
+    columns["content_hash"], columns["content_key"] = hashes, list(map(content_key, hashes))
+    return {name: columns[name] for name in FEEDBACK_COLUMNS}
 
 
-def parse_records(source: str, records: Iterable[tuple[int, bytes | dict[str, Any]]], roles: set[str]) -> ParsedBatch:
-    """Check each record against the row contract; a bad one is quarantined with its reason, never dropped."""
-    batch = ParsedBatch()
+def rows_of(columns: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """The rows of stored_columns, one dict each."""
+    names = list(columns)
+    return [dict(zip(names, values)) for values in zip(*columns.values())]
+
+
+def check_records(source: str, records: Iterable[tuple[int, bytes | dict[str, Any]]], roles: set[str],
+                  batch: ParsedBatch) -> list[tuple[dict[str, Any], int]]:
+    """Each record checked against the row contract: (fields, line) of the good ones; a bad one goes to
+    batch.quarantined with its reason (never dropped), a blank line to batch.blank."""
     roles = frozenset(roles)
     context = {"roles": roles}
     checked: list[tuple[dict[str, Any], int]] = []
@@ -147,7 +155,13 @@ def parse_records(source: str, records: Iterable[tuple[int, bytes | dict[str, An
                 batch.quarantined.append(Quarantined(source, line, describe_error(error), text))
                 continue
         checked.append((fields, line))
-    batch.rows = stored_rows(checked, source)
+    return checked
+
+
+def parse_records(source: str, records: Iterable[tuple[int, bytes | dict[str, Any]]], roles: set[str]) -> ParsedBatch:
+    """Check each record against the row contract; a bad one is quarantined with its reason, never dropped."""
+    batch = ParsedBatch()
+    batch.rows = rows_of(stored_columns(check_records(source, records, roles, batch), source))
     return batch
 
 
@@ -171,22 +185,24 @@ def parse_chunk(source: str, records: Iterable[tuple[int, bytes | dict[str, Any]
     there, ready for store.insert_staged."""
     import gc
 
-    from roleforge.tasks.store import stage_rows
+    from roleforge.tasks.store import stage_columns
 
     # A chunk allocates millions of short-lived objects, all freed by their reference counts; the cyclic collector,
     # triggered by allocation counts, would walk them again and again (a fifth of the chunk's time), so it waits.
     collecting = gc.isenabled()
     gc.disable()
     try:
-        batch = parse_records(source, records, roles)
+        batch = ParsedBatch()
+        columns = stored_columns(check_records(source, records, roles, batch), source)
     finally:
         if collecting:
             gc.enable()
+    good = len(columns["agent_role"])
     by_role: dict[str, int] = {}
-    for row in batch.rows:
-        by_role[row["agent_role"]] = by_role.get(row["agent_role"], 0) + 1
-    staged = stage_rows(batch.rows, staging) if staging is not None and batch.rows else None
-    return ParsedChunk(source, [] if staged else batch.rows, staged, len(batch.rows), batch.quarantined, batch.blank,
+    for role in columns["agent_role"]:
+        by_role[role] = by_role.get(role, 0) + 1
+    staged = stage_columns(columns, staging) if staging is not None and good else None
+    return ParsedChunk(source, [] if staged else rows_of(columns), staged, good, batch.quarantined, batch.blank,
                        by_role)
 
 

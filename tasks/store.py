@@ -238,24 +238,30 @@ def _arrow_type(column: sa.Column) -> Any:
 
 
 def stage_rows(rows: Sequence[dict[str, Any]], directory: Path) -> Path | None:
-    """Write rows as a table `staged` of a new sqlite file in `directory`, in file order, by ADBC's bulk ingest:
-    Arrow columns bound in C, outside the GIL, at about a quarter of what Python's sqlite3 module spends binding the
-    same rows one by one. None when a value has no Arrow form (the caller then inserts row by row)."""
+    """stage_columns of rows."""
+    return stage_columns({name: [row[name] for row in rows] for name in FEEDBACK_COLUMNS}, directory)
+
+
+def stage_columns(columns: dict[str, list[Any]], directory: Path) -> Path | None:
+    """Write rows, given as a list of values per FEEDBACK_COLUMNS name (metadata as its Python value), as a table
+    `staged` of a new sqlite file in `directory`, in order, by ADBC's bulk ingest: Arrow columns bound in C, outside
+    the GIL, at about a quarter of what Python's sqlite3 module spends binding the same rows one by one. None when a
+    value has no Arrow form (the caller then inserts row by row)."""
     import adbc_driver_sqlite.dbapi as adbc
     import pyarrow as pa
 
     try:
-        columns = {name: pa.array([row[name] for row in rows], type=_arrow_type(feedback.c[name]))
-                   for name in FEEDBACK_COLUMNS if name != "metadata"}
-        columns["metadata"] = pa.array([None if row["metadata"] is None else _metadata_text(row["metadata"])
-                                        for row in rows], type=pa.string())
+        arrays = {name: pa.array(columns[name], type=_arrow_type(feedback.c[name]))
+                  for name in FEEDBACK_COLUMNS if name != "metadata"}
+        arrays["metadata"] = pa.array([None if value is None else _metadata_text(value) for value in columns["metadata"]],
+                                      type=pa.string())
     except (pa.ArrowException, UnicodeError, OverflowError):
         return None
     path = directory / f"{STAGING_PREFIX}{os.getpid()}-{uuid.uuid4().hex}.db"
     try:
         with adbc.connect(str(path)) as connection:
             with connection.cursor() as cursor:
-                cursor.adbc_ingest("staged", pa.table(columns), mode="create")
+                cursor.adbc_ingest("staged", pa.table(arrays), mode="create")
             connection.commit()
     except BaseException:
         path.unlink(missing_ok=True)
