@@ -124,8 +124,8 @@ def fast_fields(value: dict[str, Any], roles: frozenset[str] | set[str]) -> dict
     if rating is not None or get("response") is not None:
         if type(rating) is not int or not 1 <= rating <= 5 or not _valid_text(get("response")):
             return None
-        if any(get(name) is not None for name in COMPARED_ONLY):
-            return None
+        if get("response_a") is not None or get("response_b") is not None or get("preference") is not None:
+            return None  # COMPARED_ONLY, spelled out: this runs for every row
     else:
         first, second, preference = get("response_a"), get("response_b"), get("preference")
         if not (_valid_text(first) and _valid_text(second)) or first == second or preference not in ("a", "b"):

@@ -112,8 +112,12 @@ def stored_columns(checked: list[tuple[dict[str, Any], int]], source: str) -> di
     columns["timestamp"] = [value.isoformat() if value else None for value in columns["timestamp"]]
     columns["source"] = [source] * len(rows)
     columns["source_line"] = [line for _, line in checked]
-    hashes = [hashlib.sha256(canonical_json(values)).hexdigest()
-              for values in zip(*(columns[name] for name in HASHED_FIELDS))]
+    hashed = zip(*(columns[name] for name in HASHED_FIELDS))
+    sha256, dumps = hashlib.sha256, orjson.dumps
+    try:  # canonical_json, inlined for the common case
+        hashes = [sha256(dumps(values)).hexdigest() for values in hashed]
+    except TypeError:
+        hashes = [sha256(canonical_json(values)).hexdigest() for values in zip(*(columns[name] for name in HASHED_FIELDS))]
     columns["content_hash"], columns["content_key"] = hashes, list(map(content_key, hashes))
     return {name: columns[name] for name in FEEDBACK_COLUMNS}
 

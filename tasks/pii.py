@@ -94,28 +94,26 @@ def scrub_all(texts: list[str]) -> list[str]:
     about one in seven), and the rest come back as they were."""
     import numpy as np
 
-    scrubbed = list(texts)
-    present = [index for index, text in enumerate(texts) if text]
-    if len(present) < 64:
+    if len(texts) < 64:
         return [scrub(text) if text else text for text in texts]
-    try:
-        joined_text = SEPARATOR.join([texts[index] for index in present])
+    try:  # every text followed by the separator, so that each one, even empty, ends at a separator byte
+        joined_text = SEPARATOR.join([text or "" for text in texts]) + SEPARATOR
         joined = joined_text.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate: leave it to scrub
         return [scrub(text) if text else text for text in texts]
     data = np.frombuffer(joined, dtype=np.uint8)
     ends = np.flatnonzero(data == 0)
-    if len(ends) != len(present) - 1:  # a text holds the separator itself
+    if len(ends) != len(texts):  # a text holds the separator itself
         return [scrub(text) if text else text for text in texts]
-    starts = np.concatenate(([0], ends + 1))  # every text is non-empty, so no two starts coincide
+    starts = np.concatenate(([0], ends[:-1] + 1))
 
     def per_text(mask: np.ndarray) -> np.ndarray:
+        # An empty text's segment is its separator alone, where reduceat reads that one byte: never in a mask.
         return np.add.reduceat(mask, starts, dtype=np.int32)
 
     digit = (data - 48) < 10  # uint8 arithmetic wraps: True exactly for b"0".."9"
     digits = per_text(digit)
     maybe = digits >= 9
-    non_ascii = np.zeros(len(present), dtype=bool)
     if not joined_text.isascii():
         non_ascii = per_text(data >= 128) > 0
         digits[non_ascii] = 19
@@ -129,7 +127,7 @@ def scrub_all(texts: list[str]) -> list[str]:
     if iban_start.any():
         iban |= (digits >= 2) & (per_text(iban_start) > 0)
         maybe |= iban
-    for position in np.flatnonzero(maybe).tolist():
-        index = present[position]
-        scrubbed[index] = _scrub(texts[index], int(digits[position]), bool(iban[position]))
+    scrubbed = list(texts)
+    for index in np.flatnonzero(maybe).tolist():
+        scrubbed[index] = _scrub(texts[index], int(digits[index]), bool(iban[index]))
     return scrubbed

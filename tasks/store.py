@@ -137,7 +137,8 @@ def describe_url(url: str) -> str:
 
 def content_key(content_hash: str) -> int:
     """The store's dedupe key of a content hash: its first 64 bits as a signed integer."""
-    return int.from_bytes(bytes.fromhex(content_hash[:16]), "big", signed=True)
+    key = int(content_hash[:16], 16)
+    return key - ((key >> 63) << 64)  # two's complement: the first 8 bytes read as a signed big-endian integer
 
 
 class Stored(NamedTuple):

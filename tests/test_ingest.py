@@ -232,3 +232,10 @@ def test_a_parse_worker_s_failure_is_a_one_line_error_naming_it(tmp_path):
     with ParseWorkers(1, tmp_path / "no-such-directory") as workers:  # the worker cannot write its staging file
         with pytest.raises(RoleforgeError, match="an ingest parse worker failed: .*no-such-directory"):
             list(workers.chunks(str(source), ROLES, 2))
+
+
+@pytest.mark.parametrize("digest", ["0" * 64, "7" + "f" * 63, "8" + "0" * 63, "f" * 64, "9e1f" * 16])
+def test_the_content_key_is_the_hash_s_first_eight_bytes_as_a_signed_integer(digest):
+    from roleforge.tasks.store import content_key
+
+    assert content_key(digest) == int.from_bytes(bytes.fromhex(digest[:16]), "big", signed=True)
