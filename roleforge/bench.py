@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 from pathlib import Path
@@ -89,6 +90,8 @@ def write_feedback_file(path: Path, rows: int, bad_share: float, seed: int = 0) 
                 written += 1
             out.write(b"\n".join(lines) + b"\n")
             batch += 1
+        out.flush()
+        os.fsync(out.fileno())  # on disk before anything is timed: no writeback of it competes with the runs
     return bad
 
 
