@@ -184,7 +184,7 @@ class ParsedChunk:
 
 
 def parse_chunk(source: str, records: Iterable[tuple[int, bytes | dict[str, Any]]], roles: set[str],
-                staging: Path | None = None) -> ParsedChunk:
+                staging: Path | None = None, owner: int | None = None) -> ParsedChunk:
     """parse_records, counted by role; with `staging` (a sqlite store's directory) the good rows go to a staging file
     there, ready for store.insert_staged."""
     import gc
@@ -205,16 +205,17 @@ def parse_chunk(source: str, records: Iterable[tuple[int, bytes | dict[str, Any]
     by_role: dict[str, int] = {}
     for role in columns["agent_role"]:
         by_role[role] = by_role.get(role, 0) + 1
-    staged = stage_columns(columns, staging) if staging is not None and good else None
+    staged = stage_columns(columns, staging, owner) if staging is not None and good else None
     return ParsedChunk(source, [] if staged else rows_of(columns), staged, good, batch.quarantined, batch.blank,
                        by_role)
 
 
-def parse_lines(source: str, first_line: int, data: bytes, roles: set[str], staging: Path | None) -> ParsedChunk:
+def parse_lines(source: str, first_line: int, data: bytes, roles: set[str], staging: Path | None,
+                owner: int | None = None) -> ParsedChunk:
     """parse_chunk on consecutive JSON lines of a file, the first one numbered `first_line`: a parse worker's unit of
     work (one bytes object crosses the process boundary, and a staging file's name comes back)."""
     lines = io.BytesIO(data).readlines()  # split as iterating over the file splits it: line ends kept
-    return parse_chunk(source, enumerate(lines, start=first_line), roles, staging)
+    return parse_chunk(source, enumerate(lines, start=first_line), roles, staging, owner)
 
 
 def _undecodable(raw: bytes, error: orjson.JSONDecodeError) -> str:
@@ -295,8 +296,9 @@ def serve_parse_requests() -> None:
         request, data = orjson.loads(header), read_frame(requests)
         try:
             staging = None if request["staging"] is None else Path(request["staging"])
+            # The staging file belongs to the ingest that inserts it, not to this worker.
             answer = encode_chunk(parse_lines(request["source"], request["first_line"], data or b"",
-                                              set(request["roles"]), staging))
+                                              set(request["roles"]), staging, os.getppid()))
         except Exception as error:  # the ingest raises it as one line; the traceback goes to stderr
             traceback.print_exc()
             last = request["first_line"] + (data or b"").count(b"\n")

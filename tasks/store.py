@@ -243,11 +243,12 @@ def stage_rows(rows: Sequence[dict[str, Any]], directory: Path) -> Path | None:
     return stage_columns({name: [row[name] for row in rows] for name in FEEDBACK_COLUMNS}, directory)
 
 
-def stage_columns(columns: dict[str, list[Any]], directory: Path) -> Path | None:
+def stage_columns(columns: dict[str, list[Any]], directory: Path, owner: int | None = None) -> Path | None:
     """Write rows, given as a list of values per FEEDBACK_COLUMNS name (metadata as its Python value), as a table
     `staged` of a new sqlite file in `directory`, in order, by ADBC's bulk ingest: Arrow columns bound in C, outside
     the GIL, at about a quarter of what Python's sqlite3 module spends binding the same rows one by one. None when a
-    value has no Arrow form (the caller then inserts row by row)."""
+    value has no Arrow form (the caller then inserts row by row). The file's name carries the id of the process that
+    will insert it (`owner`, this one by default): remove_stale_staging removes it once that process is gone."""
     import adbc_driver_sqlite.dbapi as adbc
     import pyarrow as pa
 
@@ -258,7 +259,7 @@ def stage_columns(columns: dict[str, list[Any]], directory: Path) -> Path | None
                                       type=pa.string())
     except (pa.ArrowException, UnicodeError, OverflowError):
         return None
-    path = directory / f"{STAGING_PREFIX}{os.getpid()}-{uuid.uuid4().hex}.db"
+    path = directory / f"{STAGING_PREFIX}{owner or os.getpid()}-{uuid.uuid4().hex}.db"
     try:
         with adbc.connect(str(path)) as connection:
             with connection.cursor() as cursor:

@@ -239,3 +239,17 @@ def test_the_content_key_is_the_hash_s_first_eight_bytes_as_a_signed_integer(dig
     from roleforge.tasks.store import content_key
 
     assert content_key(digest) == int.from_bytes(bytes.fromhex(digest[:16]), "big", signed=True)
+
+
+def test_a_worker_s_staging_file_belongs_to_the_ingest_process(tmp_path):
+    """Named for the process that inserts it, so that remove_stale_staging keeps it while that process runs."""
+    from roleforge.tasks import store
+    from roleforge.tasks.ingest import ParseWorkers
+
+    source = tmp_path / "feedback.jsonl"
+    source.write_text("".join(json.dumps(row) + "\n" for row in GOOD))
+    with ParseWorkers(1, tmp_path) as workers:
+        (chunk,) = workers.chunks(str(source), ROLES, 10)
+    assert chunk.staged.name.startswith(f"{store.STAGING_PREFIX}{os.getpid()}-") and chunk.good == 3
+    assert store.remove_stale_staging(engine_for(f"sqlite:///{tmp_path / 'store.db'}")) == []
+    assert store.insert_staged(engine_for(f"sqlite:///{tmp_path / 'store.db'}"), chunk.staged).inserted == 3
