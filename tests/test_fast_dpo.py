@@ -67,6 +67,20 @@ def test_gradients_through_the_shared_prefix_equal_full_sequence_gradients(tiny_
         assert torch.allclose(shared[name], full[name], atol=1e-5, rtol=1e-3), name
 
 
+def test_training_order_sorts_by_length_only_within_random_groups():
+    """Each group of four batches is sorted by length (little padding), and the groups are random draws from the
+    whole data set, not its shortest and longest pairs (globally sorted batches cost held-out accuracy)."""
+    examples = [{"prompt_ids": [1] * n, "chosen_ids": [2], "rejected_ids": [3]} for n in range(1, 65)]
+    length = lambda index: len(examples[index]["prompt_ids"])  # noqa: E731
+    for seed in range(5):
+        order = length_buckets(examples, 4, seed, group_batches=4)
+        assert sorted(order) == list(range(64))
+        groups = [order[start:start + 16] for start in range(0, 64, 16)]
+        assert all([length(i) for i in group] == sorted(length(i) for i in group) for group in groups)
+        assert max(length(i) for i in groups[0]) - min(length(i) for i in groups[0]) > 16  # a draw across lengths
+    assert length_buckets(examples, 4, 0, 4) != length_buckets(examples, 4, 1, 4)
+
+
 def test_length_buckets_group_similar_lengths_and_keep_every_pair():
     examples = [{"prompt_ids": [1] * n, "chosen_ids": [2] * n, "rejected_ids": [3]} for n in (1, 50, 2, 49, 3, 48, 4, 47)]
     order = length_buckets(examples, 2, seed=0)
