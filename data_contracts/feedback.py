@@ -94,12 +94,7 @@ FIELDS = frozenset(FeedbackRow.model_fields)
 RATED_ONLY, COMPARED_ONLY = ("response", "rating"), ("response_a", "response_b", "preference")
 
 
-def _valid_text(value: Any) -> bool:
-    return type(value) is str and 0 < len(value) <= MAX_TEXT_CHARS and not value.isspace()
-
-
-def _optional_short(value: Any, limit: int) -> bool:
-    return value is None or (type(value) is str and len(value) <= limit)
+EMPTY_ROW = dict.fromkeys(FeedbackRow.model_fields)
 
 
 @functools.cache
@@ -111,24 +106,31 @@ def fast_fields(value: dict[str, Any], roles: frozenset[str] | set[str]) -> dict
     """The row's fields exactly as `FeedbackRow.model_validate(value, context={"roles": roles})` would give them,
     for rows whose values already have their canonical JSON types; None for anything else, which then goes
     through the model (and its error message). Ingest calls it for every row: it is the bulk path's contract
-    check, a sufficient condition of the model's (tests/test_contract.py checks the two agree)."""
+    check, a sufficient condition of the model's (tests/test_contract.py checks the two agree). The checks are
+    written out rather than calling helpers: a Python call per field was a third of its time."""
     if type(value) is not dict or not FIELDS.issuperset(value):
         return None
     get = value.get
     role, prompt = get("agent_role"), get("prompt")
-    if type(role) is not str or not 0 < len(role) <= 128 or role not in roles or not _valid_text(prompt):
+    if (type(role) is not str or not 0 < len(role) <= 128 or role not in roles
+            or type(prompt) is not str or not 0 < len(prompt) <= MAX_TEXT_CHARS or prompt.isspace()):
         return None
-    if not (_optional_short(get("event_id"), 256) and _optional_short(get("rater"), 256)):
+    event_id, rater = get("event_id"), get("rater")
+    if ((event_id is not None and (type(event_id) is not str or len(event_id) > 256))
+            or (rater is not None and (type(rater) is not str or len(rater) > 256))):
         return None
-    rating = get("rating")
-    if rating is not None or get("response") is not None:
-        if type(rating) is not int or not 1 <= rating <= 5 or not _valid_text(get("response")):
+    rating, response = get("rating"), get("response")
+    if rating is not None or response is not None:
+        if (type(rating) is not int or not 1 <= rating <= 5 or type(response) is not str
+                or not 0 < len(response) <= MAX_TEXT_CHARS or response.isspace()):
             return None
         if get("response_a") is not None or get("response_b") is not None or get("preference") is not None:
             return None  # COMPARED_ONLY, spelled out: this runs for every row
     else:
         first, second, preference = get("response_a"), get("response_b"), get("preference")
-        if not (_valid_text(first) and _valid_text(second)) or first == second or preference not in ("a", "b"):
+        if (type(first) is not str or not 0 < len(first) <= MAX_TEXT_CHARS or first.isspace()
+                or type(second) is not str or not 0 < len(second) <= MAX_TEXT_CHARS or second.isspace()
+                or first == second or preference not in ("a", "b")):
             return None
     confidence = get("confidence")
     if type(confidence) is str:
@@ -148,8 +150,7 @@ def fast_fields(value: dict[str, Any], roles: frozenset[str] | set[str]) -> dict
             timestamp = _timestamp_adapter().validate_python(timestamp)
         except ValidationError:
             return None
-    fields = dict.fromkeys(FIELDS)
-    fields.update(value)
+    fields = {**EMPTY_ROW, **value}
     fields["confidence"], fields["timestamp"] = confidence, timestamp
     return fields
 

@@ -20,7 +20,6 @@ from pydantic import ValidationError
 
 from roleforge.data_contracts.feedback import FeedbackRow, describe_error, fast_fields
 from roleforge.tasks import pii
-from roleforge.tasks.store import content_key
 
 HASHED_FIELDS = ("agent_role", "prompt", "response", "rating", "response_a", "response_b", "preference", "rater")
 SCRUBBED_FIELDS = ("prompt", "response", "response_a", "response_b", "rater")
@@ -118,8 +117,16 @@ def stored_columns(checked: list[tuple[dict[str, Any], int]], source: str) -> di
         hashes = [sha256(dumps(values)).hexdigest() for values in hashed]
     except TypeError:
         hashes = [sha256(canonical_json(values)).hexdigest() for values in zip(*(columns[name] for name in HASHED_FIELDS))]
-    columns["content_hash"], columns["content_key"] = hashes, list(map(content_key, hashes))
+    columns["content_hash"], columns["content_key"] = hashes, content_keys(hashes)
     return {name: columns[name] for name in FEEDBACK_COLUMNS}
+
+
+def content_keys(hashes: list[str]) -> list[int]:
+    """[store.content_key(h) for h in hashes], by numpy: each hash's first 16 hex digits as a signed big-endian
+    64-bit integer."""
+    import numpy as np
+
+    return np.frombuffer(bytes.fromhex("".join([hash_[:16] for hash_ in hashes])), dtype=">i8").tolist()
 
 
 def rows_of(columns: dict[str, list[Any]]) -> list[dict[str, Any]]:
@@ -137,13 +144,13 @@ def check_records(source: str, records: Iterable[tuple[int, bytes | dict[str, An
     checked: list[tuple[dict[str, Any], int]] = []
     for line, raw in records:
         if isinstance(raw, bytes):
-            if not raw.strip():
-                batch.blank += 1
-                continue
             try:
                 value = orjson.loads(raw)
-            except orjson.JSONDecodeError as error:
-                batch.quarantined.append(Quarantined(source, line, _undecodable(raw, error), raw))
+            except orjson.JSONDecodeError as error:  # a blank line is no JSON document either
+                if raw.strip():
+                    batch.quarantined.append(Quarantined(source, line, _undecodable(raw, error), raw))
+                else:
+                    batch.blank += 1
                 continue
         else:
             value = raw

@@ -150,7 +150,7 @@ def test_rows_whose_store_keys_collide_are_quarantined_not_lost(tmp_path, monkey
     from roleforge.tasks import store
 
     # Four distinct keys for 24 distinct rows: most rows collide with a stored row or one earlier in their batch.
-    monkeypatch.setattr(ingest_module, "content_key", lambda digest: int(digest[0], 16) % 4)
+    monkeypatch.setattr(ingest_module, "content_keys", lambda digests: [int(digest[0], 16) % 4 for digest in digests])
     if path != "staged":
         monkeypatch.setattr(store, "stage_rows", lambda *_: None)
     if path == "generic":
@@ -236,9 +236,11 @@ def test_a_parse_worker_s_failure_is_a_one_line_error_naming_it(tmp_path):
 
 @pytest.mark.parametrize("digest", ["0" * 64, "7" + "f" * 63, "8" + "0" * 63, "f" * 64, "9e1f" * 16])
 def test_the_content_key_is_the_hash_s_first_eight_bytes_as_a_signed_integer(digest):
+    from roleforge.tasks.feedback_rows import content_keys
     from roleforge.tasks.store import content_key
 
     assert content_key(digest) == int.from_bytes(bytes.fromhex(digest[:16]), "big", signed=True)
+    assert content_keys([digest, "0" * 64, digest]) == [content_key(digest), 0, content_key(digest)]
 
 
 def test_a_worker_s_staging_file_belongs_to_the_ingest_process(tmp_path):
