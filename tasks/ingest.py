@@ -108,6 +108,10 @@ def archive_file(path: Path, inbox: Path, archive: Path) -> Path | None:
     return target
 
 
+# Staged chunks stored per transaction (see store.insert_staged): fewer commits, each rewriting fewer index pages
+# per row, while the writer still keeps pace with the parse workers.
+STORE_GROUP_CHUNKS = 2
+
 # Parse workers pay off only past a few chunks: below this, a JSONL file is parsed in the ingest process itself.
 PARALLEL_MIN_BYTES = 16 * 2**20
 
@@ -150,6 +154,15 @@ def _ingest_files(paths: Iterable[str], roles: set[str], store_url: str, quarant
     by_role: dict[str, int] = {}
     pending: deque[tuple[Future[Stored], int]] = deque()
 
+    group: list[ParsedChunk] = []  # staged chunks not yet handed to the writer
+
+    def hand_over() -> None:
+        """Give the writer the chunks of `group`, to store in one transaction (once at most one is queued)."""
+        if group:
+            settle(1)
+            pending.append((writer.submit(store_chunks, engine, list(group)), sum(chunk.good for chunk in group)))
+            group.clear()
+
     def settle(limit: int) -> None:
         """Wait for stored chunks until at most `limit` are still queued (the writer finishes them in order)."""
         nonlocal ingested, parsed
@@ -160,30 +173,42 @@ def _ingest_files(paths: Iterable[str], roles: set[str], store_url: str, quarant
             parsed += rows - len(stored.collided)
             quarantine.append([collision_entry(row, holder) for row, holder in stored.collided])
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="roleforge-store") as writer, \
-            ParseWorkers(workers, staging_directory(engine)) as parsers:
-        for path in files:
-            local = inbox_file(path, inbox)
-            chunks = parsers.chunks(path, roles, batch_rows)
-            try:
-                chunk = next(chunks, None)
-            except FileNotFoundError:
-                if local is None:
-                    raise
-                continue  # another ingest stored and archived it after we listed the inbox
-            while chunk is not None:
-                blank += chunk.blank
-                quarantine.append(chunk.quarantined)
-                for role, count in chunk.by_role.items():
-                    by_role[role] = by_role.get(role, 0) + count
-                settle(1)
-                if chunk.good:
-                    pending.append((writer.submit(store_chunk, engine, chunk), chunk.good))
-                chunk = next(chunks, None)
-            if local is not None and archive is not None:
-                settle(0)
-                archived += archive_file(local, inbox, archive) is not None
-        settle(0)
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="roleforge-store") as writer, \
+                ParseWorkers(workers, staging_directory(engine)) as parsers:
+            for path in files:
+                local = inbox_file(path, inbox)
+                chunks = parsers.chunks(path, roles, batch_rows)
+                try:
+                    chunk = next(chunks, None)
+                except FileNotFoundError:
+                    if local is None:
+                        raise
+                    continue  # another ingest stored and archived it after we listed the inbox
+                while chunk is not None:
+                    blank += chunk.blank
+                    quarantine.append(chunk.quarantined)
+                    for role, count in chunk.by_role.items():
+                        by_role[role] = by_role.get(role, 0) + count
+                    if chunk.good and chunk.staged is None:  # rows in memory: stored alone, after the chunks before it
+                        hand_over()
+                        group.append(chunk)
+                        hand_over()
+                    elif chunk.good:
+                        group.append(chunk)
+                        if len(group) >= STORE_GROUP_CHUNKS:
+                            hand_over()
+                    chunk = next(chunks, None)
+                if local is not None and archive is not None:
+                    hand_over()
+                    settle(0)
+                    archived += archive_file(local, inbox, archive) is not None
+            hand_over()
+            settle(0)
+    finally:
+        for chunk in group:  # never handed to the writer (an error stopped the ingest): no staging file outlives it
+            if chunk.staged is not None:
+                chunk.staged.unlink(missing_ok=True)
     return IngestReport(
         files=len(files), archived=archived, ingested=ingested, duplicates=parsed - ingested,
         quarantined=quarantine.count, blank=blank, quarantine_path=str(quarantine.path) if quarantine.path else None,
@@ -191,10 +216,13 @@ def _ingest_files(paths: Iterable[str], roles: set[str], store_url: str, quarant
     )
 
 
-def store_chunk(engine: Any, chunk: ParsedChunk) -> Any:
+def store_chunks(engine: Any, chunks: list[ParsedChunk]) -> Any:
+    """Store chunks in one transaction: staged chunks together, or one chunk of rows."""
     from roleforge.tasks.store import insert_new_feedback, insert_staged
 
-    return insert_staged(engine, chunk.staged) if chunk.staged is not None else insert_new_feedback(engine, chunk.rows)
+    if len(chunks) == 1 and chunks[0].staged is None:
+        return insert_new_feedback(engine, chunks[0].rows)
+    return insert_staged(engine, [chunk.staged for chunk in chunks])
 
 
 class ParseWorkers:

@@ -48,6 +48,8 @@ METADATA_CELL = FEEDBACK_COLUMNS.index("metadata")
 INSERT_COLUMNS = ", ".join(FEEDBACK_COLUMNS)
 # Bulk inserts into a sqlite store go through a staging database file beside it (see insert_staged).
 STAGING_PREFIX = ".roleforge-staging-"
+# SQLite attaches at most 10 databases to a connection by default.
+MAX_STAGED_PER_INSERT = 8
 STAGING_PRAGMAS = ("PRAGMA page_size=65536", "PRAGMA journal_mode=OFF", "PRAGMA synchronous=OFF")
 
 
@@ -275,34 +277,48 @@ def stage_columns(columns: dict[str, list[Any]], directory: Path, owner: int | N
     return path
 
 
-def insert_staged(engine: sa.Engine, staged: Path) -> Stored:
-    """Copy a staging file's rows into the store inside SQLite (one INSERT ... SELECT, new content hashes only, file
-    order kept for the ids), then remove the file. The store itself is only ever opened by Python's sqlite3: two
-    SQLite libraries in one process must not share a database file (their POSIX locks would clobber each other),
-    and the staging file is closed by ADBC before it is attached here."""
+def insert_staged(engine: sa.Engine, staged: Path | Sequence[Path]) -> Stored:
+    """Copy staging files' rows into the store inside SQLite, all in one transaction (one INSERT ... SELECT per file,
+    new content keys only, file order kept for the ids), then remove the files. The store itself is only ever opened
+    by Python's sqlite3: two SQLite libraries in one process must not share a database file (their POSIX locks would
+    clobber each other), and a staging file is closed by ADBC before it is attached here. One transaction for
+    several files costs less than one each: a commit writes every index page its rows touched, and random keys
+    touch most of them (800,000 rows in eight files: 5.9-6.6 s of CPU one file per transaction, 5.3-5.5 s two per
+    transaction, 5.0-5.3 s four)."""
+    files = [staged] if isinstance(staged, Path) else list(staged)
+    if len(files) > MAX_STAGED_PER_INSERT:
+        raise ValueError(f"at most {MAX_STAGED_PER_INSERT} staging files per insert, not {len(files)}")
     raw = engine.raw_connection()
+    attached: list[str] = []
     try:
         connection = raw.driver_connection
-        connection.execute("ATTACH DATABASE ? AS roleforge_staging", (str(staged),))
-        try:
-            with connection:  # commits, or rolls back on an error
-                inserted = connection.execute(
-                    f"INSERT INTO feedback ({INSERT_COLUMNS}) SELECT {INSERT_COLUMNS} FROM roleforge_staging.staged "
-                    "WHERE true ORDER BY rowid ON CONFLICT (content_key) DO NOTHING").rowcount
-                staged_rows = connection.execute("SELECT count(*) FROM roleforge_staging.staged").fetchone()[0]
-                if inserted == staged_rows:
-                    return Stored(inserted, [])
+        for path in files:  # ATTACH is refused inside a transaction
+            schema = f"roleforge_staging_{len(attached)}"
+            connection.execute(f"ATTACH DATABASE ? AS {schema}", (str(path),))
+            attached.append(schema)
+        with connection:  # commits, or rolls back on an error
+            inserted = [connection.execute(
+                f"INSERT INTO feedback ({INSERT_COLUMNS}) SELECT {INSERT_COLUMNS} FROM {schema}.staged "
+                "WHERE true ORDER BY rowid ON CONFLICT (content_key) DO NOTHING").rowcount for schema in attached]
+            collided: list[tuple[dict[str, Any], int]] = []
+            for schema, count in zip(attached, inserted):
+                if count == connection.execute(f"SELECT count(*) FROM {schema}.staged").fetchone()[0]:
+                    continue
                 # Some rows were not new: those whose key is held by a row with another hash are collisions.
                 cursor = connection.execute(
-                    f"SELECT {', '.join('s.' + name for name in FEEDBACK_COLUMNS)}, f.id FROM roleforge_staging.staged s "
+                    f"SELECT {', '.join('s.' + name for name in FEEDBACK_COLUMNS)}, f.id FROM {schema}.staged s "
                     "JOIN feedback f ON f.content_key = s.content_key WHERE f.content_hash <> s.content_hash "
                     "ORDER BY s.rowid")
-                return Stored(inserted, [(_staged_row(cells[:-1]), cells[-1]) for cells in cursor])
-        finally:
-            connection.execute("DETACH DATABASE roleforge_staging")
+                collided.extend((_staged_row(cells[:-1]), cells[-1]) for cells in cursor)
+            return Stored(sum(inserted), collided)
     finally:
-        raw.close()
-        staged.unlink(missing_ok=True)
+        try:
+            for schema in attached:
+                raw.driver_connection.execute(f"DETACH DATABASE {schema}")
+        finally:
+            raw.close()
+            for path in files:
+                path.unlink(missing_ok=True)
 
 
 def _staged_row(cells: Sequence[Any]) -> dict[str, Any]:

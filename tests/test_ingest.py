@@ -255,3 +255,38 @@ def test_a_worker_s_staging_file_belongs_to_the_ingest_process(tmp_path):
     assert chunk.staged.name.startswith(f"{store.STAGING_PREFIX}{os.getpid()}-") and chunk.good == 3
     assert store.remove_stale_staging(engine_for(f"sqlite:///{tmp_path / 'store.db'}")) == []
     assert store.insert_staged(engine_for(f"sqlite:///{tmp_path / 'store.db'}"), chunk.staged).inserted == 3
+
+
+def test_staging_files_stored_together_are_one_transaction_in_file_order(tmp_path):
+    """Several staged chunks per insert: ids follow the files' order, a key held by another file's row is a
+    collision, a repeat is a duplicate, and a failure stores none of them."""
+    from roleforge.tasks import store
+    from roleforge.tasks.feedback_rows import to_stored_row
+
+    def staged(*rows: tuple[dict, int]) -> Path:
+        stored = []
+        for fields, key in rows:
+            row = to_stored_row({**dict.fromkeys(["rating", "response", "response_a", "response_b", "preference",
+                                                  "event_id", "rater", "confidence", "metadata", "timestamp"]),
+                                 **fields}, "feedback.jsonl", key)
+            stored.append({**row, "content_key": key})
+        return store.stage_rows(stored, tmp_path)
+
+    first, second, third = ({"agent_role": "ceo", "prompt": f"Question {n}?", "response": "Yes.", "rating": 4}
+                            for n in range(3))
+    engine = engine_for(f"sqlite:///{tmp_path / 'store.db'}")
+    files = [staged((first, 1), (second, 2)), staged((third, 1), (second, 2), ({**third, "rating": 5}, 3))]
+    result = store.insert_staged(engine, files)
+    assert result.inserted == 3 and not any(path.exists() for path in files)
+    assert [(row["prompt"], row["content_key"]) for row, _ in result.collided] == [("Question 2?", 1)]
+    held = feedback_for_role(engine, "ceo")
+    assert [(row["prompt"], row["rating"], row["content_key"]) for row in held] == [
+        ("Question 0?", 4, 1), ("Question 1?", 4, 2), ("Question 2?", 5, 3)]
+    assert result.collided[0][1] == held[0]["id"]
+
+    broken = tmp_path / "broken.db"
+    broken.write_bytes(b"")  # an empty database: no staged table
+    files = [staged(({**first, "prompt": "New?"}, 7)), broken]
+    with pytest.raises(Exception, match="no such table"):
+        store.insert_staged(engine, files)
+    assert len(feedback_for_role(engine, "ceo")) == 3 and not any(path.exists() for path in files)
