@@ -190,13 +190,11 @@ def _ingest_files(paths: Iterable[str], roles: set[str], store_url: str, quarant
                     quarantine.append(chunk.quarantined)
                     for role, count in chunk.by_role.items():
                         by_role[role] = by_role.get(role, 0) + count
-                    if chunk.good and chunk.staged is None:  # rows in memory: stored alone, after the chunks before it
-                        hand_over()
+                    if chunk.good:
+                        if chunk.staged is None:  # rows in memory: stored alone, after the chunks before them
+                            hand_over()
                         group.append(chunk)
-                        hand_over()
-                    elif chunk.good:
-                        group.append(chunk)
-                        if len(group) >= STORE_GROUP_CHUNKS:
+                        if chunk.staged is None or len(group) >= STORE_GROUP_CHUNKS:
                             hand_over()
                     chunk = next(chunks, None)
                 if local is not None and archive is not None:
