@@ -53,12 +53,21 @@ MAX_STAGED_PER_INSERT = 8
 STAGING_PRAGMAS = ("PRAGMA page_size=65536", "PRAGMA journal_mode=OFF", "PRAGMA synchronous=OFF")
 
 
+# A new store's page size. Bulk inserts write a third less CPU with 64 KiB pages than with SQLite's 4 KiB default
+# (800,000 rows into a fresh store: 3.4-4.2 s against 5.3-5.8 s): fewer page splits and cells per row, and fewer index
+# pages for a commit to rewrite. An existing store keeps the size it was created with (SQLite changes it only by
+# rebuilding the file).
+STORE_PAGE_SIZE = 65536
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets readers run beside one writer; busy_timeout turns "database is locked" into a short wait; a page
     # cache of up to 64 MiB (allocated as used; 256 MiB measured no faster on a 1M-row ingest).
-    # busy_timeout comes first: switching to WAL takes a lock that another process may hold for a moment.
+    # busy_timeout comes first: switching to WAL takes a lock that another process may hold for a moment. The page
+    # size comes before WAL, which writes the first page of a new file.
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA page_size={STORE_PAGE_SIZE}")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA cache_size=-65536")

@@ -201,6 +201,22 @@ def test_a_store_written_before_content_keys_is_migrated_once(tmp_path):
     assert first == (7, content_key(content_hash(old)), "old.jsonl", "2026-01-02 03:04:05")
     assert "ix_feedback_agent_role" in indexes and tables == {"feedback"}
     assert len(indexes) == 2  # the role index and the content key's; the old unique index on content_hash is gone
+    with sqlite3.connect(database) as connection:  # an existing store keeps its page size
+        assert connection.execute("PRAGMA page_size").fetchone() == (4096,)
+
+
+def test_a_new_store_has_large_pages_and_keeps_them(tmp_path):
+    import sqlite3
+
+    from roleforge.tasks.store import STORE_PAGE_SIZE
+
+    ingest(tmp_path, write_mixed(tmp_path / "feedback.jsonl"))
+    engine_for.cache_clear()
+    again = ingest(tmp_path, write_mixed(tmp_path / "again.jsonl"))
+    assert (again["ingested"], again["duplicates"]) == (0, 3)
+    with sqlite3.connect(tmp_path / "store.db") as connection:
+        assert connection.execute("PRAGMA page_size").fetchone() == (STORE_PAGE_SIZE,) == (65536,)
+        assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
 def test_parse_workers_store_and_quarantine_what_the_ingest_process_does(tmp_path):
