@@ -7,6 +7,7 @@ import base64
 import csv
 import hashlib
 import io
+import itertools
 import json
 import operator
 import os
@@ -18,7 +19,8 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from roleforge.data_contracts.feedback import FeedbackRow, describe_error, fast_fields
+from roleforge.data_contracts.feedback import (FeedbackRecord, FeedbackRow, decode_record, describe_error, fast_fields,
+                                               record_of)
 from roleforge.tasks import pii
 
 HASHED_FIELDS = ("agent_role", "prompt", "response", "rating", "response_a", "response_b", "preference", "rater")
@@ -87,30 +89,30 @@ def content_hash(row: dict[str, Any]) -> str:
 def to_stored_row(fields: dict[str, Any], source: str, line: int) -> dict[str, Any]:
     """The store's row from a contract-checked row's fields: every text scrubbed of PII before it is hashed or
     written."""
-    return rows_of(stored_columns([(fields, line)], source))[0]
+    return rows_of(stored_columns([record_of(fields)], [line], source))[0]
 
 
 PLAIN_FIELDS = ("agent_role", "rating", "preference", "event_id", "confidence", "metadata", "timestamp")
-PLAIN_VALUES = operator.itemgetter(*PLAIN_FIELDS)
+PLAIN_VALUES = operator.attrgetter(*PLAIN_FIELDS)
+SCRUBBED_VALUES = operator.attrgetter(*SCRUBBED_FIELDS)
 
 
-def stored_columns(checked: list[tuple[dict[str, Any], int]], source: str) -> dict[str, list[Any]]:
-    """The store's rows, a list of values per column, from contract-checked rows' fields and line numbers: every
+def stored_columns(records: list[FeedbackRecord], lines: list[int], source: str) -> dict[str, list[Any]]:
+    """The store's rows, a list of values per column, from contract-checked records and their line numbers: every
     text scrubbed of PII (all of them in one pass) before it is hashed or written. Built by column, the way they are
     staged: no dict per row."""
     from roleforge.tasks.store import FEEDBACK_COLUMNS
 
-    if not checked:
+    if not records:
         return {name: [] for name in FEEDBACK_COLUMNS}
-    rows = [fields for fields, _ in checked]
-    texts = pii.scrub_all([fields[name] for fields in rows for name in SCRUBBED_FIELDS])
+    texts = pii.scrub_all(list(itertools.chain.from_iterable(map(SCRUBBED_VALUES, records))))
     columns = {name: texts[offset::len(SCRUBBED_FIELDS)] for offset, name in enumerate(SCRUBBED_FIELDS)}
-    columns.update(zip(PLAIN_FIELDS, map(list, zip(*map(PLAIN_VALUES, rows)))))
+    columns.update(zip(PLAIN_FIELDS, map(list, zip(*map(PLAIN_VALUES, records)))))
     columns["kind"] = ["rating" if rating is not None else "ab" for rating in columns["rating"]]
     columns["metadata"] = [json.loads(pii.scrub(json.dumps(value))) if value else None for value in columns["metadata"]]
     columns["timestamp"] = [value.isoformat() if value else None for value in columns["timestamp"]]
-    columns["source"] = [source] * len(rows)
-    columns["source_line"] = [line for _, line in checked]
+    columns["source"] = [source] * len(records)
+    columns["source_line"] = lines
     hashed = zip(*(columns[name] for name in HASHED_FIELDS))
     sha256, dumps = hashlib.sha256, orjson.dumps
     try:  # canonical_json, inlined for the common case
@@ -136,14 +138,21 @@ def rows_of(columns: dict[str, list[Any]]) -> list[dict[str, Any]]:
 
 
 def check_records(source: str, records: Iterable[tuple[int, bytes | dict[str, Any]]], roles: set[str],
-                  batch: ParsedBatch) -> list[tuple[dict[str, Any], int]]:
-    """Each record checked against the row contract: (fields, line) of the good ones; a bad one goes to
-    batch.quarantined with its reason (never dropped), a blank line to batch.blank."""
+                  batch: ParsedBatch) -> tuple[list[FeedbackRecord], list[int]]:
+    """Each record checked against the row contract: the good ones and their line numbers; a bad one goes to
+    batch.quarantined with its reason (never dropped), a blank line to batch.blank. A JSON line is decoded by the
+    contract's bulk path (decode_record) and, when that refuses it, by orjson and the model, for the reason."""
     roles = frozenset(roles)
     context = {"roles": roles}
-    checked: list[tuple[dict[str, Any], int]] = []
+    checked: list[FeedbackRecord] = []
+    lines: list[int] = []
     for line, raw in records:
         if isinstance(raw, bytes):
+            record = decode_record(raw, roles)
+            if record is not None:
+                checked.append(record)
+                lines.append(line)
+                continue
             try:
                 value = orjson.loads(raw)
             except orjson.JSONDecodeError as error:  # a blank line is no JSON document either
@@ -165,14 +174,15 @@ def check_records(source: str, records: Iterable[tuple[int, bytes | dict[str, An
                 text = raw if isinstance(raw, bytes) else json.dumps(raw, ensure_ascii=False, default=str)
                 batch.quarantined.append(Quarantined(source, line, describe_error(error), text))
                 continue
-        checked.append((fields, line))
-    return checked
+        checked.append(record_of(fields))
+        lines.append(line)
+    return checked, lines
 
 
 def parse_records(source: str, records: Iterable[tuple[int, bytes | dict[str, Any]]], roles: set[str]) -> ParsedBatch:
     """Check each record against the row contract; a bad one is quarantined with its reason, never dropped."""
     batch = ParsedBatch()
-    batch.rows = rows_of(stored_columns(check_records(source, records, roles, batch), source))
+    batch.rows = rows_of(stored_columns(*check_records(source, records, roles, batch), source))
     return batch
 
 
@@ -204,7 +214,7 @@ def parse_chunk(source: str, records: Iterable[tuple[int, bytes | dict[str, Any]
     gc.disable()
     try:
         batch = ParsedBatch()
-        columns = stored_columns(check_records(source, records, roles, batch), source)
+        columns = stored_columns(*check_records(source, records, roles, batch), source)
     finally:
         if collecting:
             gc.enable()

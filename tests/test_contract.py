@@ -1,11 +1,15 @@
 """The feedback row contract: what a good row is, and one clear reason for each bad one."""
 
+import json
+
+import msgspec
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from roleforge.data_contracts.feedback import MAX_TEXT_CHARS, FeedbackRow, describe_error, fast_fields
+from roleforge.data_contracts.feedback import MAX_TEXT_CHARS, FeedbackRow, decode_record, describe_error, fast_fields
 
 ROLES = {"roles": {"ceo", "tool-agent"}}
 
@@ -74,8 +78,61 @@ def test_fast_path_agrees_with_the_model(row):
     assert fields is None or fields == expected
 
 
+# The bulk path proper (decode_record, from a line's bytes) likewise, and it takes only lines that orjson reads.
+def assert_bulk_agrees(line: bytes) -> None:
+    record = decode_record(line, ROLES["roles"])
+    try:
+        value = orjson.loads(line)
+        expected = FeedbackRow.model_validate(value, context=ROLES).__dict__
+    except (orjson.JSONDecodeError, ValidationError):
+        assert record is None
+        return
+    assert record is None or msgspec.structs.asdict(record) == expected
+
+
+@settings(max_examples=3000, deadline=None)
+@given(candidate_rows)
+def test_the_bulk_decoder_agrees_with_orjson_and_the_model(row):
+    assert_bulk_agrees(json.dumps(row).encode())
+
+
+RATED = b'{"agent_role": "ceo", "prompt": "p", "response": "r", "rating": 4'
+
+
+@pytest.mark.parametrize("line", [
+    RATED + b', "prompt": "\\ud800"}',  # a lone surrogate
+    RATED.replace(b'"r"', b'"caf\xe9"') + b"}",  # not UTF-8
+    RATED + b', "metadata": {"k": 123456789012345678901234567890}}',  # past 64 bits
+    RATED + b', "metadata": {"k": 1e400}}',  # infinite
+    RATED + b', "metadata": {"k": 1, "k": [2]}}',
+    RATED + b', "confidence": NaN}',
+    RATED + b', "confidence": 1}',
+    RATED + b', "confidence": 1e-400}',
+    RATED + b', "confidence": " high"}',
+    b"\xef\xbb\xbf" + RATED + b"}",  # a byte-order mark
+    RATED + b"} {}",  # trailing content
+    RATED + b"}\r\n",
+    RATED + b', "rating": 5.0}',  # the model takes 5.0
+    RATED + b', "timestamp": 1767225600}',  # the model takes seconds since the epoch
+    RATED + b', "timestamp": "2026-11-01 10:00"}',
+    RATED + b', "prompt": "\\u2003"}',  # blank
+])
+def test_the_bulk_decoder_agrees_at_the_edges(line):
+    assert_bulk_agrees(line)
+
+
+def test_the_bulk_decoder_reads_duplicate_keys_as_orjson_does():
+    record = decode_record(RATED + b', "rating": 2, "response": "s"}', ROLES["roles"])
+    assert (record.rating, record.response) == (2, "s") == (orjson.loads(RATED + b', "rating": 2, "response": "s"}')["rating"], "s")
+
+
 def test_fast_path_takes_the_common_rows():
     rows = [{"agent_role": "ceo", "prompt": "p", "response": "r", "rating": 4, "rater": "u1", "confidence": "high"},
             {"agent_role": "ceo", "prompt": "p", "response_a": "x", "response_b": "y", "preference": "b",
-             "timestamp": "2026-11-01T10:00:00Z", "metadata": {"k": 1}, "event_id": "e1", "confidence": 0.5}]
-    assert all(fast_fields(row, ROLES["roles"]) == FeedbackRow.model_validate(row, context=ROLES).__dict__ for row in rows)
+             "timestamp": "2026-11-01T10:00:00Z", "metadata": {"k": 1}, "event_id": "e1", "confidence": 0.5},
+            {"agent_role": "tool-agent", "prompt": "p", "response": "r", "rating": 1, "metadata": None,
+             "confidence": "Low", "timestamp": "2026-11-01"}]
+    for row in rows:
+        expected = FeedbackRow.model_validate(row, context=ROLES).__dict__
+        assert fast_fields(row, ROLES["roles"]) == expected
+        assert msgspec.structs.asdict(decode_record(orjson.dumps(row), ROLES["roles"])) == expected

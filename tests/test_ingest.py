@@ -89,13 +89,13 @@ def test_bulk_staged_insert_stores_what_the_row_by_row_insert_stores(tmp_path, m
     from roleforge.tasks import store
     from roleforge.tasks.ingest import to_stored_row
 
-    base = {"agent_role": "ceo", "kind": "rating", "prompt": "p", "response": "r", "rating": 3, "response_a": None,
+    base = {"agent_role": "ceo", "prompt": "p", "response": "r", "rating": 3, "response_a": None,
             "response_b": None, "preference": None, "event_id": None, "rater": None, "confidence": None, "metadata": None,
             "timestamp": None}
     rows = [to_stored_row(fields, "f.jsonl", line) for line, fields in enumerate([
         base, {**base, "prompt": "q", "confidence": 0.25, "rater": "u-1", "event_id": "e-9", "timestamp": None},
         {**base, "prompt": "caf\u00e9 \u2603 \U0001f600", "metadata": {"channel": "slack", "n": [1, 2.5, None]}},
-        {**base, "kind": "ab", "prompt": "ab", "response": None, "rating": None, "response_a": "x", "response_b": "y",
+        {**base, "prompt": "ab", "response": None, "rating": None, "response_a": "x", "response_b": "y",
          "preference": "b", "confidence": 1.0},
         base,  # a duplicate inside the batch: stored once, the first one
     ], start=1)]
