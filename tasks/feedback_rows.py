@@ -273,10 +273,56 @@ def read_frame(stream: Any) -> bytes | None:
     return payload
 
 
-def encode_request(source: str, first_line: int, data: bytes, roles: set[str], staging: Path | None) -> bytes:
-    header = orjson.dumps({"source": source, "first_line": first_line, "roles": sorted(roles),
-                           "staging": None if staging is None else str(staging)})
-    return b"".join((len(header).to_bytes(FRAME_LENGTH, "big"), header, len(data).to_bytes(FRAME_LENGTH, "big"), data))
+def encode_request(source: str, first_line: int, lines: int, data: bytes | tuple[int, int], roles: set[str],
+                   staging: Path | None) -> bytes:
+    """A request to parse `lines` lines of `source` starting at line `first_line`: their bytes, or (offset, length)
+    of them in the local file `source`, for the worker to read itself (nothing then goes through the pipe)."""
+    header = {"source": source, "first_line": first_line, "lines": lines, "roles": sorted(roles),
+              "staging": None if staging is None else str(staging), "span": None}
+    if isinstance(data, tuple):
+        header["span"], data = data, b""
+    encoded = orjson.dumps(header)
+    return b"".join((len(encoded).to_bytes(FRAME_LENGTH, "big"), encoded, len(data).to_bytes(FRAME_LENGTH, "big"), data))
+
+
+def read_span(path: str, offset: int, length: int) -> bytes:
+    """`length` bytes of a local file from `offset`; an error if the file is shorter (it changed under the ingest)."""
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        data = handle.read(length)
+    if len(data) != length:
+        raise EOFError(f"{path} is shorter than when it was split into chunks (it changed during the ingest)")
+    return data
+
+
+LINE_END = 10  # b"\n"
+
+
+def line_spans(handle: Any, lines: int, block_size: int = 8 * 2**20) -> Iterator[tuple[int, int, int]]:
+    """(offset, length, line count) of consecutive spans of a binary file, `lines` lines each but the last, lines
+    split as iterating over the file splits them (a last line without its line end counts). Lines are counted by
+    bytes.count, and numpy finds a span's last line end: no Python work per line."""
+    import numpy as np
+
+    start = offset = counted = 0  # where the open span starts, where the block starts, whole lines in the span
+    last = b""
+    while block := handle.read(block_size):
+        ends = block.count(b"\n")
+        if counted + ends >= lines:
+            positions = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == LINE_END)
+            used = 0
+            while counted + ends - used >= lines:
+                used += lines - counted
+                end = offset + int(positions[used - 1]) + 1
+                yield start, end - start, lines
+                start, counted = end, 0
+            counted = ends - used
+        else:
+            counted += ends
+        offset += len(block)
+        last = block[-1:]
+    if offset > start:
+        yield start, offset - start, counted + (last != b"\n")
 
 
 def encode_chunk(chunk: ParsedChunk) -> bytes:
@@ -312,13 +358,15 @@ def serve_parse_requests() -> None:
     while (header := read_frame(requests)) is not None:
         request, data = orjson.loads(header), read_frame(requests)
         try:
+            if request["span"] is not None:
+                data = read_span(request["source"], *request["span"])
             staging = None if request["staging"] is None else Path(request["staging"])
             # The staging file belongs to the ingest that inserts it, not to this worker.
             answer = encode_chunk(parse_lines(request["source"], request["first_line"], data or b"",
                                               set(request["roles"]), staging, os.getppid()))
         except Exception as error:  # the ingest raises it as one line; the traceback goes to stderr
             traceback.print_exc()
-            last = request["first_line"] + (data or b"").count(b"\n")
+            last = request["first_line"] + request["lines"] - 1
             message = " ".join(f"{type(error).__name__}: {error}".split())
             answer = orjson.dumps({"status": "error",
                                    "error": f"{request['source']} lines {request['first_line']}-{last}: {message}"})

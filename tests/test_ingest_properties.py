@@ -50,3 +50,20 @@ def test_content_hash_form_is_the_json_module_s(values):
 
     expected = json.dumps(values, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
     assert canonical_json(values) == expected
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=200).map(lambda b: b.replace(b"\x00", b"\n")), st.integers(1, 7), st.integers(1, 16))
+def test_line_spans_cut_a_file_where_its_lines_end(content, lines, block_size):
+    """The parse workers' chunks of a local file: every byte in exactly one span, each span `lines` whole lines (the
+    last fewer), line ends where iterating over the file puts them."""
+    import io
+
+    from roleforge.tasks.feedback_rows import line_spans
+
+    spans = list(line_spans(io.BytesIO(content), lines, block_size))
+    assert b"".join(content[offset:offset + length] for offset, length, _ in spans) == content
+    assert [count for _, _, count in spans] == [len(io.BytesIO(content[offset:offset + length]).readlines())
+                                                for offset, length, _ in spans]
+    assert all(count == lines for _, _, count in spans[:-1]) and all(count > 0 for _, _, count in spans)
+    assert sum(count for _, _, count in spans) == len(io.BytesIO(content).readlines())
