@@ -4,6 +4,7 @@ reasons. Light to import (no Prefect, no MLflow): ingest's parse workers run it 
 from __future__ import annotations
 
 import base64
+import collections
 import csv
 import hashlib
 import io
@@ -22,6 +23,7 @@ from pydantic import ValidationError
 from roleforge.data_contracts.feedback import (FeedbackRecord, FeedbackRow, decode_record, describe_error, fast_fields,
                                                record_of)
 from roleforge.tasks import pii
+from roleforge.tasks.staging import Staging, stage_columns
 
 HASHED_FIELDS = ("agent_role", "prompt", "response", "rating", "response_a", "response_b", "preference", "rater")
 SCRUBBED_FIELDS = ("prompt", "response", "response_a", "response_b", "rater")
@@ -98,16 +100,12 @@ SCRUBBED_VALUES = operator.attrgetter(*SCRUBBED_FIELDS)
 
 
 def stored_columns(records: list[FeedbackRecord], lines: list[int], source: str) -> dict[str, list[Any]]:
-    """The store's rows, a list of values per column, from contract-checked records and their line numbers: every
-    text scrubbed of PII (all of them in one pass) before it is hashed or written. Built by column, the way they are
-    staged: no dict per row."""
-    from roleforge.tasks.store import FEEDBACK_COLUMNS
-
-    if not records:
-        return {name: [] for name in FEEDBACK_COLUMNS}
+    """The store's rows, a list of values per column (every column an insert gives, store.FEEDBACK_COLUMNS), from
+    contract-checked records and their line numbers: every text scrubbed of PII (all of them in one pass) before it
+    is hashed or written. Built by column, the way they are staged: no dict per row."""
     texts = pii.scrub_all(list(itertools.chain.from_iterable(map(SCRUBBED_VALUES, records))))
     columns = {name: texts[offset::len(SCRUBBED_FIELDS)] for offset, name in enumerate(SCRUBBED_FIELDS)}
-    columns.update(zip(PLAIN_FIELDS, map(list, zip(*map(PLAIN_VALUES, records)))))
+    columns.update(zip(PLAIN_FIELDS, map(list, zip(*map(PLAIN_VALUES, records))) if records else [[]] * len(PLAIN_FIELDS)))
     columns["kind"] = ["rating" if rating is not None else "ab" for rating in columns["rating"]]
     columns["metadata"] = [json.loads(pii.scrub(json.dumps(value))) if value else None for value in columns["metadata"]]
     columns["timestamp"] = [value.isoformat() if value else None for value in columns["timestamp"]]
@@ -120,7 +118,7 @@ def stored_columns(records: list[FeedbackRecord], lines: list[int], source: str)
     except TypeError:
         hashes = [sha256(canonical_json(values)).hexdigest() for values in zip(*(columns[name] for name in HASHED_FIELDS))]
     columns["content_hash"], columns["content_key"] = hashes, content_keys(hashes)
-    return {name: columns[name] for name in FEEDBACK_COLUMNS}
+    return columns
 
 
 def content_keys(hashes: list[str]) -> list[int]:
@@ -201,12 +199,10 @@ class ParsedChunk:
 
 
 def parse_chunk(source: str, records: Iterable[tuple[int, bytes | dict[str, Any]]], roles: set[str],
-                staging: Path | None = None, owner: int | None = None) -> ParsedChunk:
-    """parse_records, counted by role; with `staging` (a sqlite store's directory) the good rows go to a staging file
-    there, ready for store.insert_staged."""
+                staging: Staging | None = None, owner: int | None = None) -> ParsedChunk:
+    """parse_records, counted by role; with `staging` (a sqlite store's, store.staging_for) the good rows go to a
+    staging file beside the store, ready for store.insert_staged."""
     import gc
-
-    from roleforge.tasks.store import stage_columns
 
     # A chunk allocates millions of short-lived objects, all freed by their reference counts; the cyclic collector,
     # triggered by allocation counts, would walk them again and again (a fifth of the chunk's time), so it waits.
@@ -219,15 +215,13 @@ def parse_chunk(source: str, records: Iterable[tuple[int, bytes | dict[str, Any]
         if collecting:
             gc.enable()
     good = len(columns["agent_role"])
-    by_role: dict[str, int] = {}
-    for role in columns["agent_role"]:
-        by_role[role] = by_role.get(role, 0) + 1
+    by_role = dict(collections.Counter(columns["agent_role"]))
     staged = stage_columns(columns, staging, owner) if staging is not None and good else None
     return ParsedChunk(source, [] if staged else rows_of(columns), staged, good, batch.quarantined, batch.blank,
                        by_role)
 
 
-def parse_lines(source: str, first_line: int, data: bytes, roles: set[str], staging: Path | None,
+def parse_lines(source: str, first_line: int, data: bytes, roles: set[str], staging: Staging | None,
                 owner: int | None = None) -> ParsedChunk:
     """parse_chunk on consecutive JSON lines of a file, the first one numbered `first_line`: a parse worker's unit of
     work (one bytes object crosses the process boundary, and a staging file's name comes back)."""
@@ -274,11 +268,11 @@ def read_frame(stream: Any) -> bytes | None:
 
 
 def encode_request(source: str, first_line: int, lines: int, data: bytes | tuple[int, int], roles: set[str],
-                   staging: Path | None) -> bytes:
+                   staging: Staging | None) -> bytes:
     """A request to parse `lines` lines of `source` starting at line `first_line`: their bytes, or (offset, length)
     of them in the local file `source`, for the worker to read itself (nothing then goes through the pipe)."""
     header = {"source": source, "first_line": first_line, "lines": lines, "roles": sorted(roles),
-              "staging": None if staging is None else str(staging), "span": None}
+              "staging": None if staging is None else [str(staging.directory), staging.layout], "span": None}
     if isinstance(data, tuple):
         header["span"], data = data, b""
     encoded = orjson.dumps(header)
@@ -346,12 +340,31 @@ def decode_chunk(payload: bytes) -> ParsedChunk:
                        answer["good"], quarantined, answer["blank"], answer["by_role"])
 
 
+class _WithoutPandas:
+    """An import hook that finds no pandas (see light_worker)."""
+
+    @staticmethod
+    def find_spec(name: str, *_: Any) -> None:
+        if name.partition(".")[0] == "pandas":
+            raise ModuleNotFoundError("a parse worker does not import pandas", name=name)
+
+
+def light_worker() -> None:
+    """Keep pandas out of this process, which never uses it: pyarrow imports it (0.4 s of a worker's start) only to
+    check whether the lists it converts are pandas objects, and takes it as not installed when the import fails."""
+    import sys
+
+    if "pandas" not in sys.modules and _WithoutPandas not in sys.meta_path:
+        sys.meta_path.insert(0, _WithoutPandas)
+
+
 def serve_parse_requests() -> None:
     """A parse worker: parse_lines on each request read from stdin, its ParsedChunk (or the error) written to
     stdout, until stdin closes (the ingest finished, or died). Anything else printed goes to stderr."""
     import sys
     import traceback
 
+    light_worker()
     answers = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     requests = sys.stdin.buffer
@@ -360,7 +373,8 @@ def serve_parse_requests() -> None:
         try:
             if request["span"] is not None:
                 data = read_span(request["source"], *request["span"])
-            staging = None if request["staging"] is None else Path(request["staging"])
+            staging = None if request["staging"] is None else Staging(
+                Path(request["staging"][0]), tuple(map(tuple, request["staging"][1])))
             # The staging file belongs to the ingest that inserts it, not to this worker.
             answer = encode_chunk(parse_lines(request["source"], request["first_line"], data or b"",
                                               set(request["roles"]), staging, os.getppid()))

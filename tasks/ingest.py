@@ -19,6 +19,7 @@ from roleforge.tasks.feedback_rows import (HASHED_FIELDS, ParsedBatch, ParsedChu
                                            canonical_json, content_hash, decode_chunk, encode_request, line_spans,
                                            parse_chunk, parse_records, read_frame, read_records, to_stored_row)
 from roleforge.tasks.settings import INGEST_BATCH_ROWS, load_settings
+from roleforge.tasks.staging import Staging
 from roleforge.tasks.timing import STAGES
 
 FEEDBACK_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
@@ -144,7 +145,7 @@ def _ingest_files(paths: Iterable[str], roles: set[str], store_url: str, quarant
     from collections import deque
     from concurrent.futures import Future, ThreadPoolExecutor
 
-    from roleforge.tasks.store import Stored, engine_for, remove_stale_staging, staging_directory
+    from roleforge.tasks.store import Stored, engine_for, remove_stale_staging, staging_for
 
     engine = engine_for(store_url)
     remove_stale_staging(engine)
@@ -175,7 +176,7 @@ def _ingest_files(paths: Iterable[str], roles: set[str], store_url: str, quarant
 
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="roleforge-store") as writer, \
-                ParseWorkers(workers, staging_directory(engine)) as parsers:
+                ParseWorkers(workers, staging_for(engine)) as parsers:
             for path in files:
                 local = inbox_file(path, inbox)
                 chunks = parsers.chunks(path, roles, batch_rows)
@@ -229,7 +230,7 @@ class ParseWorkers:
     answers in order, so results come back in file order. They are plain subprocesses, not multiprocessing's: the
     ingest process runs threads, which fork does not carry, and spawn would re-run the caller's main script."""
 
-    def __init__(self, workers: int | None, staging: Path | None) -> None:
+    def __init__(self, workers: int | None, staging: Staging | None) -> None:
         self.requested = workers
         self.count = workers if workers is not None else (
             len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)

@@ -6,12 +6,14 @@ import functools
 import json
 import operator
 import os
-import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
+
+# Staging files are written by ingest's parse workers too, which import that light module alone.
+from roleforge.tasks.staging import STAGING_PREFIX, Staging, stage_columns  # noqa: F401  (STAGING_PREFIX: store API)
 
 metadata = sa.MetaData()
 
@@ -46,11 +48,8 @@ FEEDBACK_COLUMNS = [c.name for c in feedback.columns if c.name not in ("id", "in
 ROW_VALUES = operator.itemgetter(*FEEDBACK_COLUMNS)
 METADATA_CELL = FEEDBACK_COLUMNS.index("metadata")
 INSERT_COLUMNS = ", ".join(FEEDBACK_COLUMNS)
-# Bulk inserts into a sqlite store go through a staging database file beside it (see insert_staged).
-STAGING_PREFIX = ".roleforge-staging-"
 # SQLite attaches at most 10 databases to a connection by default.
 MAX_STAGED_PER_INSERT = 8
-STAGING_PRAGMAS = ("PRAGMA page_size=65536", "PRAGMA journal_mode=OFF", "PRAGMA synchronous=OFF")
 
 
 # A new store's page size. Bulk inserts write a third less CPU with 64 KiB pages than with SQLite's 4 KiB default
@@ -227,9 +226,11 @@ def _metadata_text(metadata: Any) -> str:
     return json.dumps(metadata)  # as SQLAlchemy's JSON type writes it
 
 
-def staging_directory(engine: sa.Engine) -> Path | None:
-    """Where bulk inserts into this store stage their rows: a sqlite store's directory; None for other stores."""
-    return _sqlite_directory(engine) if engine.dialect.name == "sqlite" else None
+def staging_for(engine: sa.Engine) -> Staging | None:
+    """How bulk inserts into this store stage their rows (see insert_staged): in a sqlite store's directory, with
+    its columns; None for other stores."""
+    directory = _sqlite_directory(engine) if engine.dialect.name == "sqlite" else None
+    return None if directory is None else Staging(directory, STAGED_LAYOUT)
 
 
 def _sqlite_directory(engine: sa.Engine) -> Path | None:
@@ -240,50 +241,22 @@ def _sqlite_directory(engine: sa.Engine) -> Path | None:
     return Path(database).resolve().parent
 
 
-def _arrow_type(column: sa.Column) -> Any:
-    import pyarrow as pa
-
+def _staged_kind(column: sa.Column) -> str:
+    if isinstance(column.type, sa.JSON):
+        return "json"
     if isinstance(column.type, sa.Integer):
-        return pa.int64()
-    if isinstance(column.type, sa.Float):
-        return pa.float64()
-    return pa.string()  # text, and JSON as its text
+        return "integer"
+    return "real" if isinstance(column.type, sa.Float) else "text"
+
+
+# The staged table's columns: those of an insert, each with its kind (tasks/staging.py).
+STAGED_LAYOUT = tuple((name, _staged_kind(feedback.c[name])) for name in FEEDBACK_COLUMNS)
 
 
 def stage_rows(rows: Sequence[dict[str, Any]], directory: Path) -> Path | None:
-    """stage_columns of rows."""
-    return stage_columns({name: [row[name] for row in rows] for name in FEEDBACK_COLUMNS}, directory)
-
-
-def stage_columns(columns: dict[str, list[Any]], directory: Path, owner: int | None = None) -> Path | None:
-    """Write rows, given as a list of values per FEEDBACK_COLUMNS name (metadata as its Python value), as a table
-    `staged` of a new sqlite file in `directory`, in order, by ADBC's bulk ingest: Arrow columns bound in C, outside
-    the GIL, at about a quarter of what Python's sqlite3 module spends binding the same rows one by one. None when a
-    value has no Arrow form (the caller then inserts row by row). The file's name carries the id of the process that
-    will insert it (`owner`, this one by default): remove_stale_staging removes it once that process is gone."""
-    import adbc_driver_sqlite.dbapi as adbc
-    import pyarrow as pa
-
-    try:
-        arrays = {name: pa.array(columns[name], type=_arrow_type(feedback.c[name]))
-                  for name in FEEDBACK_COLUMNS if name != "metadata"}
-        arrays["metadata"] = pa.array([None if value is None else _metadata_text(value) for value in columns["metadata"]],
-                                      type=pa.string())
-    except (pa.ArrowException, UnicodeError, OverflowError):
-        return None
-    path = directory / f"{STAGING_PREFIX}{owner or os.getpid()}-{uuid.uuid4().hex}.db"
-    try:
-        # The file is scratch, read once and removed (a crash leaves its rows in the inbox): no journal, no fsync,
-        # and large pages (a fifth less CPU per chunk than SQLite's defaults). The ingest is one transaction.
-        with adbc.connect(str(path), autocommit=True) as connection:
-            with connection.cursor() as cursor:
-                for pragma in STAGING_PRAGMAS:
-                    cursor.execute(pragma)
-                cursor.adbc_ingest("staged", pa.table(arrays), mode="create")
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
-    return path
+    """stage_columns of rows, to insert into a sqlite store in `directory`."""
+    return stage_columns({name: [row[name] for row in rows] for name in FEEDBACK_COLUMNS},
+                         Staging(directory, STAGED_LAYOUT))
 
 
 def insert_staged(engine: sa.Engine, staged: Path | Sequence[Path]) -> Stored:

@@ -242,10 +242,13 @@ def test_parse_workers_store_and_quarantine_what_the_ingest_process_does(tmp_pat
 
 def test_a_parse_worker_s_failure_is_a_one_line_error_naming_it(tmp_path):
     from roleforge.tasks.ingest import ParseWorkers
+    from roleforge.tasks.staging import Staging
+    from roleforge.tasks.store import STAGED_LAYOUT
 
     source = tmp_path / "feedback.jsonl"
     source.write_text("".join(json.dumps(row) + "\n" for row in GOOD))
-    with ParseWorkers(1, tmp_path / "no-such-directory") as workers:  # the worker cannot write its staging file
+    # the worker cannot write its staging file
+    with ParseWorkers(1, Staging(tmp_path / "no-such-directory", STAGED_LAYOUT)) as workers:
         with pytest.raises(RoleforgeError, match="an ingest parse worker failed: .*no-such-directory"):
             list(workers.chunks(str(source), ROLES, 2))
 
@@ -266,7 +269,7 @@ def test_a_worker_s_staging_file_belongs_to_the_ingest_process(tmp_path):
 
     source = tmp_path / "feedback.jsonl"
     source.write_text("".join(json.dumps(row) + "\n" for row in GOOD))
-    with ParseWorkers(1, tmp_path) as workers:
+    with ParseWorkers(1, store.staging_for(engine_for(f"sqlite:///{tmp_path / 'store.db'}"))) as workers:
         (chunk,) = workers.chunks(str(source), ROLES, 10)
     assert chunk.staged.name.startswith(f"{store.STAGING_PREFIX}{os.getpid()}-") and chunk.good == 3
     assert store.remove_stale_staging(engine_for(f"sqlite:///{tmp_path / 'store.db'}")) == []
@@ -306,3 +309,31 @@ def test_staging_files_stored_together_are_one_transaction_in_file_order(tmp_pat
     with pytest.raises(Exception, match="no such table"):
         store.insert_staged(engine, files)
     assert len(feedback_for_role(engine, "ceo")) == 3 and not any(path.exists() for path in files)
+
+
+def test_a_parse_worker_stages_rows_without_sqlalchemy_or_pandas(tmp_path):
+    """A parse worker imports the light modules only (its start-up cost is paid once per worker and ingest), and
+    a chunk it stages has every column an insert gives."""
+    import subprocess
+    import sys
+
+    from roleforge.tasks import store
+
+    source = tmp_path / "feedback.jsonl"
+    source.write_text("".join(json.dumps(row) + "\n" for row in GOOD))
+    script = (
+        "import sys; from pathlib import Path; from roleforge.tasks.feedback_rows import parse_lines, light_worker; "
+        "light_worker(); "
+        "from roleforge.tasks.staging import Staging; "
+        f"chunk = parse_lines('f', 1, Path({str(source)!r}).read_bytes(), {sorted(ROLES)!r}, "
+        f"Staging(Path({str(tmp_path)!r}), {store.STAGED_LAYOUT!r})); "
+        "print(chunk.staged, chunk.good, [m for m in ('sqlalchemy', 'pandas', 'prefect') if m in sys.modules])")
+    staged, good, heavy = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                                         check=True).stdout.split(maxsplit=2)
+    assert (good, heavy.strip()) == ("3", "[]")
+    import sqlite3
+
+    with sqlite3.connect(staged) as connection:
+        columns = [row[1] for row in connection.execute("PRAGMA table_info(staged)")]
+    assert columns == store.FEEDBACK_COLUMNS
+    assert store.insert_staged(engine_for(f"sqlite:///{tmp_path / 'store.db'}"), Path(staged)).inserted == 3

@@ -1,0 +1,63 @@
+"""Staging files: a chunk's rows written, column by column, as the table `staged` of a scratch sqlite file beside the
+store, for store.insert_staged to copy in. Light to import (pyarrow and ADBC's driver manager; no SQLAlchemy, no DB-API
+layer, which pulls in pyarrow.dataset and pandas): ingest's parse workers write these files, and each one starts in
+a fraction of a second."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any, NamedTuple
+
+# A staging file's name: the prefix, then the id of the process that will insert it (see store.remove_stale_staging).
+STAGING_PREFIX = ".roleforge-staging-"
+# The file is scratch, read once and removed (a crash leaves its rows in the inbox): no journal, no fsync, and large
+# pages (a fifth less CPU per chunk than SQLite's defaults).
+STAGING_PRAGMAS = ("PRAGMA page_size=65536", "PRAGMA journal_mode=OFF", "PRAGMA synchronous=OFF")
+KINDS = ("integer", "real", "text", "json")
+
+
+class Staging(NamedTuple):
+    """Where and how rows are staged: the store's directory, and the staged table's columns in order, each with its
+    kind (one of KINDS; json is a Python value written as its JSON text, as SQLAlchemy's JSON type writes it)."""
+
+    directory: Path
+    layout: tuple[tuple[str, str], ...]
+
+
+def stage_columns(columns: dict[str, list[Any]], staging: Staging, owner: int | None = None) -> Path | None:
+    """Write rows, given as a list of values per column name, as the table `staged` of a new sqlite file in the
+    staging directory, in order, by ADBC's bulk ingest: Arrow columns bound in C, outside the GIL, at about a quarter
+    of what Python's sqlite3 module spends binding the same rows one by one. None when a value has no Arrow form of
+    its kind (the caller then inserts row by row). The file's name carries the id of the process that will insert it
+    (`owner`, this one by default)."""
+    import adbc_driver_manager
+    import adbc_driver_sqlite
+    import pyarrow as pa
+
+    types = {"integer": pa.int64(), "real": pa.float64(), "text": pa.string(), "json": pa.string()}
+    try:
+        table = pa.table({name: pa.array([None if value is None else json.dumps(value) for value in columns[name]]
+                                         if kind == "json" else columns[name], type=types[kind])
+                          for name, kind in staging.layout})
+    except (pa.ArrowException, UnicodeError, OverflowError):
+        return None
+    path = staging.directory / f"{STAGING_PREFIX}{owner or os.getpid()}-{uuid.uuid4().hex}.db"
+    try:
+        # ADBC's own connections start in autocommit mode: the bulk ingest is the file's one transaction.
+        with adbc_driver_sqlite.connect(str(path)) as database, \
+                adbc_driver_manager.AdbcConnection(database) as connection, \
+                adbc_driver_manager.AdbcStatement(connection) as statement:
+            for pragma in STAGING_PRAGMAS:
+                statement.set_sql_query(pragma)
+                statement.execute_update()
+            statement.set_options(**{adbc_driver_manager.INGEST_OPTION_TARGET_TABLE: "staged",
+                                     adbc_driver_manager.INGEST_OPTION_MODE: adbc_driver_manager.INGEST_OPTION_MODE_CREATE})
+            statement.bind_stream(table)
+            statement.execute_update()
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path
