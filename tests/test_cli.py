@@ -108,6 +108,34 @@ def test_bench_generate_counts_new_tokens_both_ways(home):
     assert report["single_new_tokens_per_s"] > 0 and report["speedup"] > 0 and 0 <= report["same_answers"] <= 4
 
 
+def test_bench_ingest_accounts_for_every_row_both_ways(home):
+    report = last_json(roleforge("bench", "ingest", "--rows", "2000", "--json"))
+    assert (report["rows"], report["all_rows_accounted"]) == (2000, True)
+    assert report["bad_rows"] == report["quarantined"] > 0 and report["ingested"] + report["duplicates"] == 2000 - report["bad_rows"]
+    assert report["events_per_s"] > 0 and report["pandas_events_per_s"] > 0 and report["peak_rss_mb"] > 0
+
+
+def test_peak_memory_counts_child_processes(tmp_path):
+    """bench ingest's peak counts the parse workers: a child holding 200 MB shows in it."""
+    import time
+
+    from roleforge.bench import PeakRss
+
+    ready = tmp_path / "ready"
+    script = f"import pathlib, time; block = bytearray(200 * 2**20); pathlib.Path({str(ready)!r}).touch(); time.sleep(3)"
+    with PeakRss() as memory:
+        child = subprocess.Popen([sys.executable, "-c", script])
+        try:
+            while not ready.exists():
+                assert child.poll() is None
+                time.sleep(0.01)
+            time.sleep(1.2)  # past a reading of the child processes and several samples
+        finally:
+            child.kill()
+            child.wait()
+    assert memory.peak_mb >= 200
+
+
 def test_bench_cli_times_help_and_status_in_fresh_processes(home):
     report = last_json(roleforge("bench", "cli", "--repeats", "1", "--json"))
     assert report["repeats"] == 1
