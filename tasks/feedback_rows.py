@@ -267,10 +267,10 @@ def read_frame(stream: Any) -> bytes | None:
     return payload
 
 
-def encode_request(source: str, first_line: int, lines: int, data: bytes | tuple[int, int], roles: set[str],
+def encode_request(source: str, first_line: int, lines: int, data: bytes | tuple[str, int, int], roles: set[str],
                    staging: Staging | None) -> bytes:
-    """A request to parse `lines` lines of `source` starting at line `first_line`: their bytes, or (offset, length)
-    of them in the local file `source`, for the worker to read itself (nothing then goes through the pipe)."""
+    """A request to parse `lines` lines of `source` starting at line `first_line`: their bytes, or (path, offset,
+    length) of them in a local file, for the worker to read itself (nothing then goes through the pipe)."""
     header = {"source": source, "first_line": first_line, "lines": lines, "roles": sorted(roles),
               "staging": None if staging is None else [str(staging.directory), staging.layout], "span": None}
     if isinstance(data, tuple):
@@ -285,8 +285,18 @@ def read_span(path: str, offset: int, length: int) -> bytes:
         handle.seek(offset)
         data = handle.read(length)
     if len(data) != length:
-        raise EOFError(f"{path} is shorter than when it was split into chunks (it changed during the ingest)")
+        raise EOFError("the file is shorter than when it was split into chunks (it changed during the ingest)")
     return data
+
+
+def shared_path(handle: Any) -> str | None:
+    """A path by which a child process opens the very file behind this process's open `handle`, even once another
+    ingest has moved it to the archive (Linux's /proc/<pid>/fd/<fd>); None where there is no such path."""
+    path = f"/proc/{os.getpid()}/fd/{handle.fileno()}"
+    try:
+        return path if os.path.samestat(os.stat(path), os.fstat(handle.fileno())) else None
+    except OSError:
+        return None
 
 
 LINE_END = 10  # b"\n"
@@ -372,7 +382,7 @@ def serve_parse_requests() -> None:
         request, data = orjson.loads(header), read_frame(requests)
         try:
             if request["span"] is not None:
-                data = read_span(request["source"], *request["span"])
+                data = read_span(*request["span"])
             staging = None if request["staging"] is None else Staging(
                 Path(request["staging"][0]), tuple(map(tuple, request["staging"][1])))
             # The staging file belongs to the ingest that inserts it, not to this worker.

@@ -17,7 +17,8 @@ from roleforge.tasks.errors import RoleforgeError, retry_transient, storage_erro
 # The row logic lives in a light module of its own (parse workers import it); these names are ingest's API too.
 from roleforge.tasks.feedback_rows import (HASHED_FIELDS, ParsedBatch, ParsedChunk, Quarantined,  # noqa: F401
                                            canonical_json, content_hash, decode_chunk, encode_request, line_spans,
-                                           parse_chunk, parse_records, read_frame, read_records, to_stored_row)
+                                           parse_chunk, parse_records, read_frame, read_records, shared_path,
+                                           to_stored_row)
 from roleforge.tasks.settings import INGEST_BATCH_ROWS, load_settings
 from roleforge.tasks.staging import Staging
 from roleforge.tasks.timing import STAGES
@@ -342,21 +343,24 @@ class ParseWorkers:
                     chunk.staged.unlink(missing_ok=True)
 
     @staticmethod
-    def _requests(path: str, batch_rows: int) -> Iterator[tuple[int, bytes | tuple[int, int]]]:
-        """(line count, lines) of each chunk of the file, then (0, b"") at its end. A local file's chunks are given
-        as (offset, length) spans, which the workers read themselves: the ingest process only counts line ends
-        (a tenth of a second per million lines, where reading the lines to pass them on cost a second and more)."""
+    def _requests(path: str, batch_rows: int) -> Iterator[tuple[int, bytes | tuple[str, int, int]]]:
+        """(line count, lines) of each chunk of the file, then (0, b"") at its end, the file held open until the
+        caller has collected every chunk. A local file's chunks are given as (path, offset, length) spans, which the
+        workers read themselves: the ingest process only counts line ends (a tenth of a second per million lines,
+        where reading the lines to pass them on cost a second and more). The workers open the file this process
+        holds open, not its name, which another ingest may archive meanwhile; where the system gives no path to an
+        open file, the lines are passed on."""
         import fsspec
 
-        if "://" not in path:
-            with open(path, "rb") as handle:
+        with (open(path, "rb") if "://" not in path else fsspec.open(path, "rb")) as handle:
+            shared = shared_path(handle) if "://" not in path else None
+            if shared is not None:
                 for offset, length, lines in line_spans(handle, batch_rows):
-                    yield lines, (offset, length)
-        else:
-            with fsspec.open(path, "rb") as handle:
+                    yield lines, (shared, offset, length)
+            else:
                 while lines := list(itertools.islice(handle, batch_rows)):
                     yield len(lines), b"".join(lines)
-        yield 0, b""
+            yield 0, b""
 
 
 def collision_entry(row: dict[str, Any], holder: int) -> Quarantined:

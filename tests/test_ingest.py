@@ -240,6 +240,24 @@ def test_parse_workers_store_and_quarantine_what_the_ingest_process_does(tmp_pat
     assert not list(tmp_path.glob(".roleforge-staging-*"))
 
 
+def test_parse_workers_read_a_file_another_ingest_archives_meanwhile(tmp_path):
+    """The workers read the file the ingest holds open, not its name: moved away mid-ingest (another ingest of the
+    same inbox archived it), every chunk is still parsed."""
+    from roleforge.tasks import store
+    from roleforge.tasks.ingest import ParseWorkers
+
+    source = tmp_path / "feedback.jsonl"
+    rows = [{**GOOD[0], "prompt": f"Question {n}?"} for n in range(12)]
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with ParseWorkers(1, store.staging_for(engine_for(f"sqlite:///{tmp_path / 'store.db'}"))) as workers:
+        chunks = workers.chunks(str(source), ROLES, 2)
+        first = next(chunks)
+        source.rename(tmp_path / "archived.jsonl")
+        rest = list(chunks)
+    assert [chunk.good for chunk in [first, *rest]] == [2] * 6
+    assert all(chunk.staged.exists() for chunk in [first, *rest])
+
+
 def test_a_parse_worker_s_failure_is_a_one_line_error_naming_it(tmp_path):
     from roleforge.tasks.ingest import ParseWorkers
     from roleforge.tasks.staging import Staging
