@@ -224,7 +224,8 @@ def parse_chunk(source: str, records: Iterable[tuple[int, bytes | dict[str, Any]
 def parse_lines(source: str, first_line: int, data: bytes, roles: set[str], staging: Staging | None,
                 owner: int | None = None) -> ParsedChunk:
     """parse_chunk on consecutive JSON lines of a file, the first one numbered `first_line`: a parse worker's unit of
-    work (one bytes object crosses the process boundary, and a staging file's name comes back)."""
+    work (the lines' bytes, which the worker read from the file or got through its pipe, and a staging file's name
+    comes back)."""
     lines = io.BytesIO(data).readlines()  # split as iterating over the file splits it: line ends kept
     return parse_chunk(source, enumerate(lines, start=first_line), roles, staging, owner)
 
