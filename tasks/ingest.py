@@ -352,8 +352,9 @@ class ParseWorkers:
         open file, the lines are passed on."""
         import fsspec
 
-        with (open(path, "rb") if "://" not in path else fsspec.open(path, "rb")) as handle:
-            shared = shared_path(handle) if "://" not in path else None
+        local = "://" not in path
+        with (open(path, "rb") if local else fsspec.open(path, "rb")) as handle:
+            shared = shared_path(handle) if local else None
             if shared is not None:
                 for offset, length, lines in line_spans(handle, batch_rows):
                     yield lines, (shared, offset, length)

@@ -107,7 +107,8 @@ def scrub_all(texts: list[str]) -> list[str]:
     if len(texts) < 64:
         return [scrub(text) if text else text for text in texts]
     try:  # every text followed by the separator, so that each one, even empty, ends at a separator byte
-        joined = (SEPARATOR.join([text or "" for text in texts]) + SEPARATOR).encode("utf-8")
+        joined_text = SEPARATOR.join([text or "" for text in texts]) + SEPARATOR
+        joined = joined_text.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate: leave it to scrub
         return [scrub(text) if text else text for text in texts]
     data = np.frombuffer(joined, dtype=np.uint8)
@@ -141,7 +142,8 @@ def scrub_all(texts: list[str]) -> list[str]:
         email[text_of(np.flatnonzero(data == 64))] = True
     else:
         email = card  # no email anywhere: any all-False mask will do
-    if not joined.isascii():  # other scripts' digits match \d too: such texts run every pattern
+    # Other scripts' digits match \d too: such texts run every pattern (a str knows it is ASCII without a scan).
+    if not joined_text.isascii():
         other = np.zeros(len(texts), dtype=bool)
         other[text_of(np.flatnonzero(data >= 128))] = True
         card, iban, phone = card | other, iban | other, phone | other

@@ -16,12 +16,16 @@ STAGING_PREFIX = ".roleforge-staging-"
 # The file is scratch, read once and removed (a crash leaves its rows in the inbox): no journal, no fsync, and large
 # pages (a fifth less CPU per chunk than SQLite's defaults).
 STAGING_PRAGMAS = ("PRAGMA page_size=65536", "PRAGMA journal_mode=OFF", "PRAGMA synchronous=OFF")
-KINDS = ("integer", "real", "text", "json")
+
+
+def json_text(value: Any) -> str:
+    """A JSON column's stored text, as SQLAlchemy's JSON type writes it: what every insert path writes."""
+    return json.dumps(value)
 
 
 class Staging(NamedTuple):
     """Where and how rows are staged: the store's directory, and the staged table's columns in order, each with its
-    kind (one of KINDS; json is a Python value written as its JSON text, as SQLAlchemy's JSON type writes it)."""
+    kind: integer, real, text, or json (a Python value written as its json_text)."""
 
     directory: Path
     layout: tuple[tuple[str, str], ...]
@@ -39,7 +43,7 @@ def stage_columns(columns: dict[str, list[Any]], staging: Staging, owner: int | 
 
     types = {"integer": pa.int64(), "real": pa.float64(), "text": pa.string(), "json": pa.string()}
     try:
-        table = pa.table({name: pa.array([None if value is None else json.dumps(value) for value in columns[name]]
+        table = pa.table({name: pa.array([None if value is None else json_text(value) for value in columns[name]]
                                          if kind == "json" else columns[name], type=types[kind])
                           for name, kind in staging.layout})
     except (pa.ArrowException, UnicodeError, OverflowError):

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 
 # Staging files are written by ingest's parse workers too, which import that light module alone.
-from roleforge.tasks.staging import STAGING_PREFIX, Staging, stage_columns  # noqa: F401  (STAGING_PREFIX: store API)
+from roleforge.tasks.staging import STAGING_PREFIX, Staging, json_text, stage_columns  # noqa: F401  (STAGING_PREFIX: store API)
 
 metadata = sa.MetaData()
 
@@ -178,7 +178,7 @@ def insert_new_feedback(engine: sa.Engine, rows: Sequence[dict[str, Any]]) -> St
         for index, row in enumerate(rows):
             if row["metadata"] is not None:
                 cells = list(values[index])
-                cells[METADATA_CELL] = _metadata_text(row["metadata"])
+                cells[METADATA_CELL] = json_text(row["metadata"])
                 values[index] = tuple(cells)
         with engine.begin() as connection:
             inserted = connection.exec_driver_sql(sql, values).rowcount
@@ -220,10 +220,6 @@ def _collided(connection: sa.Connection, rows: Sequence[dict[str, Any]]) -> list
     """Rows not stored because a stored row with another content hash holds their key, each with that row's id."""
     known = _stored_hashes(connection, rows)
     return [(row, known[row["content_key"]][1]) for row in rows if known[row["content_key"]][0] != row["content_hash"]]
-
-
-def _metadata_text(metadata: Any) -> str:
-    return json.dumps(metadata)  # as SQLAlchemy's JSON type writes it
 
 
 def staging_for(engine: sa.Engine) -> Staging | None:
