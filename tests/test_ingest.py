@@ -355,3 +355,85 @@ def test_a_parse_worker_stages_rows_without_sqlalchemy_or_pandas(tmp_path):
         columns = [row[1] for row in connection.execute("PRAGMA table_info(staged)")]
     assert columns == store.FEEDBACK_COLUMNS
     assert store.insert_staged(engine_for(f"sqlite:///{tmp_path / 'store.db'}"), Path(staged)).inserted == 3
+
+
+def _database_holds_every_page(database: Path) -> bool:
+    """Whether the database file itself holds every committed page, none of them left in the write-ahead log only."""
+    import sqlite3
+
+    with sqlite3.connect(database) as connection:
+        pages, size = (connection.execute(f"PRAGMA {name}").fetchone()[0] for name in ("page_count", "page_size"))
+    return database.stat().st_size == pages * size
+
+
+def test_an_ingest_leaves_its_log_checkpointed_and_its_connections_as_they_were(tmp_path):
+    """The writer's commits leave checkpoints to a thread of their own; by the time the ingest returns, the database
+    file holds every row, and the store's connections checkpoint automatically again."""
+    source = tmp_path / "feedback.jsonl"
+    source.write_text("".join(json.dumps({**GOOD[0], "prompt": f"Question {n}?"}) + "\n" for n in range(500)))
+    report = ingest_files([str(source)], ROLES, f"sqlite:///{tmp_path / 'store.db'}", tmp_path / "quarantine",
+                          batch_rows=100, workers=1)
+    assert report.ingested == 500 and (tmp_path / "store.db-wal").exists()  # the store's engine is still open
+    assert _database_holds_every_page(tmp_path / "store.db")
+    engine = engine_for(f"sqlite:///{tmp_path / 'store.db'}")
+    connections = [engine.raw_connection() for _ in range(3)]  # the pool's, and more
+    try:
+        assert {c.driver_connection.execute("PRAGMA wal_autocheckpoint").fetchone()[0] for c in connections} == {1000}
+    finally:
+        for connection in connections:
+            connection.close()
+
+
+def _staged_rows(directory: Path, first: int, count: int) -> Path:
+    from roleforge.tasks import store
+    from roleforge.tasks.feedback_rows import to_stored_row
+
+    empty = dict.fromkeys(["response_a", "response_b", "preference", "event_id", "rater", "confidence", "metadata",
+                           "timestamp"])
+    return store.stage_rows([to_stored_row({**empty, **GOOD[0], "prompt": f"Question {n}?"}, "feedback.jsonl", n)
+                             for n in range(first, first + count)], directory)
+
+
+def test_a_commit_never_waits_for_a_running_checkpoint_and_close_checkpoints_what_came_after(tmp_path):
+    import threading
+
+    from roleforge.tasks import store
+
+    engine = engine_for(f"sqlite:///{tmp_path / 'store.db'}")
+    release, started = threading.Event(), []
+    with store.WalCheckpoints(engine) as checkpoints:
+        passive = checkpoints.checkpoint
+
+        def slow_checkpoint() -> tuple[int, int, int]:
+            started.append(threading.current_thread().name)
+            release.wait(30)
+            return passive()
+
+        checkpoints.checkpoint = slow_checkpoint
+        assert store.insert_staged(engine, _staged_rows(tmp_path, 0, 50), checkpoints).inserted == 50
+        second = threading.Thread(target=store.insert_staged, args=(engine, _staged_rows(tmp_path, 50, 50), checkpoints))
+        second.start()
+        second.join(10)
+        assert not second.is_alive(), "a commit waited for the checkpoint that was running"
+        release.set()
+    assert len(started) == 2 and started[0].startswith("roleforge-checkpoint")  # the first, then one for the second
+    assert _database_holds_every_page(tmp_path / "store.db")
+    assert len(feedback_for_role(engine, "ceo")) == 100
+
+
+def test_a_log_past_its_bound_is_checkpointed_by_the_commit_and_a_failed_checkpoint_is_raised(tmp_path):
+    from roleforge.tasks import store
+
+    engine = engine_for(f"sqlite:///{tmp_path / 'store.db'}")
+    with store.WalCheckpoints(engine, max_wal_bytes=0) as checkpoints:
+        store.insert_staged(engine, _staged_rows(tmp_path, 0, 50), checkpoints)
+        assert checkpoints.running is None and _database_holds_every_page(tmp_path / "store.db")
+
+    def failing() -> tuple[int, int, int]:
+        raise OSError("disk I/O error")
+
+    checkpoints = store.WalCheckpoints(engine)
+    checkpoints.checkpoint = failing
+    store.insert_staged(engine, _staged_rows(tmp_path, 50, 50), checkpoints)  # starts the checkpoint
+    with pytest.raises(OSError, match="disk I/O error"):
+        checkpoints.close()
