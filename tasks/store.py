@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import operator
@@ -341,8 +342,10 @@ class WalCheckpoints:
     def __enter__(self) -> WalCheckpoints:
         return self
 
-    def __exit__(self, *_: object) -> None:
-        self.close()
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        # After an error, that error is the one to see, not a checkpoint's after it.
+        with contextlib.suppress(Exception) if kind is not None else contextlib.nullcontext():
+            self.close()
 
     def committed(self) -> None:
         """Called by the writer after each commit: start a checkpoint unless one is running, or checkpoint here and
