@@ -36,8 +36,38 @@ def prepare_environment(home: Path) -> None:
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
-# What the stages import on first use, heaviest first: importing them costs seconds each on a small machine.
-STAGE_MODULES = ("torch", "transformers", "peft", "trl", "datasets", "great_expectations", "pandas", "pyarrow.parquet")
+# What the stages import on first use, heaviest first (importing them costs seconds each on a small machine), with
+# the names they take from each: transformers' and TRL's names are lazy, each imported on its first use.
+STAGE_IMPORTS: dict[str, tuple[str, ...]] = {
+    "torch": (),
+    "transformers": ("AutoConfig", "AutoModelForCausalLM", "AutoTokenizer", "DynamicCache", "PreTrainedModel",
+                     "PreTrainedTokenizerBase", "PrinterCallback", "Trainer", "TrainerCallback"),
+    "peft": ("LoraConfig", "PeftModel", "get_peft_model"),
+    "trl": ("DPOConfig", "DPOTrainer"),
+    "datasets": ("Dataset",),
+    "great_expectations": (),
+    "pandas": (),
+    "pyarrow.parquet": (),
+}
+STAGE_MODULES = tuple(STAGE_IMPORTS)
+# What the model stages (labeling with a local judge, training, evaluation) use.
+MODEL_MODULES = ("torch", "transformers", "peft", "trl", "datasets")
+_IMPORTING = threading.Lock()
+
+
+def import_for_stages(modules: tuple[str, ...] = STAGE_MODULES) -> None:
+    """Import these of the stages' libraries and the names the stages take from them, one thread at a time. Two
+    threads importing them at once (the warm-up thread and a stage, or two roles' stages) can each hold an import
+    lock the other waits for; Python breaks that deadlock by giving one of them a module still being initialised,
+    and `from trl import DPOConfig` then fails with ImportError (seen while the warm-up was importing transformers).
+    A stage calls this before it imports any of them; once done, a call costs a lock and a few lookups."""
+    import importlib
+
+    with _IMPORTING:
+        for name in modules:
+            module = importlib.import_module(name)
+            for attribute in STAGE_IMPORTS[name]:
+                getattr(module, attribute)
 
 
 def start_warm_up(tracking_uri: str, artifact_root: Path) -> threading.Thread:
@@ -46,14 +76,11 @@ def start_warm_up(tracking_uri: str, artifact_root: Path) -> threading.Thread:
     wait instead of adding to the run. Whatever the thread has not finished, the stages do themselves."""
 
     def work() -> None:
-        import importlib
-
         from roleforge.tasks.tracking import experiment_id, mlflow_client
 
         try:
             experiment_id(mlflow_client(tracking_uri), artifact_root)
-            for name in STAGE_MODULES:
-                importlib.import_module(name)
+            import_for_stages()
         except Exception:  # noqa: BLE001 - the stages meet and report the same problem themselves
             return
 

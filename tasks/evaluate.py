@@ -10,6 +10,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
+from roleforge.runtime import MODEL_MODULES, import_for_stages
 from roleforge.tasks.ab import GenerationAB, Guardrails, capability_items, judge_ab, measure_guardrails, paired_bootstrap
 from roleforge.tasks.errors import retry_transient
 from roleforge.tasks.label import load_split
@@ -144,6 +145,7 @@ def evaluation_metrics(evaluation: Evaluation) -> dict[str, float]:
 @STAGES.timed("evaluate")
 def evaluate_role(candidate: Candidate, profile: str) -> Evaluation:
     """A/B the candidate against the role's champion (or the base model) and log the scores to its MLflow run."""
+    import_for_stages(MODEL_MODULES)
     from roleforge.tasks.promote import champion_adapter
     from roleforge.tasks.recipes import role_recipe
     from roleforge.tasks.tracking import mlflow_client

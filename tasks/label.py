@@ -16,6 +16,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
+from roleforge.runtime import MODEL_MODULES, import_for_stages
 from roleforge.data_contracts.preference import HUMAN_SOURCES, SOURCE_PRIORITY, PreferencePair, Split
 from roleforge.tasks.labelers import LabelResult, Labeler
 from roleforge.tasks.labelers.generator import RejectedResponseGenerator
@@ -221,6 +222,7 @@ def label_stored(role: str, settings: Settings) -> tuple[PreferenceDataset, list
     config = settings.role(role)
     judge = None
     if config.labeling.teacher and settings.teacher.kind != "none":
+        import_for_stages(MODEL_MODULES)
         base_model = ensure_base_model(settings.resolved_base_model, is_default=settings.base_model is None)
         judge = teacher_judge(settings.teacher, base_model)
     rows = feedback_for_role(engine_for(settings.resolved_store_url), role)

@@ -14,6 +14,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
+from roleforge.runtime import MODEL_MODULES, import_for_stages
 from roleforge.tasks.errors import Preempted, RoleforgeError, retry_transient
 from roleforge.tasks.preemption import RetryPolicy
 from roleforge.tasks.engines import roleforge_trainer, trl_trainer
@@ -218,6 +219,7 @@ TRAIN_RETRIES = RetryPolicy(_retry_budgets)
 def train_role_adapter(dataset: PreferenceDataset, profile: str) -> Candidate:
     """Train a role's candidate adapter here or as an Azure ML job; a retry resumes from the newest checkpoint.
     Preemptions and transient errors retry from their own budgets (settings.training); code errors fail fast."""
+    import_for_stages(MODEL_MODULES)
     from roleforge.tasks.models import ensure_base_model
     from roleforge.tasks.recipes import role_recipe
     from roleforge.tasks.status import write_training_status

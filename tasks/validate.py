@@ -10,6 +10,7 @@ from typing import Any
 from prefect import get_run_logger, task
 from pydantic import BaseModel
 
+from roleforge.runtime import import_for_stages
 from roleforge.tasks.errors import retry_transient
 from roleforge.tasks.settings import load_settings
 from roleforge.tasks.timing import STAGES
@@ -100,6 +101,7 @@ def validate_pairs(role: str, pairs: list[Any], max_rater_share: float) -> Contr
 @STAGES.timed("validate")
 def check_contract(role: str) -> ContractResult:
     """Validate a role's stored feedback and publish the per-expectation verdict as a table artifact."""
+    import_for_stages(("great_expectations", "pandas"))
     from prefect.artifacts import create_table_artifact
     from prefect.events import emit_event
 
