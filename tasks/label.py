@@ -208,6 +208,7 @@ def teacher_judge(teacher: TeacherConfig, base_model: Path) -> Judge | None:
 def local_judge(model_dir: Path, batch_size: int) -> LocalJudge:
     from roleforge.tasks.models import load_model, load_tokenizer
 
+    import_for_stages(MODEL_MODULES)
     return LocalJudge(load_model(model_dir).eval(), load_tokenizer(model_dir), batch_size)
 
 
@@ -222,7 +223,6 @@ def label_stored(role: str, settings: Settings) -> tuple[PreferenceDataset, list
     config = settings.role(role)
     judge = None
     if config.labeling.teacher and settings.teacher.kind != "none":
-        import_for_stages(MODEL_MODULES)
         base_model = ensure_base_model(settings.resolved_base_model, is_default=settings.base_model is None)
         judge = teacher_judge(settings.teacher, base_model)
     rows = feedback_for_role(engine_for(settings.resolved_store_url), role)
