@@ -272,14 +272,16 @@ def release_memory() -> None:
         pass
 
 
-def matmul_peak_flops(size: int | None = None, repeats: int = 10) -> float:
-    """FLOP/s of a large bf16 matmul on this machine (the hardware's practical peak), CPU or GPU."""
+def matmul_peak_flops(dtype: str = "bfloat16", size: int | None = None, repeats: int = 10) -> float:
+    """FLOP/s of a large matmul in `dtype` on this machine (the hardware's practical peak), CPU or GPU. Ask for the
+    dtype the training path computes in: on a CPU without bf16 hardware (no AVX512-BF16/AMX) a bf16 matmul runs a
+    scalar fallback thousands of times slower (0.3 GFLOP/s on a 2-core EPYC, where fp32 gives 175)."""
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     size = size or (8192 if device == "cuda" else 2048)
-    a = torch.randn(size, size, dtype=torch.bfloat16, device=device)
-    b = torch.randn(size, size, dtype=torch.bfloat16, device=device)
+    a = torch.randn(size, size, dtype=getattr(torch, dtype), device=device)
+    b = torch.randn(size, size, dtype=getattr(torch, dtype), device=device)
     best = float("inf")
     for _ in range(repeats):
         if device == "cuda":
@@ -290,6 +292,24 @@ def matmul_peak_flops(size: int | None = None, repeats: int = 10) -> float:
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - started)
     return 2 * size**3 / best
+
+
+def matmul_params(model: Any) -> tuple[int, int]:
+    """The weights a token meets in matmuls: the decoder's matrices (not its norms, nor the input embedding, a
+    lookup) and the LM head's."""
+    from roleforge.tasks.models import decoder_and_head
+
+    decoder, head = decoder_and_head(model)
+    matrices = sum(p.numel() for p in decoder.parameters() if p.dim() >= 2)
+    return matrices - decoder.get_input_embeddings().weight.numel(), head.weight.numel()
+
+
+def training_flops(body_params: int, head_params: int, tokens: float, head_tokens: float) -> float:
+    """Model FLOPs of DPO training steps on a frozen base with LoRA: per token through the decoder, forward 2N and
+    backward through the activations 2N over the decoder's matrices (no weight gradients); the LM head's 4 x vocab
+    x hidden only for the positions it projects (the completions). Attention scores, padding and the LoRA matrices
+    are not counted; the backward of the shared prefix's last layer, which autograd skips, is."""
+    return 4 * body_params * tokens + 4 * head_params * head_tokens
 
 
 TRL_RECIPE = {"dpo": {"beta": 0.1, "learning_rate": 5e-5, "per_device_train_batch_size": 4, "num_train_epochs": 1,
@@ -318,8 +338,13 @@ def dpo_benchmark(base_model: Path, pairs: int, epochs: float, repeats: int, hel
     train, evaluation = load_pairs(pairs_file) if pairs_file else tool_use_pairs()
     train, evaluation = train[:pairs], evaluation[:held_out]
     tokenizer = load_tokenizer(base_model)
-    peak = matmul_peak_flops()
-    n_params = sum(p.numel() for p in load_model(base_model).parameters())
+    # The peak in the dtype roleforge's path computes in, read before and after the runs, the higher kept: one
+    # reading taken while the machine is briefly slower would overstate the MFU.
+    peak_dtype = compute_dtype()
+    peak = matmul_peak_flops(peak_dtype)
+    shape = load_model(base_model)
+    n_params, (body_params, head_params) = sum(p.numel() for p in shape.parameters()), matmul_params(shape)
+    del shape
     gpu = torch.cuda.is_available()
 
     def run(engine: str, index: int) -> dict[str, Any]:
@@ -356,7 +381,7 @@ def dpo_benchmark(base_model: Path, pairs: int, epochs: float, repeats: int, hel
         gpu_peak_mb = torch.cuda.max_memory_allocated() / 2**20 if gpu else 0.0
         adapter = output / "adapter"
         trainer.model.save_pretrained(str(adapter), selected_adapters=["default"])
-        tokens = getattr(trainer, "tokens_seen", None)
+        tokens, head_tokens = getattr(trainer, "tokens_seen", 0), getattr(trainer, "head_tokens_seen", 0)
         checkpointing_from = getattr(trainer, "checkpointing_since", None)
         del trainer, base
         release_memory()
@@ -370,7 +395,7 @@ def dpo_benchmark(base_model: Path, pairs: int, epochs: float, repeats: int, hel
         accuracy = score(*policy, *reference).reward_accuracy
         del model
         return {"pairs_per_s": len(train) * epochs / seconds, "seconds": seconds, "accuracy": float(accuracy or 0.0),
-                "peak_rss_mb": memory.peak_mb, "peak_gpu_mb": gpu_peak_mb, "tokens": float(tokens or 0),
+                "peak_rss_mb": memory.peak_mb, "peak_gpu_mb": gpu_peak_mb, "tokens": float(tokens), "head_tokens": float(head_tokens),
                 "checkpointing_from_step": checkpointing_from}
 
     results: dict[str, list[dict[str, Any]]] = {"trl": [], "roleforge": []}
@@ -378,15 +403,14 @@ def dpo_benchmark(base_model: Path, pairs: int, epochs: float, repeats: int, hel
         for engine in (("trl", "roleforge") if index % 2 == 0 else ("roleforge", "trl")):
             results[engine].append(run(engine, index))
     torch.set_grad_enabled(True)
+    peak = max(peak, matmul_peak_flops(peak_dtype))
 
     def best(engine: str, key: str) -> float:
         values = [r[key] for r in results[engine]]
         return max(values) if key == "pairs_per_s" else sum(values) / len(values)
 
     ours = max(results["roleforge"], key=lambda r: r["pairs_per_s"])
-    # Model FLOPs of the roleforge run: per token through a training step, forward 2N and backward through the
-    # activations 2N (the base is frozen: no weight gradients). The reference pass is not counted: a lower bound.
-    achieved = ours["tokens"] * 4 * n_params / ours["seconds"]
+    achieved = training_flops(body_params, head_params, ours["tokens"], ours["head_tokens"]) / ours["seconds"]
     return {
         "pairs": len(train), "held_out_pairs": len(evaluation), "epochs": epochs, "repeats": repeats, "model_params": n_params,
         "batch_size": batch_size,
@@ -395,7 +419,7 @@ def dpo_benchmark(base_model: Path, pairs: int, epochs: float, repeats: int, hel
         "trl_heldout_accuracy": round(best("trl", "accuracy"), 4), "roleforge_heldout_accuracy": round(best("roleforge", "accuracy"), 4),
         "trl_peak_rss_mb": round(max(r["peak_rss_mb"] for r in results["trl"]), 1),
         "roleforge_peak_rss_mb": round(max(r["peak_rss_mb"] for r in results["roleforge"]), 1),
-        "bf16_matmul_peak_tflops": round(peak / 1e12, 3), "mfu": round(achieved / peak, 4),
+        "matmul_peak_tflops": round(peak / 1e12, 3), "matmul_dtype": peak_dtype, "mfu": round(achieved / peak, 4),
         "roleforge_tokens_per_s": round(ours["tokens"] / ours["seconds"], 1),
         "roleforge_checkpointing_from_step": ours["checkpointing_from_step"],
         "device": torch.cuda.get_device_name() if gpu else "cpu",

@@ -274,6 +274,7 @@ class SharedPrefixDPOTrainer(Trainer):
         self.pad_id, self.loss_types, self.loss_weights, self.beta = pad_id, loss_types, loss_weights, beta
         self._metrics: dict[str, list[float]] = defaultdict(list)
         self.tokens_seen = 0  # tokens through the model in training steps (the shared prefix once per batch)
+        self.head_tokens_seen = 0  # positions projected to vocabulary logits in training steps (the completions')
         self.checkpointing_since: int | None = 0 if self.args.activation_checkpointing else None  # global step
 
     def training_step(self, model: Any, inputs: dict[str, torch.Tensor], num_items_in_batch: Any = None) -> torch.Tensor:
@@ -320,6 +321,7 @@ class SharedPrefixDPOTrainer(Trainer):
                      num_items_in_batch: Any = None) -> Any:
         sums, counts = sequence_logps(model, self.prefix.to(inputs["input_ids"].device), inputs)
         self.tokens_seen += tokens_through(inputs, self.prefix.numel(), logps_path(model, inputs))
+        self.head_tokens_seen += int(counts.sum())
         chosen, rejected = sums.chunk(2)
         chosen_tokens, _ = counts.chunk(2)
         reference = (inputs["ref_chosen"].to(chosen.dtype), inputs["ref_rejected"].to(chosen.dtype))

@@ -169,3 +169,27 @@ def test_each_prompt_runs_once_for_its_chosen_and_rejected_completion(tiny_model
     completion_tokens = sum(len(e["chosen_ids"]) + len(e["rejected_ids"]) for e in examples)
     assert tokens_through(batch, len(prefix), logps_path(model, batch)) == len(prefix) + prompt_tokens + completion_tokens
     assert tokens_through(batch, len(prefix), "checkpointed") == 2 * len(PAIRS) * len(prefix) + 2 * prompt_tokens + completion_tokens
+
+
+def test_the_benchmark_counts_the_matmul_flops_a_training_step_runs(tiny_model_dir):
+    """bench dpo's MFU numerator: the FLOPs it counts from the tokens a step reports are the linear layers'
+    forward and input-gradient matmuls that torch runs (a pair without padding; the frozen base takes no weight
+    gradients). Counted but not run: the last layer's queries, output projection and MLP for the prefix and prompt
+    positions, whose outputs no loss reads, so autograd skips their backward (11% here, on two layers; 1 in 60 of
+    those positions' work on a 30-layer model)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from roleforge.bench import matmul_params, training_flops
+
+    tokenizer, model = load_tokenizer(tiny_model_dir), load_model(tiny_model_dir)
+    model.requires_grad_(False).enable_input_require_grads()
+    pair = {"prompt": "What is 2 plus 6?", "chosen": "Thought: add. 8", "rejected": "Thought: add. 8"}
+    prefix, examples = tokenize_pairs(tokenizer, SYSTEM, [pair], max_length=1024)
+    batch = collate(examples, tokenizer.pad_token_id)
+    with FlopCounterMode(display=False) as counter:
+        sums, counts = sequence_logps(model, torch.tensor(prefix), batch)
+        sums.sum().backward()
+    ran = counter.get_flop_counts()["Global"]
+    assert set(map(str, ran)) == {"aten.mm"}
+    counted = training_flops(*matmul_params(model), tokens_through(batch, len(prefix), logps_path(model, batch)), int(counts.sum()))
+    assert ran[torch.ops.aten.mm] <= counted <= 1.15 * ran[torch.ops.aten.mm]
