@@ -130,6 +130,22 @@ def ingest_benchmark(rows: int, bad_share: float, work_dir: Path) -> dict[str, A
     }
 
 
+def machine() -> dict[str, Any]:
+    """What a report was measured on, so that figures from different machines are not compared as one: the CPU's
+    model and the cores this process may use."""
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(value.strip() for key, _, value in (line.partition(":") for line in
+                                                      Path("/proc/cpuinfo").read_text().splitlines())
+                   if key.strip() == "model name")
+    except (OSError, StopIteration):
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return {"cpu": cpu, "cores": cores}
+
+
 def write_report(report: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")

@@ -222,8 +222,11 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 def _bench_done(report: dict[str, Any], out: Path, summary: str, as_json: bool, shown: dict[str, Any] | None = None) -> int:
     """A benchmark's end: the whole report written to `out`, a summary for people, the JSON line for machines."""
-    from roleforge.bench import write_report
+    from roleforge.bench import machine, write_report
 
+    report.update(machine=machine())
+    if shown is not None:
+        shown.update(machine=report["machine"])
     write_report(report, out)
     if not as_json:
         print(summary)

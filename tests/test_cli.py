@@ -81,6 +81,12 @@ def test_bench_dpo_reports_both_paths(home, tmp_path):
             "trl_peak_rss_mb", "roleforge_peak_rss_mb", "mfu"} <= set(report)
     assert report["pairs"] == 8 and report["batch_size"] == 2 and report["trl_pairs_per_s"] > 0 and report["roleforge_pairs_per_s"] > 0
     assert 0 < report["mfu"] < 1 and 0 <= report["roleforge_heldout_accuracy"] <= 1
+    # The peak is read in the dtype the path computes in (on a CPU without bf16 hardware, a bf16 peak is a scalar
+    # fallback's, thousands of times too low); the report says which, and on what machine.
+    from roleforge.tasks.models import compute_dtype
+
+    assert report["device"] != "cpu" or report["matmul_dtype"] == compute_dtype()
+    assert report["machine"]["cores"] >= 1 and report["machine"]["cpu"]
 
 
 def test_bench_dpo_bad_pairs_file_is_a_one_line_error(home, tmp_path):
