@@ -301,6 +301,8 @@ def shared_path(handle: Any) -> str | None:
 
 
 LINE_END = 10  # b"\n"
+# Into how many pieces tapered_spans cuts each of a file's last spans.
+TAPER_PARTS = 4
 
 
 def line_spans(handle: Any, lines: int, block_size: int = 8 * 2**20) -> Iterator[tuple[int, int, int]]:
@@ -328,6 +330,29 @@ def line_spans(handle: Any, lines: int, block_size: int = 8 * 2**20) -> Iterator
         last = block[-1:]
     if offset > start:
         yield start, offset - start, counted + (last != b"\n")
+
+
+def tapered_spans(spans: Iterable[tuple[int, int, int]], read_at: Any, size: int, last: int,
+                  parts: int = TAPER_PARTS) -> Iterator[tuple[int, int, int]]:
+    """`spans` (line_spans' of a file of `size` bytes) with each of the file's last `last` spans cut into `parts`
+    spans of as many lines (the last one fewer), found in the span's bytes, `read_at(offset, length)`. Ingest gives
+    its `last` workers the file's end in small pieces: the serial writer then stores the last rows as they come in
+    small transactions, instead of taking the last large chunks alone with a core idle."""
+    import numpy as np
+
+    for offset, length, lines in spans:
+        # Among the last `last`: fewer bytes after it than `last` - 1 spans of its size, and half a span to spare.
+        if parts < 2 or lines < parts or size - offset - length >= (last - 0.5) * length:
+            yield offset, length, lines
+            continue
+        ends = np.flatnonzero(np.frombuffer(read_at(offset, length), dtype=np.uint8) == LINE_END) + 1
+        step, start = -(-lines // parts), 0
+        cuts = range(step, lines, step)
+        for cut in cuts:
+            end = int(ends[cut - 1])
+            yield offset + start, end - start, step
+            start = end
+        yield offset + start, length - start, lines - step * len(cuts)
 
 
 def encode_chunk(chunk: ParsedChunk) -> bytes:

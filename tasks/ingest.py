@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from roleforge.tasks.errors import RoleforgeError, retry_transient, storage_error
 # The row logic lives in a light module of its own (parse workers import it); these names are ingest's API too.
 from roleforge.tasks.feedback_rows import (HASHED_FIELDS, ParsedBatch, ParsedChunk, Quarantined,  # noqa: F401
-                                           canonical_json, content_hash, decode_chunk, encode_request, line_spans,
+                                           canonical_json, content_hash, decode_chunk, encode_request, line_spans, tapered_spans,
                                            parse_chunk, parse_records, read_frame, read_records, shared_path,
                                            to_stored_row)
 from roleforge.tasks.settings import INGEST_BATCH_ROWS, load_settings
@@ -341,7 +341,7 @@ class ParseWorkers:
     def _parallel_chunks(self, path: str, roles: set[str], batch_rows: int) -> Iterator[ParsedChunk]:
         try:
             line = 1
-            for lines, data in self._requests(path, batch_rows):
+            for lines, data in self._requests(path, batch_rows, self.count):
                 if lines:
                     self._submit(path, line, lines, data, roles, self.staging)
                     line += lines
@@ -357,20 +357,23 @@ class ParseWorkers:
                     chunk.staged.unlink(missing_ok=True)
 
     @staticmethod
-    def _requests(path: str, batch_rows: int) -> Iterator[tuple[int, bytes | tuple[str, int, int]]]:
+    def _requests(path: str, batch_rows: int, workers: int) -> Iterator[tuple[int, bytes | tuple[str, int, int]]]:
         """(line count, lines) of each chunk of the file, then (0, b"") at its end, the file held open until the
         caller has collected every chunk. A local file's chunks are given as (path, offset, length) spans, which the
         workers read themselves: the ingest process only counts line ends (a tenth of a second per million lines,
         where reading the lines to pass them on cost a second and more). The workers open the file this process
         holds open, not its name, which another ingest may archive meanwhile; where the system gives no path to an
-        open file, the lines are passed on."""
+        open file, the lines are passed on. The file's last `workers` spans go out in quarters (tapered_spans)."""
         import fsspec
 
         local = "://" not in path
         with (open(path, "rb") if local else fsspec.open(path, "rb")) as handle:
             shared = shared_path(handle) if local else None
             if shared is not None:
-                for offset, length, lines in line_spans(handle, batch_rows):
+                descriptor = handle.fileno()
+                for offset, length, lines in tapered_spans(
+                        line_spans(handle, batch_rows), lambda at, length: os.pread(descriptor, length, at),
+                        os.fstat(descriptor).st_size, workers):
                     yield lines, (shared, offset, length)
             else:
                 while lines := list(itertools.islice(handle, batch_rows)):

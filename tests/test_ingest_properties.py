@@ -67,3 +67,37 @@ def test_line_spans_cut_a_file_where_its_lines_end(content, lines, block_size):
                                                 for offset, length, _ in spans]
     assert all(count == lines for _, _, count in spans[:-1]) and all(count > 0 for _, _, count in spans)
     assert sum(count for _, _, count in spans) == len(io.BytesIO(content).readlines())
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.builds(lambda lines, end: b"\n".join(lines) + end,
+                 st.lists(st.binary(max_size=12).map(lambda b: b.replace(b"\n", b"")), max_size=40),
+                 st.sampled_from([b"", b"\n"])),
+       st.integers(1, 9), st.integers(1, 3), st.integers(1, 5))
+def test_a_file_s_last_spans_are_cut_where_lines_end(content, lines, last, parts):
+    """Tapered spans still cover every byte once, in order, in whole lines. A span is cut when fewer bytes follow it
+    than `last` - 1/2 spans of its size (the file's last `last` spans, when spans are of one size), into pieces of
+    at most ceil(its lines / parts) lines; the spans before are left whole."""
+    import io
+
+    from roleforge.tasks.feedback_rows import line_spans, tapered_spans
+
+    whole = list(line_spans(io.BytesIO(content), lines))
+    spans = list(tapered_spans(iter(whole), lambda at, length: content[at:at + length], len(content), last, parts))
+    assert b"".join(content[offset:offset + length] for offset, length, _ in spans) == content
+    assert [count for _, _, count in spans] == [len(io.BytesIO(content[offset:offset + length]).readlines())
+                                                for offset, length, _ in spans]
+    assert all(count > 0 for _, _, count in spans)
+    pieces = iter(spans)
+    for offset, length, count in whole:
+        if parts < 2 or count < parts or len(content) - offset - length >= (last - 0.5) * length:
+            assert next(pieces) == (offset, length, count)
+            continue
+        step, start, cut = -(-count // parts), offset, []
+        while start < offset + length:
+            piece = next(pieces)
+            assert piece[0] == start and 0 < piece[2] <= step
+            start += piece[1]
+            cut.append(piece)
+        assert start == offset + length and sum(piece[2] for piece in cut) == count and 2 <= len(cut) <= parts
+    assert next(pieces, None) is None
