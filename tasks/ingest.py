@@ -17,9 +17,9 @@ from pydantic import BaseModel
 from roleforge.tasks.errors import RoleforgeError, retry_transient, storage_error
 # The row logic lives in a light module of its own (parse workers import it); these names are ingest's API too.
 from roleforge.tasks.feedback_rows import (HASHED_FIELDS, ParsedBatch, ParsedChunk, Quarantined,  # noqa: F401
-                                           canonical_json, content_hash, decode_chunk, encode_request, line_spans, tapered_spans,
+                                           canonical_json, content_hash, decode_chunk, encode_request, line_spans,
                                            parse_chunk, parse_records, read_frame, read_records, shared_path,
-                                           to_stored_row)
+                                           tapered_spans, to_stored_row)
 from roleforge.tasks.settings import INGEST_BATCH_ROWS, load_settings
 from roleforge.tasks.staging import Staging
 from roleforge.tasks.timing import STAGES
