@@ -101,3 +101,69 @@ def test_a_file_s_last_spans_are_cut_where_lines_end(content, lines, last, parts
             cut.append(piece)
         assert start == offset + length and sum(piece[2] for piece in cut) == count and 2 <= len(cut) <= parts
     assert next(pieces, None) is None
+
+
+keyed_rows = st.lists(st.tuples(st.integers(0, 40), st.integers(0, 1)), max_size=60)
+
+
+@settings(max_examples=200, deadline=None)
+@given(keyed_rows, st.sets(st.integers(0, 40)), st.lists(keyed_rows, min_size=1, max_size=3), st.booleans())
+def test_a_staged_insert_finds_the_rows_it_skipped(stored, deleted, files, search):
+    """Staged files inserted in one transaction store each new key once, in order, and report each row whose key a
+    row with another content hash holds, with that row's id, whether the rows not stored are searched for one by one
+    or found by a join of every staged row. Rows are (content key, which of two contents): the same pair again is a
+    duplicate, the other content under a held key a collision; some stored rows are deleted first, so ids have
+    gaps."""
+    from unittest import mock
+
+    from roleforge.tasks import store
+    from roleforge.tasks.feedback_rows import to_stored_row
+
+    fields = dict.fromkeys(["rating", "response", "response_a", "response_b", "preference", "event_id", "rater",
+                            "confidence", "metadata", "timestamp"])
+    lines = iter(range(1, 10**6))
+
+    def staged(directory: Path, rows: list[tuple[int, int]]) -> tuple[Path, list[int]]:
+        numbered = [(next(lines), key, content) for key, content in rows]
+        stage = [{**to_stored_row({**fields, "agent_role": "ceo", "prompt": f"Q{line}?", "response": "Yes.",
+                                   "rating": 4}, "f.jsonl", line), "content_key": key, "content_hash": str(content) * 64}
+                 for line, key, content in numbered]
+        return store.stage_rows(stage, directory), numbered
+
+    held: dict[int, tuple[int, int]] = {}  # the model: key -> (content, id)
+    last_id = 0
+
+    def model(numbered: list[tuple[int, int, int]]) -> tuple[int, list[tuple[int, int, int]]]:
+        nonlocal last_id
+        inserted, collided = 0, []
+        for line, key, content in numbered:
+            if key not in held:
+                last_id += 1
+                held[key], inserted = (content, last_id), inserted + 1
+            elif held[key][0] != content:
+                collided.append((line, key, held[key][1]))
+        return inserted, collided
+
+    with tempfile.TemporaryDirectory() as name, \
+            mock.patch.object(store, "SKIPPED_SEARCH_SHARE", 1.0 if search else 0.0):
+        directory = Path(name)
+        engine = store.engine_for(f"sqlite:///{directory / 'store.db'}")
+        if stored:
+            path, numbered = staged(directory, stored)
+            store.insert_staged(engine, path)
+            model(numbered)
+        with engine.begin() as connection:
+            for key in deleted & held.keys():
+                connection.exec_driver_sql("DELETE FROM feedback WHERE content_key = ?", (key,))
+                del held[key]
+            last_id = connection.exec_driver_sql("SELECT coalesce(max(id), 0) FROM feedback").scalar()
+        paths, expected_inserted, expected = [], 0, []
+        for rows in files:
+            path, numbered = staged(directory, rows)
+            paths.append(path)
+            inserted, collided = model(numbered)
+            expected_inserted, expected = expected_inserted + inserted, expected + collided
+        result = store.insert_staged(engine, paths)
+        engine.dispose()
+    assert result.inserted == expected_inserted
+    assert [(row["source_line"], row["content_key"], holder) for row, holder in result.collided] == expected
