@@ -291,8 +291,10 @@ def insert_staged(engine: sa.Engine, staged: Path | Sequence[Path], checkpoints:
                 f"INSERT INTO feedback ({INSERT_COLUMNS}) SELECT {INSERT_COLUMNS} FROM {schema}.staged "
                 "WHERE true ORDER BY rowid ON CONFLICT (content_key) DO NOTHING").rowcount for schema in attached]
             # The new rows took the ids after the last one, in staged order (SQLite's rowid rule), unless the ids ran
-            # out; then skipped rows are found by a join of every staged row instead (see _skipped_rows).
-            in_order = connection.execute("SELECT max(id) FROM feedback").fetchone()[0] == last_id + sum(inserted)
+            # out or another ingest stored rows between the first read of the last id (taken before this transaction
+            # held the write lock) and the inserts; then skipped rows are found by a join of every staged row instead
+            # (see _skipped_rows).
+            in_order = (connection.execute("SELECT max(id) FROM feedback").fetchone()[0] or 0) == last_id + sum(inserted)
             collided: list[tuple[dict[str, Any], int]] = []
             for schema, count in zip(attached, inserted):
                 collided.extend(_staged_collisions(connection, schema, last_id + 1 if in_order else None, count))
@@ -386,6 +388,8 @@ class WalCheckpoints:
             return 0
 
 
+# SQLite's largest rowid; once a table holds it, new rows get random ids.
+MAX_ROWID = 2**63 - 1
 # A staged file's skipped rows are searched for one by one (_skipped_rows) while they are at most this share of it;
 # past it, one join of every staged row with the store costs less.
 SKIPPED_SEARCH_SHARE = 1 / 256
@@ -423,6 +427,8 @@ def _skipped_rows(connection: Any, schema: str, first_id: int, rows: int, insert
     def stored_in_place(row: int, skipped_before: int) -> bool:
         # Past this file's stored rows lie another file's (never with r's key, as above) or none.
         at = first_id + row - 1 - skipped_before
+        if at > MAX_ROWID:  # no such id (and none SQLite could bind)
+            return False
         held = connection.execute("SELECT content_key FROM feedback WHERE id = ?", (at,)).fetchone()
         return held is not None and held[0] == connection.execute(staged_key, (row,)).fetchone()[0]
 
