@@ -294,7 +294,8 @@ def insert_staged(engine: sa.Engine, staged: Path | Sequence[Path], checkpoints:
             # out or another ingest stored rows between the first read of the last id (taken before this transaction
             # held the write lock) and the inserts; then skipped rows are found by a join of every staged row instead
             # (see _skipped_rows).
-            in_order = (connection.execute("SELECT max(id) FROM feedback").fetchone()[0] or 0) == last_id + sum(inserted)
+            last_now = connection.execute("SELECT max(id) FROM feedback").fetchone()[0] or 0
+            in_order = last_now == last_id + sum(inserted)
             collided: list[tuple[dict[str, Any], int]] = []
             for schema, count in zip(attached, inserted):
                 collided.extend(_staged_collisions(connection, schema, last_id + 1 if in_order else None, count))
@@ -395,7 +396,8 @@ MAX_ROWID = 2**63 - 1
 SKIPPED_SEARCH_SHARE = 1 / 256
 
 
-def _staged_collisions(connection: Any, schema: str, first_id: int | None, inserted: int) -> list[tuple[dict[str, Any], int]]:
+def _staged_collisions(connection: Any, schema: str, first_id: int | None,
+                       inserted: int) -> list[tuple[dict[str, Any], int]]:
     """The staged rows of `schema` that its INSERT ... SELECT did not store because a row with another content hash
     holds their key, each with that row's id. Rows not stored are duplicates almost always, and there are few of
     them: where the inserted rows are known to hold the ids from `first_id` on, in staged order, they are found by
@@ -406,12 +408,16 @@ def _staged_collisions(connection: Any, schema: str, first_id: int | None, inser
     columns = ", ".join("s." + name for name in FEEDBACK_COLUMNS)
     query = (f"SELECT {columns}, f.id, f.content_hash <> s.content_hash FROM {schema}.staged s "
              "JOIN feedback f ON f.content_key = s.content_key")
+    found = None
     if first_id is not None and last_rowid == rows and rows - inserted <= rows * SKIPPED_SEARCH_SHARE:
         skipped = _skipped_rows(connection, schema, first_id, rows, inserted)
-        found = connection.execute(f"{query} WHERE s.rowid IN ({', '.join(map(str, skipped))}) ORDER BY s.rowid").fetchall()
-        if len(found) == len(skipped):  # each one's key is held: as it must be, or the search went wrong
-            return [(_staged_row(cells[:-2]), cells[-2]) for cells in found if cells[-1]]
-    return [(_staged_row(cells[:-2]), cells[-2]) for cells in connection.execute(f"{query} ORDER BY s.rowid") if cells[-1]]
+        found = connection.execute(
+            f"{query} WHERE s.rowid IN ({', '.join(map(str, skipped))}) ORDER BY s.rowid").fetchall()
+        if not len(found) == len(skipped) == rows - inserted:  # each skipped row's key is held, or the search erred
+            found = None
+    if found is None:
+        found = connection.execute(f"{query} ORDER BY s.rowid")
+    return [(_staged_row(cells[:-2]), cells[-2]) for cells in found if cells[-1]]
 
 
 def _skipped_rows(connection: Any, schema: str, first_id: int, rows: int, inserted: int) -> list[int]:
