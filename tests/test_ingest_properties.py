@@ -124,7 +124,7 @@ def test_a_staged_insert_finds_the_rows_it_skipped(stored, deleted, files, searc
                             "confidence", "metadata", "timestamp"])
     lines = iter(range(1, 10**6))
 
-    def staged(directory: Path, rows: list[tuple[int, int]]) -> tuple[Path, list[int]]:
+    def staged(directory: Path, rows: list[tuple[int, int]]) -> tuple[Path, list[tuple[int, int, int]]]:
         numbered = [(next(lines), key, content) for key, content in rows]
         stage = [{**to_stored_row({**fields, "agent_role": "ceo", "prompt": f"Q{line}?", "response": "Yes.",
                                    "rating": 4}, "f.jsonl", line), "content_key": key, "content_hash": str(content) * 64}
