@@ -50,6 +50,19 @@ class Quarantined:
         return record
 
 
+def quarantine_lines(entries: Iterable[Quarantined]) -> bytes:
+    """The quarantine file's lines for these entries: one JSON object per line, UTF-8, non-ASCII text kept as is."""
+    return b"".join(map(_quarantine_line, entries))
+
+
+def _quarantine_line(entry: Quarantined) -> bytes:
+    record = entry.as_record()
+    try:
+        return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+    except TypeError:  # a lone surrogate, which orjson refuses: JSON escapes keep the line valid UTF-8
+        return json.dumps(record).encode("ascii") + b"\n"
+
+
 @dataclass
 class ParsedBatch:
     rows: list[dict[str, Any]] = field(default_factory=list)
@@ -187,13 +200,15 @@ def parse_records(source: str, records: Iterable[tuple[int, bytes | dict[str, An
 @dataclass
 class ParsedChunk:
     """One chunk of a file, parsed: its good rows (in memory, or written to a staging file beside the store), its
-    quarantined lines and its blank lines."""
+    quarantined lines (their number, and their entries as the quarantine file's lines: encoded where they were
+    found, in a parse worker, and written as they are) and its blank lines."""
 
     source: str
     rows: list[dict[str, Any]]
     staged: Path | None
     good: int
-    quarantined: list[Quarantined]
+    quarantined: int
+    quarantine: bytes
     blank: int
     by_role: dict[str, int]
 
@@ -215,8 +230,8 @@ def parse_chunk(source: str, records: Iterable[tuple[int, bytes | dict[str, Any]
         good = len(columns["agent_role"])
         by_role = dict(collections.Counter(columns["agent_role"]))
         staged = stage_columns(columns, staging, owner) if staging is not None and good else None
-        return ParsedChunk(source, [] if staged else rows_of(columns), staged, good, batch.quarantined, batch.blank,
-                           by_role)
+        return ParsedChunk(source, [] if staged else rows_of(columns), staged, good, len(batch.quarantined),
+                           quarantine_lines(batch.quarantined), batch.blank, by_role)
     finally:
         if collecting:
             gc.enable()
@@ -360,9 +375,7 @@ def encode_chunk(chunk: ParsedChunk) -> bytes:
     return orjson.dumps({
         "status": "ok", "source": chunk.source, "rows": chunk.rows,
         "staged": None if chunk.staged is None else str(chunk.staged), "good": chunk.good, "blank": chunk.blank,
-        "by_role": chunk.by_role,
-        "quarantined": [[q.source, q.line, q.reason, base64.b64encode(q.raw).decode("ascii")] if isinstance(q.raw, bytes)
-                        else [q.source, q.line, q.reason, None, q.raw] for q in chunk.quarantined],
+        "by_role": chunk.by_role, "quarantined": chunk.quarantined, "quarantine": chunk.quarantine.decode("utf-8"),
     })
 
 
@@ -371,10 +384,9 @@ def decode_chunk(payload: bytes) -> ParsedChunk:
     answer = orjson.loads(payload)
     if answer["status"] != "ok":
         raise RuntimeError(f"an ingest parse worker failed: {answer['error']}")
-    quarantined = [Quarantined(source, line, reason, base64.b64decode(raw) if raw is not None else text[0])
-                   for source, line, reason, raw, *text in answer["quarantined"]]
     return ParsedChunk(answer["source"], answer["rows"], None if answer["staged"] is None else Path(answer["staged"]),
-                       answer["good"], quarantined, answer["blank"], answer["by_role"])
+                       answer["good"], answer["quarantined"], answer["quarantine"].encode("utf-8"), answer["blank"],
+                       answer["by_role"])
 
 
 class _WithoutPandas:

@@ -18,8 +18,8 @@ from roleforge.tasks.errors import RoleforgeError, retry_transient, storage_erro
 # The row logic lives in a light module of its own (parse workers import it); these names are ingest's API too.
 from roleforge.tasks.feedback_rows import (HASHED_FIELDS, ParsedBatch, ParsedChunk, Quarantined,  # noqa: F401
                                            canonical_json, content_hash, decode_chunk, encode_request, line_spans,
-                                           parse_chunk, parse_records, read_frame, read_records, shared_path,
-                                           tapered_spans, to_stored_row)
+                                           parse_chunk, parse_records, quarantine_lines, read_frame, read_records,
+                                           shared_path, tapered_spans, to_stored_row)
 from roleforge.tasks.settings import INGEST_BATCH_ROWS, load_settings
 from roleforge.tasks.staging import Staging
 from roleforge.tasks.timing import STAGES
@@ -67,18 +67,19 @@ class QuarantineFile:
         self.path: Path | None = None
         self.count = 0
 
-    def append(self, entries: list[Quarantined]) -> None:
-        if not entries:
+    def append(self, lines: bytes, count: int) -> None:
+        """Append `count` entries, given as the file's lines (feedback_rows.quarantine_lines)."""
+        if not count:
             return
         if self.path is None:
             self.directory.mkdir(parents=True, exist_ok=True)
             stamp = time.strftime("%Y%m%dT%H%M%S")
             self.path = self.directory / f"quarantine-{stamp}-{os.getpid()}-{time.monotonic_ns()}.jsonl"
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.writelines(json.dumps(entry.as_record(), ensure_ascii=False) + "\n" for entry in entries)
+        with self.path.open("ab") as handle:
+            handle.write(lines)
             handle.flush()
             os.fsync(handle.fileno())
-        self.count += len(entries)
+        self.count += count
 
 
 def inbox_file(path: str, inbox: Path | None) -> Path | None:
@@ -175,7 +176,8 @@ def _ingest_files(paths: Iterable[str], roles: set[str], store_url: str, quarant
             stored = future.result()
             ingested += stored.inserted
             parsed += rows - len(stored.collided)
-            quarantine.append([collision_entry(row, holder) for row, holder in stored.collided])
+            quarantine.append(quarantine_lines(collision_entry(row, holder) for row, holder in stored.collided),
+                              len(stored.collided))
 
     staging = staging_for(engine)
     try:
@@ -193,7 +195,7 @@ def _ingest_files(paths: Iterable[str], roles: set[str], store_url: str, quarant
                     continue  # another ingest stored and archived it after we listed the inbox
                 while chunk is not None:
                     blank += chunk.blank
-                    quarantine.append(chunk.quarantined)
+                    quarantine.append(chunk.quarantine, chunk.quarantined)
                     for role, count in chunk.by_role.items():
                         by_role[role] = by_role.get(role, 0) + count
                     if chunk.good:

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from roleforge.tasks.errors import RoleforgeError
+from roleforge.tasks.feedback_rows import Quarantined, quarantine_lines
 from roleforge.tasks.ingest import ingest_files
 from roleforge.tasks.store import engine_for, feedback_for_role
 
@@ -238,6 +239,15 @@ def test_parse_workers_store_and_quarantine_what_the_ingest_process_does(tmp_pat
     assert entries[0] == entries[2]
     assert stored_cells(f"sqlite:///{tmp_path / 'store-0.db'}") == stored_cells(f"sqlite:///{tmp_path / 'store-2.db'}")
     assert not list(tmp_path.glob(".roleforge-staging-*"))
+
+
+def test_quarantine_lines_are_utf8_json_even_for_text_utf8_cannot_hold():
+    """A lone surrogate (text from a decoder that let one through) is written escaped, not dropped or crashing."""
+    entries = [Quarantined("a.csv", 3, "prompt: blank", "caf\udce9 \u00e9"), Quarantined("b.jsonl", 4, "not UTF-8", b"ok \xff"),
+               Quarantined("b.jsonl", 5, "rating: too large", b'{"prompt": "caf\xc3\xa9"}')]
+    lines = quarantine_lines(entries).decode("utf-8").splitlines()
+    assert [json.loads(line) for line in lines] == [entry.as_record() for entry in entries]
+    assert "caf\u00e9" in lines[2] and "\\u00e9" not in lines[2]  # non-ASCII kept as is where UTF-8 holds it
 
 
 def test_parse_workers_read_a_file_another_ingest_archives_meanwhile(tmp_path):
