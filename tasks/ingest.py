@@ -112,9 +112,14 @@ def archive_file(path: Path, inbox: Path, archive: Path) -> Path | None:
     return target
 
 
-# Staged chunks stored per transaction (see store.insert_staged): fewer commits, each rewriting fewer index pages
-# per row, while the writer still keeps pace with the parse workers.
-STORE_GROUP_CHUNKS = 2
+# A parse worker's chunk is this share of `batch_rows` lines. Smaller chunks cost a worker less per row: a chunk's
+# millions of small objects fill fresh memory that is given back when the chunk is done, and each page of it faults
+# in again for the next (1M rows: 258,000 page faults in the workers with chunks of 100,000 lines, 100,000 with
+# 25,000), and less of it stays in the caches (docs/perf-notes.md).
+PARSE_PARTS = 4
+# Staged chunks stored per transaction (see store.insert_staged): twice `batch_rows` rows. Fewer commits, each
+# rewriting fewer index pages per row, while the writer still keeps pace with the parse workers.
+STORE_GROUP_CHUNKS = 2 * PARSE_PARTS
 
 # Parse workers pay off only past a few chunks: below this, a JSONL file is parsed in the ingest process itself.
 PARALLEL_MIN_BYTES = 16 * 2**20
@@ -125,13 +130,13 @@ def ingest_files(paths: Iterable[str], roles: set[str], store_url: str, quaranti
                  workers: int | None = None) -> IngestReport:
     """Ingest feedback files into the store; re-ingesting the same data stores nothing twice.
 
-    Files are read in chunks of `batch_rows` lines. JSON-lines files are parsed, checked, scrubbed and hashed by
-    `workers` processes (None: one per CPU, for files of 16 MiB or more; 0: in this process), each writing its
-    chunk's rows to a staging file beside a sqlite store; one writer thread stores the chunks in file order (SQLite
-    works outside the GIL). A chunk's quarantined lines are on disk before its good rows are stored. A file from
-    the inbox moves to the archive only after all its rows are stored, so a crash at any point leaves it in the
-    inbox, and the next ingest stores what is missing and nothing twice. A full disk or an unwritable store is a
-    one-line RoleforgeError naming the path."""
+    Files are read in chunks of `batch_rows` lines, each stored in one transaction. JSON-lines files are parsed,
+    checked, scrubbed and hashed by `workers` processes (None: one per CPU, for files of 16 MiB or more; 0: in this
+    process) in chunks of a quarter of that, each writing its chunk's rows to a staging file beside a sqlite store;
+    one writer thread stores them in file order, eight per transaction (SQLite works outside the GIL). A chunk's
+    quarantined lines are on disk before its good rows are stored. A file from the inbox moves to the archive only
+    after all its rows are stored, so a crash at any point leaves it in the inbox, and the next ingest stores what is
+    missing and nothing twice. A full disk or an unwritable store is a one-line RoleforgeError naming the path."""
     from roleforge.tasks.store import describe_url
 
     try:
@@ -289,7 +294,7 @@ class ParseWorkers:
             return
         if not self.processes:
             self._start()
-        yield from self._parallel_chunks(path, roles, batch_rows)
+        yield from self._parallel_chunks(path, roles, -(-batch_rows // PARSE_PARTS))
 
     def _start(self) -> None:
         import queue

@@ -177,10 +177,10 @@ DEFAULT_ROLES: dict[str, RoleConfig] = {
 }
 
 
-# Rows per ingest chunk, and so per store transaction (two staged chunks per transaction on the parse-worker path,
-# see tasks/ingest.py: STORE_GROUP_CHUNKS): each commit rewrites every index page its rows touched (in
-# the WAL), and random content hashes touch most of them, so larger transactions write less per row (1M rows: about
-# 57 s with 20,000-row chunks, 45 s with 100,000, peak RSS 266 vs 625 MB; docs/perf-notes.md).
+# Rows per ingest chunk, and so per store transaction (on the parse-worker path, chunks of a quarter of this and eight
+# of them per transaction, see tasks/ingest.py: PARSE_PARTS, STORE_GROUP_CHUNKS): each commit rewrites every index
+# page its rows touched (in the WAL), and random content hashes touch most of them, so larger transactions write less
+# per row (1M rows: about 57 s with 20,000-row chunks, 45 s with 100,000, peak RSS 266 vs 625 MB; docs/perf-notes.md).
 INGEST_BATCH_ROWS = 100_000
 
 
@@ -192,9 +192,9 @@ class Settings(BaseSettings):
     home: Path = Field(default=Path(".roleforge"), description="Where every run writes its state.")
     store_url: str | None = Field(default=None, description="SQLAlchemy URL of the feedback store; sqlite under home if unset.")
     ingest_batch_rows: int = Field(default=INGEST_BATCH_ROWS, ge=1, le=10_000_000, description=(
-        "Rows an ingest parses per chunk and stores per transaction (two chunks per transaction when parse workers "
-        "stage them): larger is faster (fewer index page rewrites) and takes more memory (about 600 MB at 100,000); "
-        "a killed ingest redoes at most one transaction's chunks per file."))
+        "Rows an ingest parses per chunk and stores per transaction (parse workers take a quarter of it at a time, and "
+        "the store takes eight of those, twice this, per transaction): larger is faster (fewer index page rewrites) "
+        "and takes more memory (about 600 MB at 100,000); a killed ingest redoes at most one transaction's chunks per file."))
     ingest_workers: int | None = Field(default=None, ge=0, le=256, description=(
         "Processes that parse JSON-lines feedback while the store takes the previous chunk: unset means one per CPU "
         "for files of 16 MiB or more, 0 parses in the ingest process itself."))

@@ -243,7 +243,8 @@ def test_parse_workers_store_and_quarantine_what_the_ingest_process_does(tmp_pat
 
 def test_quarantine_lines_are_utf8_json_even_for_text_utf8_cannot_hold():
     """A lone surrogate (text from a decoder that let one through) is written escaped, not dropped or crashing."""
-    entries = [Quarantined("a.csv", 3, "prompt: blank", "caf\udce9 \u00e9"), Quarantined("b.jsonl", 4, "not UTF-8", b"ok \xff"),
+    entries = [Quarantined("a.csv", 3, "prompt: blank", "caf\udce9 \u00e9"),
+               Quarantined("b.jsonl", 4, "not UTF-8", b"ok \xff"),
                Quarantined("b.jsonl", 5, "rating: too large", b'{"prompt": "caf\xc3\xa9"}')]
     lines = quarantine_lines(entries).decode("utf-8").splitlines()
     assert [json.loads(line) for line in lines] == [entry.as_record() for entry in entries]
@@ -254,13 +255,13 @@ def test_parse_workers_read_a_file_another_ingest_archives_meanwhile(tmp_path):
     """The workers read the file the ingest holds open, not its name: moved away mid-ingest (another ingest of the
     same inbox archived it), every chunk is still parsed."""
     from roleforge.tasks import store
-    from roleforge.tasks.ingest import ParseWorkers
+    from roleforge.tasks.ingest import PARSE_PARTS, ParseWorkers
 
     source = tmp_path / "feedback.jsonl"
     rows = [{**GOOD[0], "prompt": f"Question {n}?"} for n in range(12)]
     source.write_text("".join(json.dumps(row) + "\n" for row in rows))
     with ParseWorkers(1, store.staging_for(engine_for(f"sqlite:///{tmp_path / 'store.db'}"))) as workers:
-        chunks = workers.chunks(str(source), ROLES, 2)
+        chunks = workers.chunks(str(source), ROLES, 2 * PARSE_PARTS)  # a worker parses chunks of two lines
         first = next(chunks)
         source.rename(tmp_path / "archived.jsonl")
         rest = list(chunks)
