@@ -51,7 +51,8 @@ class Quarantined:
 
 
 def quarantine_lines(entries: Iterable[Quarantined]) -> bytes:
-    """The quarantine file's lines for these entries: one JSON object per line, UTF-8, non-ASCII text kept as is."""
+    """The quarantine file's lines for these entries: one JSON object per line (a line end inside a text is escaped),
+    UTF-8, non-ASCII text kept as is."""
     return b"".join(map(_quarantine_line, entries))
 
 
@@ -200,14 +201,13 @@ def parse_records(source: str, records: Iterable[tuple[int, bytes | dict[str, An
 @dataclass
 class ParsedChunk:
     """One chunk of a file, parsed: its good rows (in memory, or written to a staging file beside the store), its
-    quarantined lines (their number, and their entries as the quarantine file's lines: encoded where they were
-    found, in a parse worker, and written as they are) and its blank lines."""
+    quarantined lines (as the quarantine file's lines, one entry each: encoded where they were found, in a parse
+    worker, and written as they are) and its blank lines."""
 
     source: str
     rows: list[dict[str, Any]]
     staged: Path | None
     good: int
-    quarantined: int
     quarantine: bytes
     blank: int
     by_role: dict[str, int]
@@ -230,7 +230,7 @@ def parse_chunk(source: str, records: Iterable[tuple[int, bytes | dict[str, Any]
         good = len(columns["agent_role"])
         by_role = dict(collections.Counter(columns["agent_role"]))
         staged = stage_columns(columns, staging, owner) if staging is not None and good else None
-        return ParsedChunk(source, [] if staged else rows_of(columns), staged, good, len(batch.quarantined),
+        return ParsedChunk(source, [] if staged else rows_of(columns), staged, good,
                            quarantine_lines(batch.quarantined), batch.blank, by_role)
     finally:
         if collecting:
@@ -375,7 +375,7 @@ def encode_chunk(chunk: ParsedChunk) -> bytes:
     return orjson.dumps({
         "status": "ok", "source": chunk.source, "rows": chunk.rows,
         "staged": None if chunk.staged is None else str(chunk.staged), "good": chunk.good, "blank": chunk.blank,
-        "by_role": chunk.by_role, "quarantined": chunk.quarantined, "quarantine": chunk.quarantine.decode("utf-8"),
+        "by_role": chunk.by_role, "quarantine": chunk.quarantine.decode("utf-8"),
     })
 
 
@@ -385,8 +385,7 @@ def decode_chunk(payload: bytes) -> ParsedChunk:
     if answer["status"] != "ok":
         raise RuntimeError(f"an ingest parse worker failed: {answer['error']}")
     return ParsedChunk(answer["source"], answer["rows"], None if answer["staged"] is None else Path(answer["staged"]),
-                       answer["good"], answer["quarantined"], answer["quarantine"].encode("utf-8"), answer["blank"],
-                       answer["by_role"])
+                       answer["good"], answer["quarantine"].encode("utf-8"), answer["blank"], answer["by_role"])
 
 
 class _WithoutPandas:

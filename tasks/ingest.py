@@ -67,9 +67,9 @@ class QuarantineFile:
         self.path: Path | None = None
         self.count = 0
 
-    def append(self, lines: bytes, count: int) -> None:
-        """Append `count` entries, given as the file's lines (feedback_rows.quarantine_lines)."""
-        if not count:
+    def append(self, lines: bytes) -> None:
+        """Append entries, given as the file's lines (feedback_rows.quarantine_lines): one entry per line."""
+        if not lines:
             return
         if self.path is None:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -79,7 +79,7 @@ class QuarantineFile:
             handle.write(lines)
             handle.flush()
             os.fsync(handle.fileno())
-        self.count += count
+        self.count += lines.count(b"\n")
 
 
 def inbox_file(path: str, inbox: Path | None) -> Path | None:
@@ -134,10 +134,10 @@ def ingest_files(paths: Iterable[str], roles: set[str], store_url: str, quaranti
     checked, scrubbed and hashed by `workers` processes instead (None: one per CPU, for files of 16 MiB or more; 0:
     in this process) in chunks of a quarter of that, each writing its chunk's rows to a staging file beside a sqlite
     store; one writer thread stores them in file order, eight per transaction, twice `batch_rows` rows (SQLite works
-    outside the GIL). A chunk's
-    quarantined lines are on disk before its good rows are stored. A file from the inbox moves to the archive only
-    after all its rows are stored, so a crash at any point leaves it in the inbox, and the next ingest stores what is
-    missing and nothing twice. A full disk or an unwritable store is a one-line RoleforgeError naming the path."""
+    outside the GIL). A chunk's quarantined lines are on disk before its good rows are stored. A file from the inbox
+    moves to the archive only after all its rows are stored, so a crash at any point leaves it in the inbox, and the
+    next ingest stores what is missing and nothing twice. A full disk or an unwritable store is a one-line
+    RoleforgeError naming the path."""
     from roleforge.tasks.store import describe_url
 
     try:
@@ -182,8 +182,7 @@ def _ingest_files(paths: Iterable[str], roles: set[str], store_url: str, quarant
             stored = future.result()
             ingested += stored.inserted
             parsed += rows - len(stored.collided)
-            quarantine.append(quarantine_lines(collision_entry(row, holder) for row, holder in stored.collided),
-                              len(stored.collided))
+            quarantine.append(quarantine_lines(collision_entry(row, holder) for row, holder in stored.collided))
 
     staging = staging_for(engine)
     try:
@@ -201,7 +200,7 @@ def _ingest_files(paths: Iterable[str], roles: set[str], store_url: str, quarant
                     continue  # another ingest stored and archived it after we listed the inbox
                 while chunk is not None:
                     blank += chunk.blank
-                    quarantine.append(chunk.quarantine, chunk.quarantined)
+                    quarantine.append(chunk.quarantine)
                     for role, count in chunk.by_role.items():
                         by_role[role] = by_role.get(role, 0) + count
                     if chunk.good:
