@@ -220,6 +220,28 @@ def test_a_new_store_has_large_pages_and_keeps_them(tmp_path):
         assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
+def _open_store_at_barrier(url: str, barrier) -> str:
+    barrier.wait()
+    try:
+        with engine_for(url).connect() as connection:
+            return connection.exec_driver_sql("PRAGMA journal_mode").scalar()
+    except Exception as error:  # returned, so that the test shows it
+        return repr(error)
+
+
+def test_processes_opening_a_new_store_at_once_all_get_it(tmp_path):
+    # Four processes open the same new store at the same moment, forty times: the first to write marks the file WAL
+    # while the others read its empty first page. Without a retry one round in five failed with "database is locked".
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    with context.Manager() as manager, context.Pool(4) as pool:
+        for round_ in range(40):
+            url = f"sqlite:///{tmp_path / f'store-{round_}.db'}"
+            barrier = manager.Barrier(4)
+            assert pool.starmap(_open_store_at_barrier, [(url, barrier)] * 4) == ["wal"] * 4
+
+
 def test_parse_workers_store_and_quarantine_what_the_ingest_process_does(tmp_path):
     """The same file through two worker processes (chunks of 4 lines, staged beside the store) and in-process."""
     lines = [json.dumps({**GOOD[n % 3], "prompt": f"{GOOD[n % 3]['prompt']} #{n}"}).encode() for n in range(14)]
