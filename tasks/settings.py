@@ -194,8 +194,8 @@ class Settings(BaseSettings):
     ingest_batch_rows: int = Field(default=INGEST_BATCH_ROWS, ge=1, le=10_000_000, description=(
         "Rows an ingest parses per chunk and stores per transaction (parse workers take a quarter of it at a time, and "
         "the store takes eight of those, twice this, per transaction): larger is faster (fewer index page rewrites) "
-        "and takes more memory (about 600 MB at 100,000); a killed ingest redoes at most one transaction's chunks per "
-        "file."))
+        "and takes more memory (about 700 MB at 100,000, parse workers included); a killed ingest redoes at most one "
+        "transaction's chunks per file."))
     ingest_workers: int | None = Field(default=None, ge=0, le=256, description=(
         "Processes that parse JSON-lines feedback while the store takes the previous chunk: unset means one per CPU "
         "for files of 16 MiB or more, 0 parses in the ingest process itself."))
