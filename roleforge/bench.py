@@ -95,9 +95,42 @@ def write_feedback_file(path: Path, rows: int, bad_share: float, seed: int = 0) 
     return bad
 
 
-def ingest_benchmark(rows: int, bad_share: float, work_dir: Path) -> dict[str, Any]:
+def ingest_benchmark(rows: int, bad_share: float, work_dir: Path, repeats: int = 1) -> dict[str, Any]:
     """`roleforge ingest` (contract, PII scrub, content hash, dedupe, quarantine, SQLite store) against a plain
-    pandas read_json + to_sql of the same file into SQLite, in the same process, roleforge first."""
+    pandas read_json + to_sql of the same file into SQLite, in the same process: `repeats` runs of each, alternating
+    which goes first (roleforge in the first run), each into a new store. The throughputs and the ratio are the
+    runs' medians, every run's figures are in `runs`, and a peak is the largest of any run."""
+    import shutil
+    import statistics
+
+    source = work_dir / "feedback.jsonl"
+    bad = write_feedback_file(source, rows, bad_share)
+    runs: dict[str, list[dict[str, Any]]] = {"roleforge": [], "pandas": []}
+    for index in range(repeats):
+        run_dir = work_dir / f"run-{index}"
+        run_dir.mkdir()
+        for name in ("roleforge", "pandas") if index % 2 == 0 else ("pandas", "roleforge"):
+            runs[name].append(_timed_ingest(name, source, run_dir, rows))
+        shutil.rmtree(run_dir)  # a 1M-row store and pandas' copy of it take about a gigabyte
+    counts = runs["roleforge"][-1]
+    median = {name: statistics.median(run["seconds"] for run in runs[name]) for name in runs}
+    ratios = [theirs["seconds"] / ours["seconds"] for ours, theirs in zip(runs["roleforge"], runs["pandas"])]
+    return {
+        "rows": rows, "bad_rows": bad, "file_mb": round(source.stat().st_size / 2**20, 1), "repeats": repeats,
+        "ingested": counts["ingested"], "duplicates": counts["duplicates"], "quarantined": counts["quarantined"],
+        "all_rows_accounted": all(run["accounted"] == rows for run in runs["roleforge"]),
+        "events_per_s": round(rows / median["roleforge"], 1), "seconds": round(median["roleforge"], 2),
+        "peak_rss_mb": max(run["peak_rss_mb"] for run in runs["roleforge"]),
+        "pandas_events_per_s": round(rows / median["pandas"], 1), "pandas_seconds": round(median["pandas"], 2),
+        "pandas_peak_rss_mb": max(run["peak_rss_mb"] for run in runs["pandas"]),
+        "speedup_vs_pandas": round(statistics.median(ratios), 2), "min_speedup_vs_pandas": round(min(ratios), 2),
+        "runs": {name: [{**run, "seconds": round(run["seconds"], 3)} for run in runs[name]] for name in runs},
+    }
+
+
+def _timed_ingest(name: str, source: Path, run_dir: Path, rows: int) -> dict[str, Any]:
+    """One timed ingest of `source` (`rows` lines) into a new SQLite database in `run_dir`: roleforge's, or a plain
+    pandas read_json + to_sql. Roleforge's run also counts where its rows went."""
     import sqlite3
 
     import pandas as pd
@@ -105,29 +138,23 @@ def ingest_benchmark(rows: int, bad_share: float, work_dir: Path) -> dict[str, A
     from roleforge.tasks.ingest import ingest_files
     from roleforge.tasks.settings import DEFAULT_ROLES
 
-    source = work_dir / "feedback.jsonl"
-    bad = write_feedback_file(source, rows, bad_share)
     release_memory()
     with PeakRss() as memory:
         started = time.perf_counter()
-        report = ingest_files([str(source)], set(DEFAULT_ROLES), f"sqlite:///{work_dir / 'roleforge.db'}", work_dir / "quarantine")
-        ours = time.perf_counter() - started
-    release_memory()
-    with PeakRss() as baseline_memory:
-        started = time.perf_counter()
-        frame = pd.read_json(source, lines=True)
-        with sqlite3.connect(work_dir / "pandas.db") as connection:
-            frame.to_sql("feedback", connection, index=False, chunksize=50_000)
-        baseline = time.perf_counter() - started
-    accounted = report.ingested + report.duplicates + report.quarantined + report.blank
-    return {
-        "rows": rows, "bad_rows": bad, "file_mb": round(source.stat().st_size / 2**20, 1),
-        "ingested": report.ingested, "duplicates": report.duplicates, "quarantined": report.quarantined,
-        "all_rows_accounted": accounted == rows,
-        "events_per_s": round(rows / ours, 1), "seconds": round(ours, 2), "peak_rss_mb": round(memory.peak_mb, 1),
-        "pandas_events_per_s": round(rows / baseline, 1), "pandas_seconds": round(baseline, 2),
-        "pandas_peak_rss_mb": round(baseline_memory.peak_mb, 1), "speedup_vs_pandas": round(baseline / ours, 2),
-    }
+        if name == "roleforge":
+            report = ingest_files([str(source)], set(DEFAULT_ROLES), f"sqlite:///{run_dir / 'roleforge.db'}",
+                                  run_dir / "quarantine")
+        else:
+            frame = pd.read_json(source, lines=True)
+            with sqlite3.connect(run_dir / "pandas.db") as connection:
+                frame.to_sql("feedback", connection, index=False, chunksize=50_000)
+            del frame
+        seconds = time.perf_counter() - started
+    run = {"seconds": seconds, "events_per_s": round(rows / seconds, 1), "peak_rss_mb": round(memory.peak_mb, 1)}
+    if name == "roleforge":
+        run.update(ingested=report.ingested, duplicates=report.duplicates, quarantined=report.quarantined,
+                   accounted=report.ingested + report.duplicates + report.quarantined + report.blank)
+    return run
 
 
 def machine() -> dict[str, Any]:

@@ -115,10 +115,16 @@ def test_bench_generate_counts_new_tokens_both_ways(home):
 
 
 def test_bench_ingest_accounts_for_every_row_both_ways(home):
-    report = last_json(roleforge("bench", "ingest", "--rows", "2000", "--json"))
-    assert (report["rows"], report["all_rows_accounted"]) == (2000, True)
+    report = last_json(roleforge("bench", "ingest", "--rows", "2000", "--repeats", "3", "--json"))
+    assert (report["rows"], report["repeats"], report["all_rows_accounted"]) == (2000, 3, True)
     assert report["bad_rows"] == report["quarantined"] > 0 and report["ingested"] + report["duplicates"] == 2000 - report["bad_rows"]
     assert report["events_per_s"] > 0 and report["pandas_events_per_s"] > 0 and report["peak_rss_mb"] > 0
+    ours, theirs = report["runs"]["roleforge"], report["runs"]["pandas"]
+    assert len(ours) == len(theirs) == 3 and all(run["accounted"] == 2000 for run in ours)
+    # The report's figures are the runs' medians; each run stored into a store of its own, so each stored every row.
+    assert sorted(run["events_per_s"] for run in ours)[1] == pytest.approx(report["events_per_s"], rel=0.01)
+    assert {run["ingested"] for run in ours} == {report["ingested"]}
+    assert report["min_speedup_vs_pandas"] <= report["speedup_vs_pandas"]
 
 
 def test_peak_memory_counts_child_processes(tmp_path):
