@@ -129,8 +129,46 @@ def ingest_benchmark(rows: int, bad_share: float, work_dir: Path, repeats: int =
 
 
 def _timed_ingest(name: str, source: Path, run_dir: Path, rows: int) -> dict[str, Any]:
-    """One timed ingest of `source` (`rows` lines) into a new SQLite database in `run_dir`: roleforge's, or a plain
-    pandas read_json + to_sql. Roleforge's run also counts where its rows went."""
+    """One timed ingest of `source` (`rows` lines) into a new SQLite database in `run_dir`, in a process of its own
+    (started before the clock, its imports done): roleforge's, or a plain pandas read_json + to_sql. A fresh process
+    each time, so that no run's peak memory holds what an earlier one left behind (pandas keeps gigabytes that a
+    trim does not return). Roleforge's run also counts where its rows went."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_timed_ingest_child, args=(name, source, run_dir, rows, send),
+                            name=f"bench-ingest-{name}")
+    child.start()
+    send.close()
+    try:
+        result = receive.recv()
+    except EOFError:  # killed, or out of memory
+        result = None
+    finally:
+        receive.close()
+        child.join()
+    if result is None:
+        result = {"error": f"it ended without a result (exit code {child.exitcode})"}
+    if "error" in result:
+        raise RuntimeError(f"the {name} run of the ingest benchmark failed: {result['error']}")
+    return result
+
+
+def _timed_ingest_child(name: str, source: Path, run_dir: Path, rows: int, send: Any) -> None:
+    """_timed_ingest's process: the run, its figures sent back through `send` (or the error's last line)."""
+    import traceback
+
+    try:
+        send.send(_timed_ingest_here(name, source, run_dir, rows))
+    except BaseException as error:  # noqa: BLE001 - sent to the parent, which raises it as one line
+        traceback.print_exc()
+        send.send({"error": f"{type(error).__name__}: {error}"})
+    finally:
+        send.close()
+
+
+def _timed_ingest_here(name: str, source: Path, run_dir: Path, rows: int) -> dict[str, Any]:
     import sqlite3
 
     import pandas as pd
@@ -138,7 +176,6 @@ def _timed_ingest(name: str, source: Path, run_dir: Path, rows: int) -> dict[str
     from roleforge.tasks.ingest import ingest_files
     from roleforge.tasks.settings import DEFAULT_ROLES
 
-    release_memory()
     with PeakRss() as memory:
         started = time.perf_counter()
         if name == "roleforge":
@@ -148,7 +185,6 @@ def _timed_ingest(name: str, source: Path, run_dir: Path, rows: int) -> dict[str
             frame = pd.read_json(source, lines=True)
             with sqlite3.connect(run_dir / "pandas.db") as connection:
                 frame.to_sql("feedback", connection, index=False, chunksize=50_000)
-            del frame
         seconds = time.perf_counter() - started
     run = {"seconds": seconds, "events_per_s": round(rows / seconds, 1), "peak_rss_mb": round(memory.peak_mb, 1)}
     if name == "roleforge":
