@@ -97,9 +97,9 @@ def write_feedback_file(path: Path, rows: int, bad_share: float, seed: int = 0) 
 
 def ingest_benchmark(rows: int, bad_share: float, work_dir: Path, repeats: int = 1) -> dict[str, Any]:
     """`roleforge ingest` (contract, PII scrub, content hash, dedupe, quarantine, SQLite store) against a plain
-    pandas read_json + to_sql of the same file into SQLite, in the same process: `repeats` runs of each, alternating
-    which goes first (roleforge in the first run), each into a new store. The throughputs and the ratio are the
-    runs' medians, every run's figures are in `runs`, and a peak is the largest of any run."""
+    pandas read_json + to_sql of the same file into SQLite: `repeats` runs of each, alternating which goes first
+    (roleforge in the first run), each in a process of its own and into a new database. The throughputs and the
+    ratio are the runs' medians, every run's figures are in `runs`, and a peak is the largest of any run."""
     import shutil
     import statistics
 

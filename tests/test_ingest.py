@@ -234,7 +234,7 @@ def test_processes_opening_a_new_store_at_once_all_get_it(tmp_path):
     # while the others read its empty first page. Without a retry one round in five failed with "database is locked".
     import multiprocessing
 
-    context = multiprocessing.get_context("fork")
+    context = multiprocessing.get_context("spawn")  # no copy of this process's threads and their locks
     with context.Manager() as manager, context.Pool(4) as pool:
         for round_ in range(40):
             url = f"sqlite:///{tmp_path / f'store-{round_}.db'}"
