@@ -143,13 +143,12 @@ def _timed_ingest(name: str, source: Path, run_dir: Path, rows: int) -> dict[str
     send.close()
     try:
         result = receive.recv()
-    except EOFError:  # killed, or out of memory
-        result = None
+    except EOFError:  # killed, or out of memory: nothing was sent
+        child.join()
+        result = {"error": f"it ended without a result (exit code {child.exitcode})"}
     finally:
         receive.close()
         child.join()
-    if result is None:
-        result = {"error": f"it ended without a result (exit code {child.exitcode})"}
     if "error" in result:
         raise RuntimeError(f"the {name} run of the ingest benchmark failed: {result['error']}")
     return result
