@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from roleforge.sample import CAPABILITIES
 from roleforge.tasks.labelers.heuristics import is_refusal
@@ -63,6 +63,9 @@ class GenerationAB(BaseModel):
     win_rate_low: float
     win_rate_high: float
     examples: list[dict[str, str]] = []
+    # Each prompt's verdict ("win", "loss", "tie", or "no verdict: " and the judge's reason), in order: for the
+    # evaluation's answers artifact, not for reports.
+    verdicts: list[str] = Field(default=[], exclude=True)
 
 
 def judge_ab(judge: Any, system_prompt: str, prompts: list[str], candidate: list[str], opponent: list[str],
@@ -72,21 +75,23 @@ def judge_ab(judge: Any, system_prompt: str, prompts: list[str], candidate: list
     forward = judge.prefer_a(system_prompt, list(zip(prompts, candidate, opponent)))
     backward = judge.prefer_a(system_prompt, list(zip(prompts, opponent, candidate)))
     wins = losses = ties = no_verdict = 0
-    examples = []
+    examples, verdicts = [], []
     for prompt, ours, theirs, first, second in zip(prompts, candidate, opponent, forward, backward):
         if isinstance(first, str) or isinstance(second, str):
             no_verdict += 1
+            verdicts.append(f"no verdict: {first if isinstance(first, str) else second}")
             continue
         p_candidate = (first + (1.0 - second)) / 2
         verdict = "win" if p_candidate > 0.5 + margin else "loss" if p_candidate < 0.5 - margin else "tie"
         wins, losses, ties = wins + (verdict == "win"), losses + (verdict == "loss"), ties + (verdict == "tie")
+        verdicts.append(verdict)
         if len(examples) < 3:
             examples.append({"prompt": prompt, "candidate": ours[:300], "opponent": theirs[:300], "verdict": verdict})
     judged = wins + losses + ties
     low, high = wilson_interval(wins + ties / 2, judged, confidence)
     return GenerationAB(judge=judge.name, prompts=len(prompts), wins=wins, losses=losses, ties=ties, no_verdict=no_verdict,
                         win_rate=(wins + ties / 2) / judged if judged else 0.0, win_rate_low=low, win_rate_high=high,
-                        examples=examples)
+                        examples=examples, verdicts=verdicts)
 
 
 def capability_items(path: Path = CAPABILITIES) -> list[dict[str, Any]]:

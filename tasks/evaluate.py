@@ -8,10 +8,11 @@ from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from roleforge.runtime import MODEL_MODULES, import_for_stages
-from roleforge.tasks.ab import GenerationAB, Guardrails, capability_items, judge_ab, measure_guardrails, paired_bootstrap
+from roleforge.tasks.ab import (GenerationAB, Guardrails, answers_correctly, capability_items, judge_ab, measure_guardrails,
+                               paired_bootstrap)
 from roleforge.tasks.errors import retry_transient
 from roleforge.tasks.label import load_split
 from roleforge.tasks.scoring import ModelScore, completion_logps, pair_correct, score
@@ -36,6 +37,9 @@ class Evaluation(BaseModel):
     generation: GenerationAB | None = None
     guardrails: Guardrails | None = None
     task_metrics: dict[str, dict[str, float]] = {}  # per model ("candidate", "opponent"), where the role has a checker
+    # Every answer both models generated, side by side (answer_sheet): logged as evaluation/answers.json, to see why
+    # a candidate won or was held back; not part of reports.
+    answers: dict[str, list[dict[str, Any]]] = Field(default={}, exclude=True)
 
     @property
     def accuracy_gain(self) -> float:
@@ -117,8 +121,31 @@ def evaluate_candidate(candidate: Candidate, system_prompt: str, base_model: Pat
         opponent=CHAMPION if champion_adapter is not None else ("sft" if base_adapter is not None else "base"),
         opponent_version=champion_version, candidate=candidate_score, opponent_score=opponent_score,
         accuracy_gain_low=gain_low, accuracy_gain_high=gain_high, generation=generation, guardrails=guardrails,
-        task_metrics=task_metrics,
+        task_metrics=task_metrics, answers=answer_sheet(answers, asked, generation, items, tasks),
     )
+
+
+def answer_sheet(answers: dict[str, dict[str, list[str]]], asked: dict[str, list[str]], generation: GenerationAB | None,
+                 items: list[dict[str, Any]], tasks: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The generated answers, one entry per prompt with both models' answers: the A/B prompts with the judge's
+    verdict, the retained-capability questions with whether each answer is accepted, and the task requests with the
+    tool each one needs."""
+    ours, theirs = answers.get("candidate", {}), answers.get("opponent", {})
+
+    def pairs(group: str) -> list[tuple[str, str, str]]:
+        return list(zip(asked[group], ours.get(group, []), theirs.get(group, []), strict=True))
+
+    verdicts = generation.verdicts if generation is not None else [None] * len(asked["ab"])
+    return {
+        "ab": [{"prompt": prompt, "candidate": mine, "opponent": other, "verdict": verdict}
+               for (prompt, mine, other), verdict in zip(pairs("ab"), verdicts, strict=True)],
+        "capability": [{"question": question, "accepted": item["answers"], "candidate": mine, "opponent": other,
+                        "candidate_correct": answers_correctly(mine, item["answers"]),
+                        "opponent_correct": answers_correctly(other, item["answers"])}
+                       for (question, mine, other), item in zip(pairs("capability"), items, strict=True)],
+        "tasks": [{"request": request, "tool": task["tool"], "candidate": mine, "opponent": other}
+                  for (request, mine, other), task in zip(pairs("tasks"), tasks, strict=True)],
+    }
 
 
 def evaluation_metrics(evaluation: Evaluation) -> dict[str, float]:
@@ -161,6 +188,8 @@ def evaluate_role(candidate: Candidate, profile: str) -> Evaluation:
                                     config.base_adapter, config.evaluation, judge, config.gate.confidence)
     for key, value in evaluation_metrics(evaluation).items():
         client.log_metric(candidate.mlflow_run_id, key, value)
+    if any(evaluation.answers.values()):
+        client.log_dict(candidate.mlflow_run_id, evaluation.answers, "evaluation/answers.json")
     import tempfile
 
     with tempfile.TemporaryDirectory() as folder:

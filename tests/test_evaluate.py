@@ -49,6 +49,42 @@ def test_evaluation_scores_generates_judges_and_guards(home, tiny_model_dir, tmp
             "eval_candidate_full_compliance_rate", "eval_opponent_thought_rate"} <= set(metrics)
     assert all(isinstance(v, float) for v in metrics.values())
 
+    # Every generated answer, both sides, for the evaluation/answers.json artifact; not in reports.
+    sheet = evaluation.answers
+    assert [e["verdict"] for e in sheet["ab"]] and len(sheet["ab"]) == 3
+    assert sorted(e["verdict"] for e in sheet["ab"]).count("win") == ab.wins and all(e["candidate"] is not None for e in sheet["ab"])
+    assert len(sheet["capability"]) == 12 and len(sheet["tasks"]) == 4 and all(e["tool"] for e in sheet["tasks"])
+    kept = [e for e in sheet["capability"] if e["opponent_correct"]]
+    assert len(kept) == evaluation.guardrails.capability_total
+    assert [e["question"] for e in kept if not e["candidate_correct"]] == evaluation.guardrails.capability_lost
+    assert "answers" not in evaluation.model_dump() and "verdicts" not in ab.model_dump()
+
+
+def test_the_answer_sheet_sets_each_prompt_beside_both_answers_and_what_was_made_of_them():
+    from roleforge.tasks.ab import GenerationAB, measure_guardrails
+    from roleforge.tasks.evaluate import answer_sheet
+
+    asked = {"ab": ["Cut costs?", "Hire now?"], "capability": ["What is the capital of France?", "What is 2 + 2?"],
+             "tasks": ["What is 17 * 3?"]}
+    answers = {"candidate": {"ab": ["Yes.", "No."], "capability": ["Paris.", "Five."], "tasks": ["Thought: math"]},
+               "opponent": {"ab": ["Maybe.", "Later."], "capability": ["paris", "4"], "tasks": ["51"]}}
+    items = [{"question": "What is the capital of France?", "answers": ["Paris"]},
+             {"question": "What is 2 + 2?", "answers": ["4", "four"]}]
+    generation = GenerationAB(judge="j", prompts=2, wins=1, losses=0, ties=0, no_verdict=1, win_rate=1.0, win_rate_low=0.2,
+                              win_rate_high=1.0, verdicts=["win", "no verdict: the judge answered neither"])
+    sheet = answer_sheet(answers, asked, generation, items, [{"request": "What is 17 * 3?", "tool": "calculator"}])
+
+    assert sheet["ab"] == [
+        {"prompt": "Cut costs?", "candidate": "Yes.", "opponent": "Maybe.", "verdict": "win"},
+        {"prompt": "Hire now?", "candidate": "No.", "opponent": "Later.", "verdict": "no verdict: the judge answered neither"}]
+    assert [(e["question"], e["candidate_correct"], e["opponent_correct"]) for e in sheet["capability"]] == [
+        ("What is the capital of France?", True, True), ("What is 2 + 2?", False, True)]
+    guardrails = measure_guardrails(answers["candidate"]["ab"], answers["opponent"]["ab"], items,
+                                    answers["candidate"]["capability"], answers["opponent"]["capability"])
+    assert guardrails.capability_lost == [e["question"] for e in sheet["capability"] if e["opponent_correct"] and not e["candidate_correct"]]
+    assert sheet["tasks"] == [{"request": "What is 17 * 3?", "tool": "calculator", "candidate": "Thought: math", "opponent": "51"}]
+    assert answer_sheet(answers, asked, None, items, [{"request": "x", "tool": "search"}])["ab"][0]["verdict"] is None
+
 
 def test_the_ab_chart_is_a_png(tmp_path):
     from roleforge.tasks.evaluate import write_chart
