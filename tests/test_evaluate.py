@@ -51,8 +51,7 @@ def test_evaluation_scores_generates_judges_and_guards(home, tiny_model_dir, tmp
 
     # Every generated answer, both sides, for the evaluation/answers.json artifact; not in reports.
     sheet = evaluation.answers
-    assert [e["verdict"] for e in sheet["ab"]] and len(sheet["ab"]) == 3
-    assert sorted(e["verdict"] for e in sheet["ab"]).count("win") == ab.wins and all(e["candidate"] is not None for e in sheet["ab"])
+    assert len(sheet["ab"]) == 3 and [e["verdict"] for e in sheet["ab"]].count("win") == ab.wins
     assert len(sheet["capability"]) == 12 and len(sheet["tasks"]) == 4 and all(e["tool"] for e in sheet["tasks"])
     kept = [e for e in sheet["capability"] if e["opponent_correct"]]
     assert len(kept) == evaluation.guardrails.capability_total
