@@ -130,10 +130,10 @@ def answer_sheet(answers: dict[str, dict[str, list[str]]], asked: dict[str, list
     """The generated answers, one entry per prompt with both models' answers: the A/B prompts with the judge's
     verdict, the retained-capability questions with whether each answer is accepted, and the task requests with the
     tool each one needs."""
-    ours, theirs = answers.get("candidate", {}), answers.get("opponent", {})
+    ours, theirs = answers["candidate"], answers["opponent"]
 
     def pairs(group: str) -> list[tuple[str, str, str]]:
-        return list(zip(asked[group], ours.get(group, []), theirs.get(group, []), strict=True))
+        return list(zip(asked[group], ours[group], theirs[group], strict=True))
 
     verdicts = generation.verdicts if generation is not None else [None] * len(asked["ab"])
     return {
