@@ -149,9 +149,23 @@ def cmd_status(args: argparse.Namespace) -> int:
     from roleforge.tasks.status import role_status
 
     status = role_status(settings)
-    _console().print(render_table("roleforge status", [{"role": role, **row} for role, row in status.items()]))
+    console = _console()
+    console.print(render_table("roleforge status", [{"role": role, **{k: v for k, v in row.items() if k != "last_decision"}}
+                                                    for role, row in status.items()]))
+    for role, row in status.items():  # below the table: a reason is a sentence, too long for a column
+        if row["last_decision"]:
+            console.print(f"{role}: {decision_line(row['last_decision'])}", highlight=False, soft_wrap=True)
     emit(status, args.json)
     return 0
+
+
+def decision_line(decision: dict[str, Any]) -> str:
+    """A role's last decision in words: 'promoted version 3 (2026-11-23 16:49 UTC): accuracy gain ...' (the audit
+    log's times are UTC)."""
+    verb = {"promote": "promoted", "hold": "held back", "rollback": "rolled back to"}[decision["action"]]
+    when = f" ({decision['time'][:16].replace('T', ' ')} UTC)" if decision.get("time") else ""
+    reason = f": {decision['reason']}" if decision.get("reason") else ""
+    return f"{verb} version {decision['version']}{when}{reason}"
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:

@@ -25,6 +25,7 @@ def role_status(settings: Settings) -> dict[str, dict[str, Any]]:
 
     counts = feedback_counts(engine_for(settings.resolved_store_url))
     champions = champions_of(settings.resolved_tracking_uri, {role: settings.registered_model_name(role) for role in settings.roles})
+    decisions = last_decisions(settings.home)
     status = {}
     for role in settings.roles:
         pairs, snapshot = latest_snapshot_pairs(settings.home / "datasets", role)
@@ -33,8 +34,31 @@ def role_status(settings: Settings) -> dict[str, dict[str, Any]]:
         training = read_training_status(settings.home, role) or {"state": "pending"}
         status[role] = {"feedback": counts.get(role, 0), "pairs": pairs, "snapshot": snapshot,
                         "training": training["state"], "training_metrics": training.get("metrics", {}),
-                        "adapter_path": training.get("adapter_path"), "champion_version": version, "champion_metrics": metrics}
+                        "adapter_path": training.get("adapter_path"), "champion_version": version, "champion_metrics": metrics,
+                        "last_decision": decisions.get(role)}
     return status
+
+
+DECISIONS = ("promote", "hold", "rollback")
+
+
+def last_decisions(home: Path) -> dict[str, dict[str, Any]]:
+    """Per role, the audit log's latest promotion, hold or rollback: its action, version (the candidate's; for a
+    rollback, the champion it went back to), reason, and time. A log that cannot be read (`roleforge audit` says
+    why) gives none."""
+    from roleforge.tasks import audit
+
+    try:
+        entries = audit.read(home)
+    except (OSError, ValueError):
+        return {}
+    decisions = {}
+    for entry in entries:
+        if entry.get("action") in DECISIONS and entry.get("role"):
+            version = entry.get("champion_version") if entry["action"] == "rollback" else entry.get("version")
+            decisions[entry["role"]] = {"action": entry["action"], "version": version, "reason": entry.get("reason"),
+                                        "time": entry.get("time")}
+    return decisions
 
 
 def champions_of(tracking_uri: str, models: dict[str, str]) -> dict[str, tuple[str, dict[str, str]]]:

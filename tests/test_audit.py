@@ -49,3 +49,29 @@ def test_cli_ingest_is_audited(home):
     shown = last_json(roleforge("audit", "--json"))
     assert shown["chain_intact"] and [e["action"] for e in shown["entries"]] == ["ingest"]
     assert shown["entries"][0]["ingested"] == 330 and shown["entries"][0]["paths"] == [str(SAMPLE / "ceo.jsonl")]
+
+
+def test_status_names_each_roles_latest_promotion_hold_or_rollback(tmp_path):
+    from roleforge.cli import decision_line
+    from roleforge.tasks.status import last_decisions
+
+    assert last_decisions(tmp_path) == {}
+    audit.record(tmp_path, "ingest", ingested=3)
+    audit.record(tmp_path, "promote", role="ceo", version="1", reason="accuracy gain +0.2")
+    audit.record(tmp_path, "hold", role="ceo", version="2", reason="guardrail broken: lost 2 of 9")
+    audit.record(tmp_path, "promote", role="cfo", version="1", reason="accuracy gain +0.1")
+    audit.record(tmp_path, "promote", role="cfo", version="2", reason="accuracy gain +0.3")
+    audit.record(tmp_path, "rollback", role="cfo", champion_version="1", previous_version=None)
+
+    decisions = last_decisions(tmp_path)
+    assert set(decisions) == {"ceo", "cfo"}
+    assert {k: decisions["ceo"][k] for k in ("action", "version", "reason")} == {
+        "action": "hold", "version": "2", "reason": "guardrail broken: lost 2 of 9"}
+    assert (decisions["cfo"]["action"], decisions["cfo"]["version"], decisions["cfo"]["reason"]) == ("rollback", "1", None)
+    line = decision_line(decisions["ceo"])
+    assert line.startswith("held back version 2 (") and line.endswith(" UTC): guardrail broken: lost 2 of 9")
+    assert decision_line(decisions["cfo"]).startswith("rolled back to version 1 (")
+
+    with audit.audit_path(tmp_path).open("a") as log:
+        log.write("{not json\n")
+    assert last_decisions(tmp_path) == {}, "an unreadable log gives no decisions (roleforge audit says what is wrong)"

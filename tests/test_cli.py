@@ -32,7 +32,7 @@ def test_ingest_json_and_reingest(home):
 def test_status_json_before_and_after_ingest(home):
     before = last_json(roleforge("status", "--json"))
     assert before["ceo"] == {"feedback": 0, "pairs": 0, "snapshot": None, "training": "pending", "training_metrics": {},
-                             "adapter_path": None, "champion_version": None, "champion_metrics": {}}
+                             "adapter_path": None, "champion_version": None, "champion_metrics": {}, "last_decision": None}
     roleforge("ingest", str(SAMPLE / "ceo.jsonl"))
     assert last_json(roleforge("status", "--json"))["ceo"]["feedback"] == 330
 

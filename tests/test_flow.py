@@ -69,6 +69,9 @@ def test_roles_train_promote_or_are_held_back_with_a_reason(home, prefect_harnes
     assert status["ceo"]["training"] == "ready" and status["ceo"]["adapter_path"] and "train_loss" in status["ceo"]["training_metrics"]
     assert status["tool-agent"]["training"] == "pending", "a role held back never started training"
     assert "/ceo/" in status["ceo"]["adapter_path"] and "/cfo/" in status["cfo"]["adapter_path"]
+    assert (status["ceo"]["last_decision"]["action"], status["ceo"]["last_decision"]["version"]) == ("promote", ceo.version)
+    assert status["cfo"]["last_decision"]["action"] == "hold" and status["cfo"]["last_decision"]["reason"] == cfo.reason
+    assert status["coo"]["last_decision"] is None and status["tool-agent"]["last_decision"] is None
 
     nothing_new = self_learning(SelfLearningRun(roles=["ceo"], profile="quick"))
     assert not nothing_new["ceo"].trained and nothing_new["ceo"].new_pairs == 0 and "new training pairs" in nothing_new["ceo"].reason
