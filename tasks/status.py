@@ -54,7 +54,7 @@ def last_decisions(home: Path) -> dict[str, dict[str, Any]]:
         return {}
     decisions = {}
     for entry in entries:
-        if entry.get("action") in DECISIONS and entry.get("role"):
+        if isinstance(entry, dict) and entry.get("action") in DECISIONS and entry.get("role"):
             version = entry.get("champion_version") if entry["action"] == "rollback" else entry.get("version")
             decisions[entry["role"]] = {"action": entry["action"], "version": version, "reason": entry.get("reason"),
                                         "time": entry.get("time")}

@@ -73,5 +73,8 @@ def test_status_names_each_roles_latest_promotion_hold_or_rollback(tmp_path):
     assert decision_line(decisions["cfo"]).startswith("rolled back to version 1 (")
 
     with audit.audit_path(tmp_path).open("a") as log:
+        log.write("7\n")
+    assert last_decisions(tmp_path) == decisions, "an entry that is no object is no decision"
+    with audit.audit_path(tmp_path).open("a") as log:
         log.write("{not json\n")
     assert last_decisions(tmp_path) == {}, "an unreadable log gives no decisions (roleforge audit says what is wrong)"
