@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from roleforge.data_contracts.feedback import (FeedbackRecord, FeedbackRow, decode_record, describe_error, fast_fields,
                                                record_of)
 from roleforge.tasks import pii
-from roleforge.tasks.staging import Staging, stage_columns
+from roleforge.tasks.staging import Staging, copy_csv, stage_columns
 
 HASHED_FIELDS = ("agent_role", "prompt", "response", "rating", "response_a", "response_b", "preference", "rater")
 SCRUBBED_FIELDS = ("prompt", "response", "response_a", "response_b", "rater")
@@ -200,9 +200,9 @@ def parse_records(source: str, records: Iterable[tuple[int, bytes | dict[str, An
 
 @dataclass
 class ParsedChunk:
-    """One chunk of a file, parsed: its good rows (in memory, or written to a staging file beside the store), its
-    quarantined lines (as the quarantine file's lines, one entry each: encoded where they were found, in a parse
-    worker, and written as they are) and its blank lines."""
+    """One chunk of a file, parsed: its good rows (in memory, written to a staging file beside the store, or as the
+    text of a PostgreSQL COPY), its quarantined lines (as the quarantine file's lines, one entry each: encoded where
+    they were found, in a parse worker, and written as they are) and its blank lines."""
 
     source: str
     rows: list[dict[str, Any]]
@@ -211,12 +211,18 @@ class ParsedChunk:
     quarantine: bytes
     blank: int
     by_role: dict[str, int]
+    copy: bytes | None = None
+
+    @property
+    def bulk(self) -> bool:
+        """Whether its rows are staged (a file, or a COPY's text) rather than in memory."""
+        return self.staged is not None or self.copy is not None
 
 
 def parse_chunk(source: str, records: Iterable[tuple[int, bytes | dict[str, Any]]], roles: set[str],
                 staging: Staging | None = None, owner: int | None = None) -> ParsedChunk:
-    """parse_records, counted by role; with `staging` (a sqlite store's, store.staging_for) the good rows go to a
-    staging file beside the store, ready for store.insert_staged."""
+    """parse_records, counted by role; with `staging` (store.staging_for) the good rows go to a staging file beside
+    a sqlite store, ready for store.insert_staged, or become the text of a PostgreSQL COPY, for store.insert_copied."""
     import gc
 
     # A chunk allocates millions of short-lived objects, all freed by their reference counts; the cyclic collector,
@@ -229,9 +235,14 @@ def parse_chunk(source: str, records: Iterable[tuple[int, bytes | dict[str, Any]
         columns = stored_columns(*check_records(source, records, roles, batch), source)
         good = len(columns["agent_role"])
         by_role = dict(collections.Counter(columns["agent_role"]))
-        staged = stage_columns(columns, staging, owner) if staging is not None and good else None
-        return ParsedChunk(source, [] if staged else rows_of(columns), staged, good,
-                           quarantine_lines(batch.quarantined), batch.blank, by_role)
+        staged = copy = None
+        if staging is not None and good:
+            if staging.target == "copy":
+                copy = copy_csv(columns, staging.layout)
+            else:
+                staged = stage_columns(columns, staging, owner)
+        return ParsedChunk(source, [] if staged or copy else rows_of(columns), staged, good,
+                           quarantine_lines(batch.quarantined), batch.blank, by_role, copy)
     finally:
         if collecting:
             gc.enable()
@@ -262,8 +273,8 @@ def _undecodable(raw: bytes, error: orjson.JSONDecodeError) -> str:
 
 
 # Parse workers talk in frames: an 8-byte big-endian length, then that many bytes. A request is a JSON header frame
-# (source, first_line, roles, staging) and a frame of raw lines; an answer is one JSON frame. No pickle: nothing
-# that crosses the pipe can run code.
+# (source, first_line, roles, staging) and a frame of raw lines; an answer is one JSON frame, and then, where its
+# "copy" is true, a frame with the chunk's COPY text. No pickle: nothing that crosses the pipe can run code.
 FRAME_LENGTH = 8
 
 
@@ -289,7 +300,8 @@ def encode_request(source: str, first_line: int, lines: int, data: bytes | tuple
     """A request to parse `lines` lines of `source` starting at line `first_line`: their bytes, or (path, offset,
     length) of them in a local file, for the worker to read itself (nothing then goes through the pipe)."""
     header = {"source": source, "first_line": first_line, "lines": lines, "roles": sorted(roles),
-              "staging": None if staging is None else [str(staging.directory), staging.layout], "span": None}
+              "staging": None if staging is None else [staging.directory and str(staging.directory), staging.layout,
+                                                       staging.target], "span": None}
     if isinstance(data, tuple):
         header["span"], data = data, b""
     encoded = orjson.dumps(header)
@@ -372,20 +384,27 @@ def tapered_spans(spans: Iterable[tuple[int, int, int]], read_at: Any, size: int
 
 
 def encode_chunk(chunk: ParsedChunk) -> bytes:
+    """A worker's answer frame (the COPY text, if any, goes in a frame of its own after it)."""
     return orjson.dumps({
         "status": "ok", "source": chunk.source, "rows": chunk.rows,
         "staged": None if chunk.staged is None else str(chunk.staged), "good": chunk.good, "blank": chunk.blank,
-        "by_role": chunk.by_role, "quarantine": chunk.quarantine.decode("utf-8"),
+        "by_role": chunk.by_role, "quarantine": chunk.quarantine.decode("utf-8"), "copy": chunk.copy is not None,
     })
 
 
-def decode_chunk(payload: bytes) -> ParsedChunk:
-    """A worker's answer; a worker's error is raised as a RuntimeError naming the file and lines."""
+def decode_chunk(payload: bytes, copy: Any = None) -> ParsedChunk:
+    """A worker's answer; `copy()` reads the frame of its COPY text where it has one. A worker's error is raised as a
+    RuntimeError naming the file and lines."""
     answer = orjson.loads(payload)
     if answer["status"] != "ok":
         raise RuntimeError(f"an ingest parse worker failed: {answer['error']}")
+    text = None
+    if answer.get("copy"):
+        text = copy() if copy is not None else None
+        if text is None:
+            raise RuntimeError("an ingest parse worker's answer ended before its COPY text")
     return ParsedChunk(answer["source"], answer["rows"], None if answer["staged"] is None else Path(answer["staged"]),
-                       answer["good"], answer["quarantine"].encode("utf-8"), answer["blank"], answer["by_role"])
+                       answer["good"], answer["quarantine"].encode("utf-8"), answer["blank"], answer["by_role"], text)
 
 
 class _WithoutPandas:
@@ -421,18 +440,22 @@ def serve_parse_requests() -> None:
         try:
             if request["span"] is not None:
                 data = read_span(*request["span"])
-            staging = None if request["staging"] is None else Staging(
-                Path(request["staging"][0]), tuple(map(tuple, request["staging"][1])))
+            staging = None
+            if request["staging"] is not None:
+                directory, layout, target = request["staging"]
+                staging = Staging(directory and Path(directory), tuple(map(tuple, layout)), target)
             # The staging file belongs to the ingest that inserts it, not to this worker.
-            answer = encode_chunk(parse_lines(request["source"], request["first_line"], data or b"",
-                                              set(request["roles"]), staging, os.getppid()))
+            chunk = parse_lines(request["source"], request["first_line"], data or b"", set(request["roles"]), staging,
+                                os.getppid())
+            frames = [encode_chunk(chunk)] + ([] if chunk.copy is None else [chunk.copy])
         except Exception as error:  # the ingest raises it as one line; the traceback goes to stderr
             traceback.print_exc()
             last = request["first_line"] + request["lines"] - 1
             message = " ".join(f"{type(error).__name__}: {error}".split())
-            answer = orjson.dumps({"status": "error",
-                                   "error": f"{request['source']} lines {request['first_line']}-{last}: {message}"})
-        write_frame(answers, answer)
+            frames = [orjson.dumps({
+                "status": "error", "error": f"{request['source']} lines {request['first_line']}-{last}: {message}"})]
+        for frame in frames:
+            write_frame(answers, frame)
         answers.flush()
 
 

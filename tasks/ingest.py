@@ -186,7 +186,8 @@ def _ingest_files(paths: Iterable[str], roles: set[str], store_url: str, quarant
 
     staging = staging_for(engine)
     try:
-        with (WalCheckpoints(engine) if staging is not None else contextlib.nullcontext()) as checkpoints, \
+        with (WalCheckpoints(engine) if staging is not None and staging.target == "sqlite"
+              else contextlib.nullcontext()) as checkpoints, \
                 ThreadPoolExecutor(max_workers=1, thread_name_prefix="roleforge-store") as writer, \
                 ParseWorkers(workers, staging) as parsers:
             for path in files:
@@ -204,10 +205,10 @@ def _ingest_files(paths: Iterable[str], roles: set[str], store_url: str, quarant
                     for role, count in chunk.by_role.items():
                         by_role[role] = by_role.get(role, 0) + count
                     if chunk.good:
-                        if chunk.staged is None:  # rows in memory: stored alone, after the chunks before them
+                        if not chunk.bulk:  # rows in memory: stored alone, after the chunks before them
                             hand_over()
                         group.append(chunk)
-                        if chunk.staged is None or len(group) >= STORE_GROUP_CHUNKS:
+                        if not chunk.bulk or len(group) >= STORE_GROUP_CHUNKS:
                             hand_over()
                     chunk = next(chunks, None)
                 if local is not None and archive is not None:
@@ -229,11 +230,13 @@ def _ingest_files(paths: Iterable[str], roles: set[str], store_url: str, quarant
 
 def store_chunks(engine: Any, chunks: list[ParsedChunk], checkpoints: Any = None) -> Any:
     """Store chunks in one transaction: staged chunks together (their log checkpointed by `checkpoints`, when
-    given), or one chunk of rows."""
-    from roleforge.tasks.store import insert_new_feedback, insert_staged
+    given), COPY texts together, or one chunk of rows."""
+    from roleforge.tasks.store import insert_copied, insert_new_feedback, insert_staged
 
-    if len(chunks) == 1 and chunks[0].staged is None:
+    if len(chunks) == 1 and not chunks[0].bulk:
         return insert_new_feedback(engine, chunks[0].rows)
+    if chunks[0].copy is not None:
+        return insert_copied(engine, [chunk.copy for chunk in chunks])
     return insert_staged(engine, [chunk.staged for chunk in chunks], checkpoints)
 
 
@@ -341,8 +344,8 @@ class ParseWorkers:
         if answer is None:
             raise RoleforgeError(f"an ingest parse worker exited with code {process.wait()}")
         try:
-            return decode_chunk(answer)
-        except RuntimeError as error:
+            return decode_chunk(answer, lambda: read_frame(process.stdout))
+        except (RuntimeError, EOFError) as error:
             raise RoleforgeError(str(error)) from None
 
     def _parallel_chunks(self, path: str, roles: set[str], batch_rows: int) -> Iterator[ParsedChunk]:

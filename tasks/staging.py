@@ -1,7 +1,7 @@
-"""Staging files: a chunk's rows written, column by column, as the table `staged` of a scratch sqlite file beside the
-store, for store.insert_staged to copy in. Light to import (pyarrow and ADBC's driver manager; no SQLAlchemy, no DB-API
-layer, which pulls in pyarrow.dataset and pandas): ingest's parse workers write these files, and each one starts in
-a fraction of a second."""
+"""Staging: a chunk's rows written, column by column, as the table `staged` of a scratch sqlite file beside the
+store, for store.insert_staged to copy in, or as the CSV text of a PostgreSQL COPY, for store.insert_copied. Light to
+import (pyarrow and ADBC's driver manager; no SQLAlchemy, no DB-API layer, which pulls in pyarrow.dataset and pandas):
+ingest's parse workers stage their chunks, and each one starts in a fraction of a second."""
 
 from __future__ import annotations
 
@@ -24,11 +24,46 @@ def json_text(value: Any) -> str:
 
 
 class Staging(NamedTuple):
-    """Where and how rows are staged: the store's directory, and the staged table's columns in order, each with its
-    kind: integer, real, text, or json (a Python value written as its json_text)."""
+    """Where and how rows are staged: the store's directory (None for a COPY), the staged table's columns in order,
+    each with its kind (integer, real, text, or json: a Python value written as its json_text), and the target: a
+    sqlite staging file beside the store ("sqlite", stage_columns), or the text of a PostgreSQL COPY ("copy",
+    copy_csv)."""
 
-    directory: Path
+    directory: Path | None
     layout: tuple[tuple[str, str], ...]
+    target: str = "sqlite"
+
+
+ARROW_KINDS = ("integer", "real", "text", "json")
+
+
+def arrow_table(columns: dict[str, list[Any]], layout: tuple[tuple[str, str], ...]) -> Any:
+    """The rows, given as a list of values per column name, as an Arrow table of the layout's columns; None when a
+    value has no Arrow form of its kind (a lone surrogate, an integer past 64 bits)."""
+    import pyarrow as pa
+
+    types = dict(zip(ARROW_KINDS, (pa.int64(), pa.float64(), pa.string(), pa.string())))
+    try:
+        return pa.table({name: pa.array([None if value is None else json_text(value) for value in columns[name]]
+                                        if kind == "json" else columns[name], type=types[kind])
+                         for name, kind in layout})
+    except (pa.ArrowException, UnicodeError, OverflowError):
+        return None
+
+
+def copy_csv(columns: dict[str, list[Any]], layout: tuple[tuple[str, str], ...]) -> bytes | None:
+    """The rows as the text of `COPY ... (FORMAT csv)` of the layout's columns, written by Arrow's CSV writer in C++:
+    every text quoted (an empty text is "", a NULL nothing at all, as PostgreSQL's CSV format reads them), no header.
+    None when a value has no Arrow form (the caller then copies row by row)."""
+    import pyarrow as pa
+    import pyarrow.csv
+
+    table = arrow_table(columns, layout)
+    if table is None:
+        return None
+    sink = pa.BufferOutputStream()
+    pyarrow.csv.write_csv(table, sink, pyarrow.csv.WriteOptions(include_header=False, quoting_style="needed"))
+    return sink.getvalue().to_pybytes()
 
 
 def stage_columns(columns: dict[str, list[Any]], staging: Staging, owner: int | None = None) -> Path | None:
@@ -39,14 +74,9 @@ def stage_columns(columns: dict[str, list[Any]], staging: Staging, owner: int | 
     (`owner`, this one by default)."""
     import adbc_driver_manager
     import adbc_driver_sqlite
-    import pyarrow as pa
 
-    types = {"integer": pa.int64(), "real": pa.float64(), "text": pa.string(), "json": pa.string()}
-    try:
-        table = pa.table({name: pa.array([None if value is None else json_text(value) for value in columns[name]]
-                                         if kind == "json" else columns[name], type=types[kind])
-                          for name, kind in staging.layout})
-    except (pa.ArrowException, UnicodeError, OverflowError):
+    table = arrow_table(columns, staging.layout)
+    if table is None:
         return None
     path = staging.directory / f"{STAGING_PREFIX}{owner or os.getpid()}-{uuid.uuid4().hex}.db"
     try:

@@ -58,3 +58,34 @@ def prefect_harness() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=180):
         yield
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A throwaway PostgreSQL server (tests/postgres_server.py) for the whole session: the URL of its `postgres`
+    database. Skipped where the machine has no PostgreSQL, unless ROLEFORGE_TEST_POSTGRES=required (CI), which makes
+    that a failure."""
+    from tests.postgres_server import server_binaries, throwaway_server
+
+    if server_binaries() is None:
+        message = "no PostgreSQL server binaries (pg_ctl, initdb) on this machine"
+        if os.environ.get("ROLEFORGE_TEST_POSTGRES") == "required":
+            pytest.fail(f"{message}, and ROLEFORGE_TEST_POSTGRES=required")
+        pytest.skip(message)
+    with throwaway_server() as url:
+        yield url
+
+
+@pytest.fixture()
+def postgres_url(postgres_server: str) -> str:
+    """A new, empty database on the throwaway server, for one test."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    name = f"roleforge_{uuid.uuid4().hex[:12]}"
+    engine = sa.create_engine(postgres_server, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.exec_driver_sql(f"CREATE DATABASE {name}")
+    engine.dispose()
+    return postgres_server.replace("/postgres?", f"/{name}?")

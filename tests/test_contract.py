@@ -43,6 +43,8 @@ def test_rating_and_ab_rows_are_accepted():
     ({"agent_role": "ceo", "prompt": "p", "response": "r", "rating": 3, "confidence": 1.5}, "confidence"),
     ({"agent_role": "ceo", "prompt": "p", "response": "r", "rating": 3, "colour": "red"}, "colour"),
     ({"agent_role": "ceo", "prompt": "p", "response": "r", "rating": 3, "timestamp": "yesterday"}, "timestamp"),
+    ({"agent_role": "ceo", "prompt": "p", "response": "r\x00", "rating": 3}, "response: must not contain a NUL"),
+    ({"agent_role": "ceo", "prompt": "p", "response": "r", "rating": 3, "rater": "\x00"}, "rater: must not contain a NUL"),
 ])
 def test_bad_rows_get_one_line_reason(row, expected):
     message = reason(row)
@@ -116,6 +118,9 @@ RATED = b'{"agent_role": "ceo", "prompt": "p", "response": "r", "rating": 4'
     RATED + b', "timestamp": 1767225600}',  # the model takes seconds since the epoch
     RATED + b', "timestamp": "2026-11-01 10:00"}',
     RATED + b', "prompt": "\\u2003"}',  # blank
+    RATED + b', "prompt": "a\\u0000b"}',  # a NUL character
+    RATED + b', "prompt": "a\\\\u0000b"}',  # a backslash, then "u0000": no NUL
+    RATED + b', "metadata": {"k": "\\u0000"}}',  # metadata is JSON, stored escaped
 ])
 def test_the_bulk_decoder_agrees_at_the_edges(line):
     assert_bulk_agrees(line)

@@ -1,0 +1,129 @@
+"""A PostgreSQL feedback store, on a real (throwaway) server: the same file stores the same rows as in SQLite, by
+COPY, deduplicated, with collisions and bad rows quarantined."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from roleforge.tasks.ingest import ingest_files
+from roleforge.tasks.store import FEEDBACK_COLUMNS, engine_for, feedback_counts, feedback_for_role
+
+pytestmark = pytest.mark.slow  # needs a real server
+
+ROLES = {"ceo", "cfo", "coo", "tool-agent"}
+
+
+def feedback_file(path: Path) -> Path:
+    """Rows of every shape the store keeps, and lines it must refuse, repeated so that the file makes many chunks."""
+    lines = []
+    for n in range(120):
+        lines += [
+            json.dumps({"agent_role": "ceo", "prompt": f"Expand to Lisbon, case {n}?", "response": "Decision: yes.",
+                        "rating": 1 + n % 5, "event_id": "" if n % 7 == 0 else f"e{n}", "rater": "u1",
+                        "confidence": n / 119, "timestamp": "2026-11-01T10:00:00+02:00"}),
+            json.dumps({"agent_role": "cfo", "prompt": f"Budget {n}, \"quoted\", with, commas\nand a line end",
+                        "response_a": "Cut costs; mail cfo@example.com", "response_b": "Grow — café, 東京, 🙂",
+                        "preference": "b", "metadata": {"k": [n, None, "\u0000", 1.5]}, "confidence": "high"},
+                       ensure_ascii=n % 2 == 0),
+            json.dumps({"agent_role": "tool-agent", "prompt": f"Weather {n}", "response": "a backslash \\u0000, no NUL",
+                        "rating": 3}),
+            json.dumps({"agent_role": "coo", "prompt": f"Ship {n}", "response": "Call +49 30 1234 5678 today\r\n",
+                        "rating": 2, "metadata": None}),
+            json.dumps({"agent_role": "coo", "prompt": f"Bad {n}", "response": "a NUL \u0000 inside", "rating": 2}),
+            '{"agent_role": "ceo", "prompt": "cut off',
+            json.dumps({"agent_role": "cmo", "prompt": "p", "response": "r", "rating": 3}),
+            "",
+        ]
+    lines += lines[:40]  # resent events: duplicates
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def stored(url: str) -> dict[str, list[dict]]:
+    """Every stored row by role, in id order, without the store's own id and time of ingest."""
+    engine = engine_for(url)
+    return {role: [{name: row[name] for name in FEEDBACK_COLUMNS} for row in feedback_for_role(engine, role)]
+            for role in sorted(ROLES)}
+
+
+@pytest.mark.parametrize("workers", [2, 0], ids=["parse-workers", "in-process"])
+def test_a_postgresql_store_holds_exactly_what_a_sqlite_store_holds(tmp_path, monkeypatch, postgres_url, workers):
+    from roleforge.tasks import store
+
+    copies = []  # what each PostgreSQL transaction was given: the text of a COPY, for every chunk
+    insert_copied = store.insert_copied
+    monkeypatch.setattr(store, "insert_copied", lambda engine, payloads: copies.append(
+        [type(payload) for payload in payloads]) or insert_copied(engine, payloads))
+    source = feedback_file(tmp_path / "feedback.jsonl")
+    reports = {}
+    for name, url in (("sqlite", f"sqlite:///{tmp_path / 'store.db'}"), ("postgresql", postgres_url)):
+        reports[name] = ingest_files([str(source)], ROLES, url, tmp_path / f"quarantine-{name}", batch_rows=200,
+                                     workers=workers).model_dump(exclude={"quarantine_path"})
+    assert reports["postgresql"] == reports["sqlite"]
+    assert len(copies) > 1 and all(kinds == [bytes] * len(kinds) for kinds in copies)
+    assert reports["postgresql"]["ingested"] == 480 and reports["postgresql"]["duplicates"] == 20
+    assert reports["postgresql"]["quarantined"] == 375 and reports["postgresql"]["blank"] == 125
+    rows = stored(postgres_url)
+    assert rows == stored(f"sqlite:///{tmp_path / 'store.db'}")
+    ceo, cfo = rows["ceo"], rows["cfo"]
+    assert [row["source_line"] for row in ceo] == sorted(row["source_line"] for row in ceo)  # ids in file order
+    assert ceo[0]["event_id"] == "" and ceo[1]["event_id"] == "e1" and ceo[0]["response_a"] is None
+    assert cfo[0]["metadata"] == {"k": [0, None, "\u0000", 1.5]} and cfo[0]["confidence"] == 1.0
+    assert cfo[0]["response_a"] == "Cut costs; mail [EMAIL]" and "\n" in cfo[0]["prompt"]
+    assert rows["tool-agent"][0]["response"] == "a backslash \\u0000, no NUL"
+    nul = [json.loads(line) for line in (tmp_path / "quarantine-postgresql").glob("*.jsonl").__next__().read_text()
+           .splitlines() if "NUL" in line]
+    assert len(nul) == 125 and all(entry["reason"] == "response: must not contain a NUL character (\\u0000)"
+                                   for entry in nul)
+    assert feedback_counts(engine_for(postgres_url)) == {"ceo": 120, "cfo": 120, "coo": 120, "tool-agent": 120}
+
+    again = ingest_files([str(source)], ROLES, postgres_url, tmp_path / "quarantine-again", batch_rows=200,
+                         workers=workers)
+    assert (again.ingested, again.duplicates) == (0, 500)
+    assert stored(postgres_url) == rows
+
+
+@pytest.mark.parametrize("copy", ["csv", "row_by_row"])
+def test_postgresql_rows_whose_store_keys_collide_are_quarantined_not_lost(tmp_path, monkeypatch, postgres_url, copy):
+    from roleforge.tasks import feedback_rows, store
+
+    # Four distinct keys for 24 distinct rows: most rows collide with a stored row or one earlier in their batch.
+    monkeypatch.setattr(feedback_rows, "content_keys", lambda digests: [int(digest[0], 16) % 4 for digest in digests])
+    if copy == "row_by_row":  # rows that Arrow cannot hold are copied one by one
+        monkeypatch.setattr(store, "copy_csv", lambda *_: None)
+    source = tmp_path / "feedback.jsonl"
+    rows = [{"agent_role": "ceo", "prompt": f"Question {n}?", "response": "Decision: yes.", "rating": 4,
+             "metadata": {"n": n}} for n in range(24)]
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    report = ingest_files([str(source)], ROLES, postgres_url, tmp_path / "quarantine", batch_rows=10)
+    assert report.ingested == 4 and report.duplicates == 0 and report.quarantined == 20
+    entries = [json.loads(line) for line in Path(report.quarantine_path).read_text().splitlines()]
+    assert all("shares its 64-bit store key" in entry["reason"] for entry in entries)
+    held = feedback_for_role(engine_for(postgres_url), "ceo")
+    quarantined = {json.loads(entry["raw"])["prompt"] for entry in entries}
+    assert {row["prompt"] for row in held} | quarantined == {row["prompt"] for row in rows}
+    assert not {row["prompt"] for row in held} & quarantined
+    assert all(json.loads(entry["raw"])["metadata"] == {"n": entry["line"] - 1} for entry in entries)
+    holders = {row["content_key"]: row["id"] for row in held}
+    for entry in entries:  # "... shares its 64-bit store key K with stored row H, whose content differs ..."
+        key, holder = re.search(r"store key (-?\d+) with stored row (\d+)", entry["reason"]).groups()
+        assert holders[int(key)] == int(holder)
+    again = ingest_files([str(source)], ROLES, postgres_url, tmp_path / "quarantine")
+    assert (again.ingested, again.duplicates, again.quarantined) == (0, 4, 20)
+
+
+def test_a_failed_copy_stores_nothing_of_its_transaction(postgres_url):
+    from roleforge.tasks import store
+    from roleforge.tasks.feedback_rows import to_stored_row
+
+    empty = dict.fromkeys(["response_a", "response_b", "preference", "event_id", "rater", "confidence", "metadata",
+                           "timestamp"])
+    good = to_stored_row({**empty, "agent_role": "ceo", "prompt": "p", "response": "r", "rating": 4}, "f.jsonl", 1)
+    engine = engine_for(postgres_url)
+    text = store.copy_csv({name: [good[name]] for name in FEEDBACK_COLUMNS}, store.STAGED_LAYOUT)
+    with pytest.raises(Exception, match="invalid input syntax"):
+        store.insert_copied(engine, [text, b"not,a,row\n"])
+    assert feedback_counts(engine) == {}
+    assert store.insert_copied(engine, [text, text]) == store.Stored(1, [])
