@@ -6,6 +6,8 @@ import json
 import os
 import random
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -95,11 +97,14 @@ def write_feedback_file(path: Path, rows: int, bad_share: float, seed: int = 0) 
     return bad
 
 
-def ingest_benchmark(rows: int, bad_share: float, work_dir: Path, repeats: int = 1) -> dict[str, Any]:
-    """`roleforge ingest` (contract, PII scrub, content hash, dedupe, quarantine, SQLite store) against a plain
-    pandas read_json + to_sql of the same file into SQLite: `repeats` runs of each, alternating which goes first
-    (roleforge in the first run), each in a process of its own and into a new database. The throughputs and the
-    ratio are the runs' medians, every run's figures are in `runs`, and a peak is the largest of any run."""
+def ingest_benchmark(rows: int, bad_share: float, work_dir: Path, repeats: int = 1,
+                     server_url: str | None = None) -> dict[str, Any]:
+    """`roleforge ingest` (contract, PII scrub, content hash, dedupe, quarantine, store) against a plain pandas
+    read_json + to_sql of the same file: `repeats` runs of each, alternating which goes first (roleforge in the first
+    run), each in a process of its own and into a new database: a SQLite file, or with `server_url` (a PostgreSQL
+    server, by the URL of any database on it) a database created on that server for the run and dropped after it.
+    The throughputs and the ratio are the runs' medians, every run's figures are in `runs`, and a peak is the largest
+    of any run (of this machine's processes: a server's memory is not counted)."""
     import shutil
     import statistics
 
@@ -110,13 +115,15 @@ def ingest_benchmark(rows: int, bad_share: float, work_dir: Path, repeats: int =
         run_dir = work_dir / f"run-{index}"
         run_dir.mkdir()
         for name in ("roleforge", "pandas") if index % 2 == 0 else ("pandas", "roleforge"):
-            runs[name].append(_timed_ingest(name, source, run_dir, rows))
+            with scratch_database(server_url, run_dir / f"{name}.db") as store_url:
+                runs[name].append(_timed_ingest(name, source, run_dir, rows, store_url))
         shutil.rmtree(run_dir)  # a 1M-row store and pandas' copy of it take about a gigabyte
     counts = runs["roleforge"][-1]
     median = {name: statistics.median(run["seconds"] for run in runs[name]) for name in runs}
     ratios = [theirs["seconds"] / ours["seconds"] for ours, theirs in zip(runs["roleforge"], runs["pandas"])]
     return {
         "rows": rows, "bad_rows": bad, "file_mb": round(source.stat().st_size / 2**20, 1), "repeats": repeats,
+        "store": "sqlite" if server_url is None else make_url(server_url).get_backend_name(),
         "ingested": counts["ingested"], "duplicates": counts["duplicates"], "quarantined": counts["quarantined"],
         "all_rows_accounted": all(run["accounted"] == rows for run in runs["roleforge"]),
         "events_per_s": round(rows / median["roleforge"], 1), "seconds": round(median["roleforge"], 2),
@@ -128,8 +135,39 @@ def ingest_benchmark(rows: int, bad_share: float, work_dir: Path, repeats: int =
     }
 
 
-def _timed_ingest(name: str, source: Path, run_dir: Path, rows: int) -> dict[str, Any]:
-    """One timed ingest of `source` (`rows` lines) into a new SQLite database in `run_dir`, in a process of its own
+@contextmanager
+def scratch_database(server_url: str | None, path: Path) -> Iterator[str]:
+    """The URL of a new, empty database: a SQLite file at `path`, or with `server_url` a database created on that
+    server (connected to by that URL) and dropped, with whatever it holds, when the block ends."""
+    if server_url is None:
+        yield f"sqlite:///{path}"
+        return
+    import uuid
+
+    import sqlalchemy as sa
+
+    name = f"roleforge_scratch_{uuid.uuid4().hex[:12]}"
+    engine = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql(f"CREATE DATABASE {name}")
+        try:
+            yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+        finally:
+            with engine.connect() as connection:
+                connection.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
+    finally:
+        engine.dispose()
+
+
+def make_url(url: str) -> Any:
+    import sqlalchemy as sa
+
+    return sa.engine.make_url(url)
+
+
+def _timed_ingest(name: str, source: Path, run_dir: Path, rows: int, store_url: str) -> dict[str, Any]:
+    """One timed ingest of `source` (`rows` lines) into the new database `store_url`, in a process of its own
     (started before the clock, its imports done): roleforge's, or a plain pandas read_json + to_sql. A fresh process
     each time, so that no run's peak memory holds what an earlier one left behind (pandas keeps gigabytes that a
     trim does not return). Roleforge's run also counts where its rows went."""
@@ -137,7 +175,7 @@ def _timed_ingest(name: str, source: Path, run_dir: Path, rows: int) -> dict[str
 
     context = multiprocessing.get_context("spawn")
     receive, send = context.Pipe(duplex=False)
-    child = context.Process(target=_timed_ingest_child, args=(name, source, run_dir, rows, send),
+    child = context.Process(target=_timed_ingest_child, args=(name, source, run_dir, rows, store_url, send),
                             name=f"bench-ingest-{name}")
     child.start()
     send.close()
@@ -154,12 +192,12 @@ def _timed_ingest(name: str, source: Path, run_dir: Path, rows: int) -> dict[str
     return result
 
 
-def _timed_ingest_child(name: str, source: Path, run_dir: Path, rows: int, send: Any) -> None:
+def _timed_ingest_child(name: str, source: Path, run_dir: Path, rows: int, store_url: str, send: Any) -> None:
     """_timed_ingest's process: the run, its figures sent back through `send` (or the error's last line)."""
     import traceback
 
     try:
-        send.send(_timed_ingest_here(name, source, run_dir, rows))
+        send.send(_timed_ingest_here(name, source, run_dir, rows, store_url))
     except BaseException as error:  # noqa: BLE001 - sent to the parent, which raises it as one line
         traceback.print_exc()
         send.send({"error": f"{type(error).__name__}: {error}"})
@@ -167,22 +205,23 @@ def _timed_ingest_child(name: str, source: Path, run_dir: Path, rows: int, send:
         send.close()
 
 
-def _timed_ingest_here(name: str, source: Path, run_dir: Path, rows: int) -> dict[str, Any]:
+def _timed_ingest_here(name: str, source: Path, run_dir: Path, rows: int, store_url: str) -> dict[str, Any]:
     import sqlite3
 
     import pandas as pd
+    import sqlalchemy as sa
 
     from roleforge.tasks.ingest import ingest_files
     from roleforge.tasks.settings import DEFAULT_ROLES
 
+    sqlite_file = make_url(store_url).database if store_url.startswith("sqlite:") else None
     with PeakRss() as memory:
         started = time.perf_counter()
         if name == "roleforge":
-            report = ingest_files([str(source)], set(DEFAULT_ROLES), f"sqlite:///{run_dir / 'roleforge.db'}",
-                                  run_dir / "quarantine")
+            report = ingest_files([str(source)], set(DEFAULT_ROLES), store_url, run_dir / "quarantine")
         else:
             frame = pd.read_json(source, lines=True)
-            with sqlite3.connect(run_dir / "pandas.db") as connection:
+            with sqlite3.connect(sqlite_file) if sqlite_file else sa.create_engine(store_url).begin() as connection:
                 frame.to_sql("feedback", connection, index=False, chunksize=50_000)
         seconds = time.perf_counter() - started
     run = {"seconds": seconds, "events_per_s": round(rows / seconds, 1), "peak_rss_mb": round(memory.peak_mb, 1)}

@@ -295,7 +295,7 @@ def cmd_bench_ingest(args: argparse.Namespace) -> int:
     if args.rows < 1 or not 0 <= args.bad_share < 1 or args.repeats < 1:
         raise RoleforgeError("--rows and --repeats must be at least 1 and --bad-share in [0, 1)")
     with tempfile.TemporaryDirectory(prefix="bench-ingest-", dir=settings.path("bench")) as work:
-        report = ingest_benchmark(args.rows, args.bad_share, Path(work), args.repeats)
+        report = ingest_benchmark(args.rows, args.bad_share, Path(work), args.repeats, args.server)
     median = f" (median of {args.repeats})" if args.repeats > 1 else ""
     return _bench_done(report, Path(args.out) if args.out else settings.path("bench") / "ingest.json",
                        f"roleforge ingest {report['events_per_s']:.0f} events/s, pandas read_json + to_sql "
@@ -496,6 +496,9 @@ def build_parser() -> Parser:
     bench_ingest.add_argument("--bad-share", type=float, default=0.02, help="share of rows that break the contract (default 0.02)")
     bench_ingest.add_argument("--repeats", type=int, default=1,
                               help="runs of each, alternating which goes first; the report gives their medians")
+    bench_ingest.add_argument("--server", metavar="URL",
+                              help="a PostgreSQL server, by the SQLAlchemy URL of any database on it: each run stores "
+                                   "into a database created there for it and dropped after (default: SQLite files)")
     bench_ingest.add_argument("--out", help="JSON file to write (default $ROLEFORGE_HOME/bench/ingest.json)")
     bench_ingest.add_argument("--json", action="store_true")
     bench_ingest.set_defaults(handler=cmd_bench_ingest)

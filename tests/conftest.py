@@ -77,15 +77,9 @@ def postgres_server() -> Iterator[str]:
 
 
 @pytest.fixture()
-def postgres_url(postgres_server: str) -> str:
-    """A new, empty database on the throwaway server, for one test."""
-    import uuid
+def postgres_url(postgres_server: str, tmp_path: Path) -> Iterator[str]:
+    """A new, empty database on the throwaway server, for one test (dropped after it)."""
+    from roleforge.bench import scratch_database
 
-    import sqlalchemy as sa
-
-    name = f"roleforge_{uuid.uuid4().hex[:12]}"
-    engine = sa.create_engine(postgres_server, isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.exec_driver_sql(f"CREATE DATABASE {name}")
-    engine.dispose()
-    return postgres_server.replace("/postgres?", f"/{name}?")
+    with scratch_database(postgres_server, tmp_path / "unused.db") as url:
+        yield url

@@ -127,3 +127,17 @@ def test_a_failed_copy_stores_nothing_of_its_transaction(postgres_url):
         store.insert_copied(engine, [text, b"not,a,row\n"])
     assert feedback_counts(engine) == {}
     assert store.insert_copied(engine, [text, text]) == store.Stored(1, [])
+
+
+def test_the_ingest_benchmark_runs_against_a_postgresql_server_and_leaves_nothing_there(tmp_path, postgres_server):
+    import sqlalchemy as sa
+
+    from roleforge.bench import ingest_benchmark
+
+    report = ingest_benchmark(2000, 0.02, tmp_path, repeats=2, server_url=postgres_server)
+    assert report["store"] == "postgresql" and report["all_rows_accounted"]
+    assert report["bad_rows"] == report["quarantined"] > 0 and report["ingested"] + report["duplicates"] == 2000 - report["bad_rows"]
+    assert len(report["runs"]["roleforge"]) == len(report["runs"]["pandas"]) == 2
+    with sa.create_engine(postgres_server).connect() as connection:
+        left = connection.exec_driver_sql("SELECT datname FROM pg_database WHERE starts_with(datname, 'roleforge_scratch_')")
+        assert left.all() == []
