@@ -14,8 +14,6 @@ from pydantic import (BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 MAX_TEXT_CHARS = 32_000
 CONFIDENCE_LEVELS = {"low": 0.5, "medium": 0.75, "high": 1.0}
 NUL = "\x00"
-# How a NUL character is spelled inside a JSON string (a raw NUL byte is no valid JSON).
-JSON_NUL = b"\\u0000"
 
 Text = Field(min_length=1, max_length=MAX_TEXT_CHARS)
 
@@ -209,13 +207,19 @@ def decode_record(line: bytes, roles: frozenset[str] | set[str]) -> FeedbackReco
     types; None for any other line, which then goes through orjson and the model (and its error message). Ingest's
     bulk path, two to three times cheaper than orjson and `fast_fields` (tests/test_contract.py checks that the two
     paths agree)."""
-    if JSON_NUL in line:  # a NUL in some text, maybe (or a literal backslash before "u0000"): the model decides
-        return None
     try:
         record = _decode(line)
     except _NOT_DECODED:
         return None
     if record.agent_role not in roles or record.prompt.isspace():
+        return None
+    # Written out, as in fast_fields: 0.12 us per row, where searching each line's bytes for the escape "\u0000" took
+    # 0.39 (100,000 lines of the ingest benchmark's file).
+    if (NUL in record.agent_role or NUL in record.prompt or (record.response is not None and NUL in record.response)
+            or (record.response_a is not None and NUL in record.response_a)
+            or (record.response_b is not None and NUL in record.response_b)
+            or (record.event_id is not None and NUL in record.event_id)
+            or (record.rater is not None and NUL in record.rater)):
         return None
     if record.rating is not None or record.response is not None:
         if (record.rating is None or record.response is None or record.response.isspace()
