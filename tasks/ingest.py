@@ -134,9 +134,10 @@ def ingest_files(paths: Iterable[str], roles: set[str], store_url: str, quaranti
     checked, scrubbed and hashed by `workers` processes instead (None: one per CPU, for files of 16 MiB or more; 0:
     in this process) in chunks of a quarter of that, each writing its chunk's rows to a staging file beside a sqlite
     store, or as the text of a PostgreSQL COPY; one writer thread stores them in file order, eight per transaction,
-    twice `batch_rows` rows (SQLite, and the wait on the server, run outside the GIL). A chunk's quarantined lines are on disk before its good rows are stored. A file from the inbox
-    moves to the archive only after all its rows are stored, so a crash at any point leaves it in the inbox, and the
-    next ingest stores what is missing and nothing twice. A full disk or an unwritable store is a one-line
+    twice `batch_rows` rows (SQLite, and the wait on the server, run outside the GIL). A chunk's quarantined lines
+    are on disk before its good rows are stored. A file from the inbox moves to the archive only after all its rows
+    are stored, so a crash at any point leaves it in the inbox, and the next ingest stores what is missing and
+    nothing twice. A full disk or an unwritable store is a one-line
     RoleforgeError naming the path."""
     from roleforge.tasks.store import describe_url
 

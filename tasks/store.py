@@ -121,7 +121,7 @@ def engine_for(url: str) -> sa.Engine:
     engine = sa.create_engine(url)
     if engine.dialect.name == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
-    elif engine.dialect.name == "postgresql":
+    elif copies(engine):
         sa.event.listen(engine, "connect", _postgresql_settings)
     try:
         metadata.create_all(engine)
@@ -219,7 +219,7 @@ def insert_new_feedback(engine: sa.Engine, rows: Sequence[dict[str, Any]]) -> St
         with engine.begin() as connection:
             inserted = connection.exec_driver_sql(sql, values).rowcount
             return Stored(inserted, _collided(connection, rows) if inserted < len(rows) else [])
-    if engine.dialect.name == "postgresql":
+    if copies(engine):
         text = copy_csv({name: [row[name] for row in rows] for name in FEEDBACK_COLUMNS}, STAGED_LAYOUT)
         return insert_copied(engine, [rows if text is None else text])
     with engine.begin() as connection:
@@ -258,8 +258,8 @@ def _collided(connection: sa.Connection, rows: Sequence[dict[str, Any]]) -> list
 
 def staging_for(engine: sa.Engine) -> Staging | None:
     """How bulk inserts into this store stage their rows: a staging file in a sqlite store's directory (see
-    insert_staged), the text of a COPY for PostgreSQL (see insert_copied); None for other stores."""
-    if engine.dialect.name == "postgresql":
+    insert_staged), the text of a COPY for PostgreSQL through psycopg 3 (see insert_copied); None for other stores."""
+    if copies(engine):
         return Staging(None, STAGED_LAYOUT, "copy")
     directory = _sqlite_directory(engine) if engine.dialect.name == "sqlite" else None
     return None if directory is None else Staging(directory, STAGED_LAYOUT)
@@ -355,6 +355,12 @@ COPIED = sa.Table("roleforge_copied", sa.MetaData(),
 # store: COPY 1.56 -> 0.96 s, INSERT ... SELECT 3.42 -> 2.00 s). Allocated as used, up to this.
 POSTGRESQL_TEMP_BUFFERS = "256MB"
 COPY_WORK_MEM = "256MB"
+
+
+def copies(engine: sa.Engine) -> bool:
+    """Whether rows go into this store by COPY (insert_copied): PostgreSQL through psycopg 3 (postgresql+psycopg://).
+    Other PostgreSQL drivers take the generic path, as other databases do."""
+    return engine.dialect.name == "postgresql" and engine.driver == "psycopg"
 
 
 def _postgresql_settings(dbapi_connection: Any, _record: Any) -> None:

@@ -85,14 +85,19 @@ def test_a_postgresql_store_holds_exactly_what_a_sqlite_store_holds(tmp_path, mo
     assert stored(postgres_url) == rows
 
 
-@pytest.mark.parametrize("copy", ["csv", "row_by_row"])
+@pytest.mark.parametrize("copy", ["csv", "row_by_row", "other_driver"])
 def test_postgresql_rows_whose_store_keys_collide_are_quarantined_not_lost(tmp_path, monkeypatch, postgres_url, copy):
+    import sqlalchemy as sa
+
     from roleforge.tasks import feedback_rows, store
 
     # Four distinct keys for 24 distinct rows: most rows collide with a stored row or one earlier in their batch.
     monkeypatch.setattr(feedback_rows, "content_keys", lambda digests: [int(digest[0], 16) % 4 for digest in digests])
     if copy == "row_by_row":  # rows that Arrow cannot hold are copied one by one
         monkeypatch.setattr(store, "copy_csv", lambda *_: None)
+    if copy == "other_driver":  # a PostgreSQL driver other than psycopg 3: the generic path, no COPY
+        monkeypatch.setattr(type(sa.create_engine(postgres_url).dialect), "driver", "psycopg2")
+        monkeypatch.setattr(store, "insert_copied", None)
     source = tmp_path / "feedback.jsonl"
     rows = [{"agent_role": "ceo", "prompt": f"Question {n}?", "response": "Decision: yes.", "rating": 4,
              "metadata": {"n": n}} for n in range(24)]
