@@ -181,3 +181,23 @@ def test_a_postgresql_store_written_before_content_keys_is_migrated_once(tmp_pat
         unique = connection.exec_driver_sql("SELECT indexdef FROM pg_indexes WHERE tablename = 'feedback' AND "
                                             "indexdef LIKE %s", ("%UNIQUE%content_key%",)).all()
     assert len(unique) == 1
+
+
+def test_the_cli_labels_a_postgresql_store_as_it_labels_a_sqlite_one(home, postgres_url):
+    """ingest, label and status through the command line, with ROLEFORGE_STORE_URL naming the server: the same
+    pairs (labels, splits, contracts) as from the default SQLite store."""
+    from tests.conftest import SAMPLE
+    from tests.test_cli import last_json, roleforge
+
+    results = {}
+    for name, env in (("sqlite", {}), ("postgresql", {"ROLEFORGE_STORE_URL": postgres_url})):
+        ingested = roleforge("ingest", str(SAMPLE), "--json", env=env)
+        assert ingested.returncode == 0, ingested.stderr
+        labeled = roleforge("label", "--json", env=env)
+        assert labeled.returncode == 0, labeled.stderr
+        status = last_json(roleforge("status", "--json", env=env))
+        results[name] = (last_json(ingested), last_json(labeled), {role: row["feedback"] for role, row in status.items()})
+    (sqlite_ingest, sqlite_labels, sqlite_counts), (ingest, labels, counts) = results["sqlite"], results["postgresql"]
+    assert {**ingest, "quarantine_path": None} == {**sqlite_ingest, "quarantine_path": None}
+    assert ingest["ingested"] == 1491 and labels == sqlite_labels and counts == sqlite_counts
+    assert labels["ceo"]["pairs"] > 0 and labels["ceo"]["pair_contract"] == "passed" and counts["ceo"] == 330
