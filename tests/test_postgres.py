@@ -201,3 +201,35 @@ def test_the_cli_labels_a_postgresql_store_as_it_labels_a_sqlite_one(home, postg
     assert {**ingest, "quarantine_path": None} == {**sqlite_ingest, "quarantine_path": None}
     assert ingest["ingested"] == 1491 and labels == sqlite_labels and counts == sqlite_counts
     assert labels["ceo"]["pairs"] > 0 and labels["ceo"]["pair_contract"] == "passed" and counts["ceo"] == 330
+
+
+def test_a_role_trains_and_is_promoted_with_its_store_and_registry_on_postgresql(home, prefect_harness, tmp_path,
+                                                                               monkeypatch, postgres_url,
+                                                                               postgres_server):
+    """The self-learning flow with the feedback store and MLflow's tracking store and model registry both on the
+    server (MLflow through SQLAlchemy, its own tables in a database of their own): the champion is registered there,
+    and `status` finds it there."""
+    from roleforge.bench import scratch_database
+    from roleforge.flows.params import SelfLearningRun
+    from roleforge.flows.self_learning import self_learning
+    from roleforge.tasks.promote import CHAMPION, alias_version
+    from roleforge.tasks.settings import load_settings
+    from roleforge.tasks.status import role_status
+    from roleforge.tasks.tracking import mlflow_client
+    from tests.conftest import SAMPLE
+    from tests.test_flow import GATES
+
+    (tmp_path / "roleforge.toml").write_text((tmp_path / "roleforge.toml").read_text() + GATES)
+    with scratch_database(postgres_server, tmp_path / "unused.db") as tracking:
+        monkeypatch.setenv("ROLEFORGE_STORE_URL", postgres_url)
+        monkeypatch.setenv("ROLEFORGE_MLFLOW_TRACKING_URI", tracking)
+        settings = load_settings()
+        assert (settings.resolved_store_url, settings.resolved_tracking_uri) == (postgres_url, tracking)
+        ceo = self_learning(SelfLearningRun(feedback=[str(SAMPLE / "ceo.jsonl")], roles=["ceo"], profile="quick"))["ceo"]
+        assert ceo.trained and ceo.promoted and ceo.pairs > 0
+        assert feedback_counts(engine_for(postgres_url)) == {"ceo": 330}
+        client = mlflow_client(tracking)
+        assert alias_version(client, "roleforge-ceo", CHAMPION).version == int(ceo.version)
+        status = role_status(settings)["ceo"]
+        assert status["feedback"] == 330 and status["champion_version"] == ceo.version
+        assert not (home / "mlflow.db").exists() and not (home / "store.db").exists()
