@@ -1,5 +1,6 @@
-"""A PostgreSQL feedback store, on a real (throwaway) server: the same file stores the same rows as in SQLite, by
-COPY, deduplicated, with collisions and bad rows quarantined."""
+"""PostgreSQL, on a real (throwaway) server: the feedback store takes the same file into the same rows as SQLite, by
+COPY, deduplicated, with collisions and bad rows quarantined; the pipeline runs with its store and its MLflow
+registry there."""
 
 import json
 import re
