@@ -220,7 +220,7 @@ def insert_new_feedback(engine: sa.Engine, rows: Sequence[dict[str, Any]]) -> St
             inserted = connection.exec_driver_sql(sql, values).rowcount
             return Stored(inserted, _collided(connection, rows) if inserted < len(rows) else [])
     if copies(engine):
-        text = copy_csv({name: [row[name] for row in rows] for name in FEEDBACK_COLUMNS}, STAGED_LAYOUT)
+        text = copy_csv(columns_of(rows), STAGED_LAYOUT)
         return insert_copied(engine, [rows if text is None else text])
     with engine.begin() as connection:
         known = _stored_hashes(connection, rows)
@@ -285,10 +285,14 @@ def _staged_kind(column: sa.Column) -> str:
 STAGED_LAYOUT = tuple((name, _staged_kind(feedback.c[name])) for name in FEEDBACK_COLUMNS)
 
 
+def columns_of(rows: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Rows as a list of values per inserted column: what staging takes."""
+    return {name: [row[name] for row in rows] for name in FEEDBACK_COLUMNS}
+
+
 def stage_rows(rows: Sequence[dict[str, Any]], directory: Path) -> Path | None:
     """stage_columns of rows, to insert into a sqlite store in `directory`."""
-    return stage_columns({name: [row[name] for row in rows] for name in FEEDBACK_COLUMNS},
-                         Staging(directory, STAGED_LAYOUT))
+    return stage_columns(columns_of(rows), Staging(directory, STAGED_LAYOUT))
 
 
 def insert_staged(engine: sa.Engine, staged: Path | Sequence[Path], checkpoints: WalCheckpoints | None = None) -> Stored:

@@ -65,13 +65,12 @@ def postgres_server() -> Iterator[str]:
     """A throwaway PostgreSQL server (tests/postgres_server.py) for the whole session: the URL of its `postgres`
     database. Skipped where the machine has no PostgreSQL, unless ROLEFORGE_TEST_POSTGRES=required (CI), which makes
     that a failure."""
-    from tests.postgres_server import server_binaries, throwaway_server
+    from tests.postgres_server import NO_SERVER, server_binaries, throwaway_server
 
     if server_binaries() is None:
-        message = "no PostgreSQL server binaries (pg_ctl, initdb) on this machine"
         if os.environ.get("ROLEFORGE_TEST_POSTGRES") == "required":
-            pytest.fail(f"{message}, and ROLEFORGE_TEST_POSTGRES=required")
-        pytest.skip(message)
+            pytest.fail(f"{NO_SERVER}, and ROLEFORGE_TEST_POSTGRES=required")
+        pytest.skip(NO_SERVER)
     with throwaway_server() as url:
         yield url
 

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 PORT = 5432  # names the socket file in the cluster's own directory; nothing listens on a TCP port
+NO_SERVER = "no PostgreSQL server binaries (pg_ctl, initdb) on this machine"
 
 
 def server_binaries() -> Path | None:
@@ -31,7 +32,7 @@ def throwaway_server() -> Iterator[str]:
     """Start a cluster; yields the psql-style URL of its `postgres` database as user `roleforge` (trust auth)."""
     binaries = server_binaries()
     if binaries is None:
-        raise FileNotFoundError("no PostgreSQL server binaries (pg_ctl, initdb) on this machine")
+        raise FileNotFoundError(NO_SERVER)
     directory = Path(tempfile.mkdtemp(prefix="roleforge-postgres-"))
     run_as: list[str] = []
     if os.geteuid() == 0:
