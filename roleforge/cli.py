@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from roleforge.tasks.errors import Preempted, RoleforgeError
+from roleforge.tasks.errors import Preempted, RoleforgeError, database_error
 
 
 class Parser(argparse.ArgumentParser):
@@ -587,6 +587,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         where = f": {error.filename}" if error.filename else ""
         print(f"roleforge: error: {error.strerror or error}{where}", file=sys.stderr)
+        return 1
+    except Exception as error:
+        problem = database_error(error)
+        if problem is None or os.environ.get("ROLEFORGE_DEBUG"):
+            raise
+        print(f"roleforge: error: {problem}", file=sys.stderr)
         return 1
 
 

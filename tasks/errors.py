@@ -54,3 +54,16 @@ def storage_error(error: BaseException, where: str) -> RoleforgeError | None:
             return RoleforgeError(f"cannot write the store {where}: {meaning}; its last transaction was rolled back, so "
                                   "the same command can be run again once fixed")
     return None
+
+
+def database_error(error: BaseException) -> str | None:
+    """One line for a database that could not be used at all: a server that is down or unreachable, a wrong host,
+    socket or password (SQLAlchemy's OperationalError: the store or MLflow's tracking database), in the driver's own
+    words; None for anything else."""
+    import sys
+
+    exceptions = sys.modules.get("sqlalchemy.exc")  # never imported here: an error of it means it was loaded
+    if exceptions is None or not isinstance(error, exceptions.OperationalError):
+        return None
+    lines = str(getattr(error, "orig", None) or error).strip().splitlines()
+    return f"a database could not be used: {lines[0] if lines else type(error).__name__}"

@@ -59,6 +59,15 @@ def test_user_mistakes_are_one_line_errors(home, args, message):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("command", [["ingest", str(SAMPLE / "ceo.jsonl")], ["status"]])
+def test_a_store_that_cannot_be_reached_is_a_one_line_error(home, tmp_path, command):
+    # No server listens on this socket (and psycopg connects through none).
+    url = f"postgresql+psycopg://roleforge@/roleforge?host={tmp_path}&port=1"
+    result = roleforge(*command, env={"ROLEFORGE_STORE_URL": url})
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("roleforge: error: a database could not be used: ") and str(tmp_path) in result.stderr
+
+
 def test_run_json_contract_on_the_tiny_model(home):
     result = roleforge("run", str(SAMPLE / "tool-agent.jsonl"), "--roles", "tool-agent", "--profile", "quick", "--json")
     assert result.returncode == 0, result.stderr[-2000:]
