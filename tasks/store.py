@@ -52,6 +52,8 @@ FEEDBACK_COLUMNS = [c.name for c in feedback.columns if c.name not in ("id", "in
 ROW_VALUES = operator.itemgetter(*FEEDBACK_COLUMNS)
 METADATA_CELL = FEEDBACK_COLUMNS.index("metadata")
 INSERT_COLUMNS = ", ".join(FEEDBACK_COLUMNS)
+# The same columns of a staged or copied table joined with the store as `s`.
+STAGED_COLUMNS = ", ".join("s." + name for name in FEEDBACK_COLUMNS)
 # SQLite attaches at most 10 databases to a connection by default.
 MAX_STAGED_PER_INSERT = 8
 
@@ -210,12 +212,7 @@ def insert_new_feedback(engine: sa.Engine, rows: Sequence[dict[str, Any]]) -> St
         # The DB-API's executemany with tuples: the same statement as below without SQLAlchemy's per-row work.
         sql = (f"INSERT INTO feedback ({INSERT_COLUMNS}) VALUES ({', '.join('?' * len(FEEDBACK_COLUMNS))}) "
                "ON CONFLICT (content_key) DO NOTHING")
-        values = list(map(ROW_VALUES, rows))
-        for index, row in enumerate(rows):
-            if row["metadata"] is not None:
-                cells = list(values[index])
-                cells[METADATA_CELL] = json_text(row["metadata"])
-                values[index] = tuple(cells)
+        values = list(map(row_cells, rows))
         with engine.begin() as connection:
             inserted = connection.exec_driver_sql(sql, values).rowcount
             return Stored(inserted, _collided(connection, rows) if inserted < len(rows) else [])
@@ -283,6 +280,14 @@ def _staged_kind(column: sa.Column) -> str:
 
 # The staged table's columns: those of an insert, each with its kind (tasks/staging.py).
 STAGED_LAYOUT = tuple((name, _staged_kind(feedback.c[name])) for name in FEEDBACK_COLUMNS)
+
+
+def row_cells(row: dict[str, Any]) -> tuple[Any, ...]:
+    """A row's values in FEEDBACK_COLUMNS order as a driver binds them: its metadata as JSON text."""
+    cells = ROW_VALUES(row)
+    if row["metadata"] is None:
+        return cells
+    return cells[:METADATA_CELL] + (json_text(row["metadata"]),) + cells[METADATA_CELL + 1:]
 
 
 def columns_of(rows: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
@@ -383,7 +388,6 @@ def insert_copied(engine: sa.Engine, payloads: Sequence[bytes | Sequence[dict[st
     executemany bound every row's values in Python (100,000 rows: 7.6 s; and it counted the rows inserted wrong)."""
     import psycopg
 
-    columns = ", ".join("s." + name for name in FEEDBACK_COLUMNS)
     raw = engine.raw_connection()
     try:
         connection: psycopg.Connection = raw.driver_connection
@@ -399,17 +403,14 @@ def insert_copied(engine: sa.Engine, payloads: Sequence[bytes | Sequence[dict[st
                     else:
                         with cursor.copy(f"COPY {COPIED.name} ({INSERT_COLUMNS}) FROM STDIN") as copy:
                             for row in payload:
-                                cells = list(ROW_VALUES(row))
-                                if cells[METADATA_CELL] is not None:
-                                    cells[METADATA_CELL] = json_text(cells[METADATA_CELL])
-                                copy.write_row(cells)
+                                copy.write_row(row_cells(row))
                     copied += cursor.rowcount
                 cursor.execute(f"INSERT INTO feedback ({INSERT_COLUMNS}) SELECT {INSERT_COLUMNS} FROM {COPIED.name} "
                                "ORDER BY ordinal ON CONFLICT (content_key) DO NOTHING")
                 inserted = cursor.rowcount
                 collided: list[tuple[dict[str, Any], int]] = []
                 if inserted < copied:
-                    cursor.execute(f"SELECT {columns}, f.id FROM {COPIED.name} s JOIN feedback f ON f.content_key = "
+                    cursor.execute(f"SELECT {STAGED_COLUMNS}, f.id FROM {COPIED.name} s JOIN feedback f ON f.content_key = "
                                    "s.content_key WHERE f.content_hash <> s.content_hash ORDER BY s.ordinal")
                     collided = [(dict(zip(FEEDBACK_COLUMNS, cells[:-1], strict=True)), cells[-1]) for cells in cursor]
                 connection.commit()
@@ -511,8 +512,7 @@ def _staged_collisions(connection: Any, schema: str, first_id: int | None,
     rows, last_rowid = connection.execute(f"SELECT count(*), max(rowid) FROM {schema}.staged").fetchone()
     if inserted == rows:
         return []
-    columns = ", ".join("s." + name for name in FEEDBACK_COLUMNS)
-    query = (f"SELECT {columns}, f.id, f.content_hash <> s.content_hash FROM {schema}.staged s "
+    query = (f"SELECT {STAGED_COLUMNS}, f.id, f.content_hash <> s.content_hash FROM {schema}.staged s "
              "JOIN feedback f ON f.content_key = s.content_key")
     found = None
     if first_id is not None and last_rowid == rows and rows - inserted <= rows * SKIPPED_SEARCH_SHARE:
