@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import resource
+
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
 from roleforge.tasks.evaluate import completion_logps
-from roleforge.tasks.fast_dpo import (collate, dpo_losses, length_buckets, logps_path, sequence_logps, tokenize_pairs,
-                                      tokens_through)
+from roleforge.tasks.fast_dpo import (LARGEST_MMAP_THRESHOLD, M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, collate,
+                                      completion_token_logps, dpo_losses, glibc, heap_kept, length_buckets,
+                                      logps_path, sequence_logps, tokenize_pairs, tokens_through)
 from roleforge.tasks.models import chat_prompts, load_model, load_tokenizer
 
 SYSTEM = "You are a tool-using agent. Answer with a Thought line and a JSON action."
@@ -65,6 +68,35 @@ def test_gradients_through_the_shared_prefix_equal_full_sequence_gradients(tiny_
     assert shared.keys() == full.keys() and len(shared) > 0
     for name in shared:
         assert torch.allclose(shared[name], full[name], atol=1e-5, rtol=1e-3), name
+
+
+@pytest.mark.parametrize("head_trains", [False, True])
+def test_completion_log_probs_made_in_chunks_have_the_full_softmax_values_and_gradients(head_trains):
+    """The vocabulary logits are made a chunk at a time (7 positions, 3 a chunk here); with a frozen head the
+    gradient is made in the forward pass. Both must equal log_softmax over all logits at once, and a head that
+    trains must still get its own gradient."""
+    torch.manual_seed(0)
+    head = torch.nn.Linear(16, 50, bias=False)
+    head.weight.requires_grad_(head_trains)
+    hidden = torch.randn(7, 16, requires_grad=True)
+    tokens = torch.randint(0, 50, (7,))
+    upstream = torch.randn(7)
+
+    def value_and_grads(logps):
+        (logps * upstream).sum().backward()
+        grads = (hidden.grad.clone(), head.weight.grad.clone() if head_trains else None)
+        hidden.grad, head.weight.grad = None, None
+        return logps.detach(), grads
+
+    chunked, (hidden_grad, head_grad) = value_and_grads(completion_token_logps(head, hidden, tokens, chunk=3))
+    full, (expected_hidden_grad, expected_head_grad) = value_and_grads(
+        torch.log_softmax(head(hidden), dim=-1).gather(1, tokens.unsqueeze(1)).squeeze(1))
+    assert torch.allclose(chunked, full, atol=1e-5)
+    assert torch.allclose(hidden_grad, expected_hidden_grad, atol=1e-5)
+    if head_trains:
+        assert torch.allclose(head_grad, expected_head_grad, atol=1e-5)
+    with torch.no_grad():  # the reference pass
+        assert torch.allclose(completion_token_logps(head, hidden, tokens, chunk=3), full, atol=1e-5)
 
 
 def test_training_order_sorts_by_length_only_within_random_groups():
@@ -193,3 +225,27 @@ def test_the_benchmark_counts_the_matmul_flops_a_training_step_runs(tiny_model_d
     assert set(map(str, ran)) == {"aten.mm"}
     counted = training_flops(*matmul_params(model), tokens_through(batch, len(prefix), logps_path(model, batch)), int(counts.sum()))
     assert ran[torch.ops.aten.mm] <= counted <= 1.15 * ran[torch.ops.aten.mm]
+
+
+@pytest.mark.skipif(glibc() is None, reason="glibc's allocator only")
+def test_training_keeps_freed_buffers_in_the_heap_instead_of_faulting_them_in_again():
+    """A step's activations are freed and allocated again every step. With glibc's thresholds where a fresh process
+    starts them, each 8 MiB buffer is mapped anew (2,048 page faults each time); inside heap_kept it is reused."""
+    libc = glibc()
+
+    def faults_of_ten_buffers() -> int:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        for _ in range(10):
+            torch.ones(2 * 2**20)  # 8 MiB, written (faulted in) and freed
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+    libc.mallopt(M_MMAP_THRESHOLD, 128 * 2**10)  # a fresh process's thresholds
+    libc.mallopt(M_TRIM_THRESHOLD, 128 * 2**10)
+    try:
+        assert faults_of_ten_buffers() >= 10 * 2048 * 0.9
+        with heap_kept():
+            faults_of_ten_buffers()  # the heap grows once
+            assert faults_of_ten_buffers() < 2048
+    finally:
+        libc.mallopt(M_MMAP_THRESHOLD, LARGEST_MMAP_THRESHOLD)
+        libc.mallopt(M_TRIM_THRESHOLD, 2 * LARGEST_MMAP_THRESHOLD)
