@@ -5,8 +5,9 @@ ones the rest of the pipeline relies on.
 What it saves, measured one lever at a time with `roleforge bench dpo` (see docs/perf-notes.md):
 - the role's system prompt is the same for every pair: its keys and values are computed once per batch (with
   gradients, since the LoRA adapter changes them) and shared by every chosen and rejected sequence; on a CPU
-  each pair's prompt also runs once for both of its completions (on an accelerator that second pass costs more
-  kernel launches than the tokens it saves);
+  each pair's prompt also runs once for both of its completions, and the batch runs as one packed row without
+  padding (tasks/packed_attention.py; on an accelerator a packed or second pass costs more kernel launches than
+  the tokens it saves);
 - the reference log-probabilities are computed once, before training, with the adapter off (or the SFT
   adapter on), in large no-grad batches, and cached next to the checkpoints;
 - the vocabulary projection runs only at positions that predict a completion token;
@@ -132,18 +133,22 @@ def collate(examples: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tens
 def logps_path(model: Any, batch: dict[str, torch.Tensor]) -> str:
     """How sequence_logps runs a batch:
     - "checkpointed": prefix and prompt in front of every row (a checkpointed layer drops any KV cache);
+    - "packed": on a CPU, with a model loaded with the packed attention (tasks/packed_attention.py): the batch's
+      prompts and completions in one row with no padding, each pair's prompt once for both completions;
     - "shared_prompt": each pair's prompt once for both completions, on a CPU, where time goes with tokens (17%
-      fewer tokens on the sample tool-use pairs);
+      fewer tokens on the sample tool-use pairs), in two padded passes (models without the packed attention);
     - "rows": each row's prompt and completion in one pass after the shared prefix, on an accelerator, where a
       second pass per layer costs more in kernel launches than the prompt tokens it saves (H100, 1.7B shape:
       64.7 vs 77.1 pairs/s at batch 64, 8.3 vs 11.1 at batch 4; docs/perf-notes.md)."""
     from roleforge.tasks.models import decoder_and_head
 
+    from roleforge.tasks.packed_attention import supports
+
     decoder, _ = decoder_and_head(model)
     if decoder.training and decoder.is_activation_checkpointing:
         return "checkpointed"
     if "completion_ids" in batch and batch["completion_ids"].device.type == "cpu":
-        return "shared_prompt"
+        return "packed" if supports(decoder) else "shared_prompt"
     return "rows"
 
 
@@ -151,7 +156,7 @@ def tokens_through(batch: dict[str, torch.Tensor], prefix_tokens: int, path: str
     """Tokens one pass of sequence_logps runs through the decoder for this batch along `path` (see logps_path)."""
     if path == "checkpointed":
         return prefix_tokens * batch["input_ids"].size(0) + int(batch["attention_mask"].sum())
-    if path == "shared_prompt":
+    if path in ("packed", "shared_prompt"):
         return prefix_tokens + int(batch["prompt_mask"].sum()) + int(batch["completion_mask"].sum())
     return prefix_tokens + int(batch["attention_mask"].sum())
 
@@ -168,6 +173,8 @@ def sequence_logps(model: Any, prefix: torch.Tensor | None, batch: dict[str, tor
         if prefix is not None and prefix.numel():
             batch = with_prefix(batch, prefix)
         return _row_logps(decoder, lm_head, None, batch)
+    if path == "packed":
+        return _packed_logps(decoder, lm_head, prefix, batch)
     if path == "shared_prompt":
         return _shared_prompt_logps(decoder, lm_head, prefix, batch)
     return _row_logps(decoder, lm_head, prefix, batch)
@@ -195,6 +202,21 @@ def _row_logps(decoder: Any, lm_head: Any, prefix: torch.Tensor | None, batch: d
     targets = batch["targets"]  # never set on a row's last position: each target has a next token
     next_tokens = input_ids[:, 1:][targets[:, :-1]]
     return _summed(lm_head, hidden[targets], next_tokens, targets.sum(dim=1))
+
+
+def _packed_logps(decoder: Any, lm_head: Any, prefix: torch.Tensor | None, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch's prompts and completions in one row without padding, after the prefix's keys and values."""
+    from roleforge.tasks.packed_attention import pack, packed
+
+    prefix_tokens = 0 if prefix is None else prefix.numel()
+    packing = pack({key: value.cpu() for key, value in batch.items()}, prefix_tokens)
+    cache = _prefix_cache(decoder, prefix, 1)
+    # A prepared 4D mask is passed through untouched: the packed attention masks by itself.
+    placeholder = torch.zeros(1, 1, 1, 1, dtype=torch.bool)
+    with packed(packing):
+        hidden = decoder(input_ids=packing.input_ids, attention_mask=placeholder, position_ids=packing.positions,
+                         past_key_values=cache, use_cache=cache is not None).last_hidden_state
+    return _summed(lm_head, hidden[0, packing.predictors], packing.targets, packing.counts)
 
 
 def _shared_prompt_logps(decoder: Any, lm_head: Any, prefix: torch.Tensor | None, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -129,7 +129,11 @@ def pooled_attention() -> str:
     attention trains faster than the CPU flash-attention kernels (whose backward dominated a profile); SDPA on GPUs."""
     import torch
 
-    return "sdpa" if torch.cuda.is_available() else "eager"
+    if torch.cuda.is_available():
+        return "sdpa"
+    from roleforge.tasks.packed_attention import register
+
+    return register()  # eager attention, and padding-free preference batches in training (tasks/packed_attention.py)
 
 
 def decoder_and_head(model: Any) -> tuple[Any, Any]:

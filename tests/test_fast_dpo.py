@@ -12,27 +12,28 @@ from roleforge.tasks.evaluate import completion_logps
 from roleforge.tasks.fast_dpo import (LARGEST_MMAP_THRESHOLD, M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, collate,
                                       completion_token_logps, dpo_losses, glibc, heap_kept, length_buckets,
                                       logps_path, sequence_logps, tokenize_pairs, tokens_through)
-from roleforge.tasks.models import chat_prompts, load_model, load_tokenizer
+from roleforge.tasks.models import chat_prompts, load_model, load_tokenizer, pooled_attention
 
 SYSTEM = "You are a tool-using agent. Answer with a Thought line and a JSON action."
 PAIRS = [{"prompt": f"What is {i} plus {i * 3}?", "chosen": f'Thought: add.\nAction:\n```json\n{{"tool": "calculator", "args": {{"expression": "{i} + {i * 3}"}}}}\n```',
           "rejected": "No." * (i % 3 + 1)} for i in range(5)]
 
 
-def lora_model(tiny_model_dir):
+def lora_model(tiny_model_dir, attention=None):
     torch.manual_seed(0)
-    return get_peft_model(load_model(tiny_model_dir), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+    return get_peft_model(load_model(tiny_model_dir, attention=attention), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
                                                                   init_lora_weights=False, task_type="CAUSAL_LM"))
 
 
 PAIR_KEYS = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask")
 
 
-@pytest.mark.parametrize("path", ["shared_prompt", "rows"])
+@pytest.mark.parametrize("path", ["packed", "shared_prompt", "rows"])
 def test_shared_prefix_log_probs_equal_full_sequence_log_probs(tiny_model_dir, path):
-    """Both ways of sharing (each prompt once per pair on a CPU; the prefix only, on an accelerator) against plain
-    full sequences."""
-    tokenizer, model = load_tokenizer(tiny_model_dir), lora_model(tiny_model_dir)
+    """Every way of sharing (on a CPU each prompt once per pair, packed in one row without padding or in two padded
+    passes; the prefix only, on an accelerator) against plain full sequences."""
+    tokenizer = load_tokenizer(tiny_model_dir)
+    model = lora_model(tiny_model_dir, pooled_attention() if path == "packed" else "eager")
     prefix, examples = tokenize_pairs(tokenizer, SYSTEM, PAIRS, max_length=1024)
     assert len(prefix) > 5, "the system turn is the shared prefix"
     batch = collate(examples, tokenizer.pad_token_id)
@@ -55,8 +56,8 @@ def test_gradients_through_the_shared_prefix_equal_full_sequence_gradients(tiny_
     prefix, examples = tokenize_pairs(tokenizer, SYSTEM, PAIRS, max_length=1024)
     no_prefix = [{**e, "prompt_ids": prefix + e["prompt_ids"]} for e in examples]
 
-    def gradients(prefix_ids, rows):
-        model = lora_model(tiny_model_dir)
+    def gradients(prefix_ids, rows, attention="eager"):
+        model = lora_model(tiny_model_dir, attention)
         sums, counts = sequence_logps(model, torch.tensor(prefix_ids, dtype=torch.long), collate(rows, tokenizer.pad_token_id))
         chosen, rejected = sums.chunk(2)
         loss = dpo_losses(["sigmoid", "sft"], [1.0, 0.5], 0.1, (chosen, rejected), (chosen.detach() * 0, rejected.detach() * 0),
@@ -64,10 +65,12 @@ def test_gradients_through_the_shared_prefix_equal_full_sequence_gradients(tiny_
         loss.backward()
         return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
-    shared, full = gradients(prefix, examples), gradients([], no_prefix)
-    assert shared.keys() == full.keys() and len(shared) > 0
-    for name in shared:
-        assert torch.allclose(shared[name], full[name], atol=1e-5, rtol=1e-3), name
+    full = gradients([], no_prefix)
+    for shared in (gradients(prefix, examples), gradients(prefix, examples, pooled_attention()),
+                   gradients([], no_prefix, pooled_attention())):  # two passes; packed; packed without a prefix
+        assert shared.keys() == full.keys() and len(shared) > 0
+        for name in shared:
+            assert torch.allclose(shared[name], full[name], atol=1e-5, rtol=1e-3), name
 
 
 @pytest.mark.parametrize("head_trains", [False, True])
@@ -201,6 +204,31 @@ def test_each_prompt_runs_once_for_its_chosen_and_rejected_completion(tiny_model
     completion_tokens = sum(len(e["chosen_ids"]) + len(e["rejected_ids"]) for e in examples)
     assert tokens_through(batch, len(prefix), logps_path(model, batch)) == len(prefix) + prompt_tokens + completion_tokens
     assert tokens_through(batch, len(prefix), "checkpointed") == 2 * len(PAIRS) * len(prefix) + 2 * prompt_tokens + completion_tokens
+
+
+def test_a_packed_batch_is_one_row_without_padding_and_the_attention_is_eager_elsewhere(tiny_model_dir):
+    """Packed, the decoder sees the prefix once and then one row holding every prompt once and every completion,
+    with no padding at all. Outside a packed call, the registered attention is the model's eager attention: logits
+    of a padded batch, and generation, are the same."""
+    tokenizer = load_tokenizer(tiny_model_dir)
+    prefix, examples = tokenize_pairs(tokenizer, SYSTEM, PAIRS, max_length=1024)
+    batch = collate(examples, tokenizer.pad_token_id)
+    seen = []
+    model = lora_model(tiny_model_dir, pooled_attention())
+    model.get_base_model().model.embed_tokens.register_forward_hook(lambda _m, args, _o: seen.append(args[0].shape))
+    with torch.no_grad():
+        sequence_logps(model, torch.tensor(prefix), batch)
+    tokens = sum(len(e["prompt_ids"]) + len(e["chosen_ids"]) + len(e["rejected_ids"]) for e in examples)
+    assert logps_path(model, batch) == "packed" and seen == [(1, len(prefix)), (1, tokens)]
+
+    eager = lora_model(tiny_model_dir, "eager").eval()
+    model.eval()
+    with torch.no_grad():
+        rows = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        assert torch.allclose(model(**rows).logits, eager(**rows).logits, atol=1e-5)
+        prompt = tokenizer(["What is 2 plus 2?"], return_tensors="pt")
+        assert torch.equal(model.generate(**prompt, max_new_tokens=8, do_sample=False),
+                           eager.generate(**prompt, max_new_tokens=8, do_sample=False))
 
 
 def test_the_benchmark_counts_the_matmul_flops_a_training_step_runs(tiny_model_dir):
