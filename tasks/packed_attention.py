@@ -107,7 +107,8 @@ def pack(batch: dict[str, torch.Tensor], prefix_tokens: int) -> Packing:
                              ~completion_allowed.view(rows, 1, completion_width, 1, -1))]
 
     flat_prompt = torch.arange(pairs * prompt_width).view(pairs, prompt_width)[prompt_real]
-    flat_completion = pairs * prompt_width + torch.arange(rows * completion_width).view(rows, completion_width)[completion_real]
+    flat_completion = torch.arange(rows * completion_width).view(rows, completion_width)[completion_real]
+    flat_completion += pairs * prompt_width
     # Completion token j is predicted by the hidden state before it: its prompt's last one for j = 0.
     previous = completion_queries - 1
     previous[:, 0] = (prompt_starts + prompt_lengths - 1)[pair_of_row]
@@ -151,7 +152,8 @@ def packed_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value:
         weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
         weights = torch.nn.functional.dropout(weights, p=dropout, training=module.training)
         out = torch.matmul(weights.view(units, kv_heads, width * group_size, -1), v)
-        outputs.append(out.view(units, kv_heads, width, group_size, dim).transpose(1, 2).reshape(units * width, heads, dim))
+        out = out.view(units, kv_heads, width, group_size, dim).transpose(1, 2)
+        outputs.append(out.reshape(units * width, heads, dim))
     return torch.cat(outputs)[packing.back].unsqueeze(0), None
 
 
