@@ -143,10 +143,13 @@ def packed_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value:
     for group in packing.groups:
         units, width = group.queries.shape
         # Query rows ordered (token, head within its kv group): each kv head's queries in one matmul, no key copies.
-        q = tokens[group.queries].view(units, width, kv_heads, group_size, dim).transpose(1, 2)
-        q = q.reshape(units, kv_heads, width * group_size, dim)
-        k = key[0][:, group.keys].transpose(0, 1)  # [units, kv heads, keys, dim]
-        v = value[0][:, group.keys].transpose(0, 1)
+        # index_select, not indexing: its backward is index_add_, three times faster on a CPU than indexing's
+        # accumulating index_put_ for these shapes.
+        q = tokens.index_select(0, group.queries.flatten()).view(units, width, kv_heads, group_size, dim)
+        q = q.transpose(1, 2).reshape(units, kv_heads, width * group_size, dim)
+        keys = group.keys.flatten()
+        k = key[0].index_select(1, keys).view(kv_heads, units, -1, dim).transpose(0, 1)  # [units, kv heads, keys, dim]
+        v = value[0].index_select(1, keys).view(kv_heads, units, -1, dim).transpose(0, 1)
         scores = torch.matmul(q, k.transpose(-1, -2)).view(units, kv_heads, width, group_size, -1)
         scores = scores.masked_fill_(group.blocked, torch.finfo(scores.dtype).min)
         weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
@@ -154,7 +157,7 @@ def packed_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value:
         out = torch.matmul(weights.view(units, kv_heads, width * group_size, -1), v)
         out = out.view(units, kv_heads, width, group_size, dim).transpose(1, 2)
         outputs.append(out.reshape(units * width, heads, dim))
-    return torch.cat(outputs)[packing.back].unsqueeze(0), None
+    return torch.cat(outputs).index_select(0, packing.back).unsqueeze(0), None
 
 
 def register() -> str:
