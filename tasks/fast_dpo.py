@@ -263,15 +263,18 @@ def with_prefix(batch: dict[str, torch.Tensor], prefix: torch.Tensor) -> dict[st
             "targets": torch.cat([batch["targets"].new_zeros(rows, width), batch["targets"]], dim=1)}
 
 
-HEAD_CHUNK = 128  # positions projected at a time: 128 x a 49k vocabulary in fp32 is 25 MB, under glibc's largest
-# mmap threshold, so the chunks' buffers are reused from the heap instead of being faulted in afresh every step
+# Positions projected onto the vocabulary at a time. On a CPU, 128 x a 49k vocabulary in fp32 is 25 MB, under
+# glibc's largest mmap threshold, so the chunks' buffers are reused from the heap instead of being faulted in
+# afresh every step; an accelerator takes larger chunks, since each one is a few more kernel launches.
+CPU_HEAD_CHUNK, ACCELERATOR_HEAD_CHUNK = 128, 2048
 
 
 def completion_token_logps(lm_head: Any, hidden: torch.Tensor, next_tokens: torch.Tensor,
-                           chunk: int = HEAD_CHUNK) -> torch.Tensor:
+                           chunk: int | None = None) -> torch.Tensor:
     """log p(next token) at the given positions, the vocabulary logits made `chunk` positions at a time, so they are
     never all held at once. A frozen linear head (the LoRA recipes' case) takes the fused path, whose gradient is
     computed chunk by chunk in the forward pass; a head that trains or is adapted takes autograd's own."""
+    chunk = chunk or (CPU_HEAD_CHUNK if hidden.device.type == "cpu" else ACCELERATOR_HEAD_CHUNK)
     weight = getattr(lm_head, "weight", None)
     if type(lm_head) is torch.nn.Linear and lm_head.bias is None and not weight.requires_grad:
         return _FrozenHeadLogps.apply(hidden, weight, next_tokens, chunk)
