@@ -40,8 +40,9 @@ def prepare_environment(home: Path) -> None:
 # the names they take from each: transformers' and TRL's names are lazy, each imported on its first use.
 STAGE_IMPORTS: dict[str, tuple[str, ...]] = {
     "torch": (),
-    "transformers": ("AutoConfig", "AutoModelForCausalLM", "AutoTokenizer", "DynamicCache", "PreTrainedModel",
-                     "PreTrainedTokenizerBase", "PrinterCallback", "Trainer", "TrainerCallback"),
+    "transformers": ("AttentionInterface", "AutoConfig", "AutoModelForCausalLM", "AutoTokenizer", "DynamicCache",
+                     "PreTrainedModel", "PreTrainedTokenizerBase", "PrinterCallback", "Trainer", "TrainerCallback"),
+    "transformers.masking_utils": ("ALL_MASK_ATTENTION_FUNCTIONS", "AttentionMaskInterface"),
     "peft": ("LoraConfig", "PeftModel", "get_peft_model"),
     "trl": ("DPOConfig", "DPOTrainer"),
     "datasets": ("Dataset",),
@@ -51,7 +52,7 @@ STAGE_IMPORTS: dict[str, tuple[str, ...]] = {
 }
 STAGE_MODULES = tuple(STAGE_IMPORTS)
 # What the model stages (labeling with a local judge, training, evaluation) use.
-MODEL_MODULES = ("torch", "transformers", "peft", "trl", "datasets")
+MODEL_MODULES = ("torch", "transformers", "transformers.masking_utils", "peft", "trl", "datasets")
 _IMPORTING = threading.Lock()
 
 
