@@ -67,6 +67,12 @@ def _unit_queries(starts: torch.Tensor, lengths: torch.Tensor, width: int) -> tu
     return torch.where(real, starts.unsqueeze(1) + offsets, starts.unsqueeze(1)), real
 
 
+def _causal(real: torch.Tensor) -> torch.Tensor:
+    """[units, queries, keys]: each of a unit's tokens sees its real tokens up to itself (a pad query sees them all)."""
+    step = torch.arange(real.size(1))
+    return (step.view(1, 1, -1) <= step.view(1, -1, 1)) & real.unsqueeze(1)
+
+
 def pack(batch: dict[str, torch.Tensor], prefix_tokens: int) -> Packing:
     """The packing of a collated batch of pairs (`prompt_ids`/`completion_ids` with their masks, right-padded)."""
     prompt_mask, completion_mask = batch["prompt_mask"].bool(), batch["completion_mask"].bool()
@@ -88,20 +94,16 @@ def pack(batch: dict[str, torch.Tensor], prefix_tokens: int) -> Packing:
         (prefix_tokens + prompt_lengths[pair_of_row].unsqueeze(1) + torch.arange(completion_width))[completion_real]])
 
     prefix = torch.arange(prefix_tokens)
-    step = torch.arange(prompt_width)
     # A prompt sees the prefix and its own tokens up to itself.
     prompt_keys = torch.cat([prefix.expand(pairs, -1), prefix_tokens + prompt_queries], dim=1)
-    prompt_allowed = torch.cat([
-        torch.ones(pairs, prompt_width, prefix_tokens, dtype=torch.bool),
-        (step.view(1, 1, -1) <= step.view(1, -1, 1)) & prompt_real.unsqueeze(1)], dim=2)
+    prompt_allowed = torch.cat([torch.ones(pairs, prompt_width, prefix_tokens, dtype=torch.bool),
+                                _causal(prompt_real)], dim=2)
     # A completion sees the prefix, its pair's whole prompt, and its own tokens up to itself.
-    own = torch.arange(completion_width)
     completion_keys = torch.cat([prefix.expand(rows, -1), prefix_tokens + prompt_queries[pair_of_row],
                                  prefix_tokens + completion_queries], dim=1)
     completion_allowed = torch.cat([
         torch.ones(rows, completion_width, prefix_tokens, dtype=torch.bool),
-        prompt_real[pair_of_row].unsqueeze(1).expand(-1, completion_width, -1),
-        (own.view(1, 1, -1) <= own.view(1, -1, 1)) & completion_real.unsqueeze(1)], dim=2)
+        prompt_real[pair_of_row].unsqueeze(1).expand(-1, completion_width, -1), _causal(completion_real)], dim=2)
     groups = [AttentionGroup(prompt_queries, prompt_keys, ~prompt_allowed.view(pairs, 1, prompt_width, 1, -1)),
               AttentionGroup(completion_queries, completion_keys,
                              ~completion_allowed.view(rows, 1, completion_width, 1, -1))]
