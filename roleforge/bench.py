@@ -247,6 +247,21 @@ def machine() -> dict[str, Any]:
     return {"cpu": cpu, "cores": cores}
 
 
+SPEED_PROBE_ADDITIONS = 10_000_000
+
+
+def speed_probe() -> float:
+    """Seconds one core takes for a fixed pure-Python loop (ten million additions): how fast this machine runs at
+    the moment. A shared virtual machine's speed moves by a third and more over hours, every figure with it, so a
+    report carries this reading from before and after its runs (`machine.speed_probe_s`) to tell a slow spell of
+    the machine from a slower program."""
+    started = time.perf_counter()
+    total = 0
+    for value in range(SPEED_PROBE_ADDITIONS):
+        total += value
+    return round(time.perf_counter() - started, 3)
+
+
 def write_report(report: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")

@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from roleforge.tasks.reference_store import ReferenceStore, reference_identity
+
 
 def conversation_records(pairs: list[dict[str, Any]], system_prompt: str) -> list[dict[str, Any]]:
     """Pairs in TRL's conversational preference format, with the role's system prompt."""
@@ -40,9 +42,11 @@ def trl_trainer(base: Any, dpo_config: Any, lora_config: Any, base_adapter: Path
 
 
 def roleforge_trainer(base: Any, dpo_config: Any, lora_config: Any, base_adapter: Path | None, tokenizer: Any,
-                      pairs: list[dict[str, Any]], system_prompt: str, callbacks: list[Any], reference_cache: Path) -> Any:
+                      pairs: list[dict[str, Any]], system_prompt: str, callbacks: list[Any], reference_cache: Path,
+                      kept_references: ReferenceStore | None = None) -> Any:
     """roleforge's path (tasks/fast_dpo.py): the adapter attached here, reference log-probs computed once (adapter
-    off, or the SFT adapter as a frozen "ref" copy) and cached beside the checkpoints."""
+    off, or the SFT adapter as a frozen "ref" copy) and cached beside the checkpoints; with `kept_references`, a
+    pair's value from an earlier training under the same reference is taken from there instead of computed."""
     from peft import get_peft_model
 
     from roleforge.tasks.fast_dpo import SharedPrefixDPOTrainer, cached_reference, check_losses, reference_logps, tokenize_pairs
@@ -61,19 +65,27 @@ def roleforge_trainer(base: Any, dpo_config: Any, lora_config: Any, base_adapter
         prefix, examples = tokenize_pairs(tokenizer, system_prompt, pairs, dpo_config.max_length)
         key = hashlib.sha256(json.dumps([prefix, examples, str(base_adapter)]).encode()).hexdigest()
 
-        def compute() -> list[tuple[float, float]]:
+        def compute(subset: list[dict[str, Any]]) -> list[tuple[float, float]]:
             if base_adapter is None:
                 with model.disable_adapter():
-                    return reference_logps(model, prefix, examples, tokenizer.pad_token_id)
+                    return reference_logps(model, prefix, subset, tokenizer.pad_token_id)
             model.set_adapter("ref")
             try:
-                return reference_logps(model, prefix, examples, tokenizer.pad_token_id)
+                return reference_logps(model, prefix, subset, tokenizer.pad_token_id)
             finally:
                 model.set_adapter("default")
                 for name, parameter in model.named_parameters():
                     parameter.requires_grad = "lora_" in name and ".default." in name
 
-        for example, (chosen, rejected) in zip(examples, cached_reference(reference_cache, key, compute)):
+        def every_pair() -> list[tuple[float, float]]:
+            base_dir = Path(base.name_or_path)
+            if kept_references is None or not base_dir.is_dir():  # a model made in memory has no files to name it by
+                return compute(examples)
+            parameter = next(base.parameters())
+            identity = reference_identity(base_dir, base_adapter, str(parameter.dtype), parameter.device.type)
+            return kept_references.reference(identity, prefix, examples, compute)
+
+        for example, (chosen, rejected) in zip(examples, cached_reference(reference_cache, key, every_pair)):
             example["ref_chosen"], example["ref_rejected"] = chosen, rejected
         return SharedPrefixDPOTrainer(
             model=model, args=dpo_config, train_dataset=examples, callbacks=callbacks, prefix_ids=prefix,

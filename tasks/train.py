@@ -19,12 +19,15 @@ from roleforge.tasks.errors import Preempted, RoleforgeError, retry_transient
 from roleforge.tasks.preemption import RetryPolicy
 from roleforge.tasks.engines import roleforge_trainer, trl_trainer
 from roleforge.tasks.label import PreferenceDataset, load_split
+from roleforge.tasks.reference_store import ReferenceStore
 from roleforge.tasks.settings import load_settings
 from roleforge.tasks.timing import STAGES
 
 # Retries of a training: Preempted and transient errors each have a budget in settings.training (RetryPolicy);
 # the task's own count is only the ceiling. Backoff doubles from 10 s to at most 10 min, with +-50% jitter.
 MAX_TASK_RETRIES = 20
+# Reference log-probs kept across trainings (tasks/reference_store.py), a file in the checkpoints directory.
+KEPT_REFERENCES = "reference_logps.db"
 BACKOFF_SECONDS = [min(10 * 2**attempt, 600) for attempt in range(MAX_TASK_RETRIES)]
 
 LOGGED_METRICS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen",
@@ -143,7 +146,8 @@ def train_adapter(dataset: PreferenceDataset, system_prompt: str, recipe: dict[s
     From scratch, the reference is the base model. With `base_adapter` (the role's SFT adapter), training starts
     from that adapter and uses it as the reference. Checkpoints go under `checkpoints_dir`; a run of the same
     training (same snapshot, recipe and starting point) resumes from the newest complete one. On SIGTERM it writes a
-    checkpoint and raises Preempted. `engine` is roleforge's training path (tasks/fast_dpo.py) or stock TRL.
+    checkpoint and raises Preempted. `engine` is roleforge's training path (tasks/fast_dpo.py) or stock TRL; the
+    former takes the reference log-probs of pairs seen by earlier trainings from `checkpoints_dir` (KEPT_REFERENCES).
     """
     from transformers import PrinterCallback
 
@@ -173,7 +177,8 @@ def train_adapter(dataset: PreferenceDataset, system_prompt: str, recipe: dict[s
             trainer = trl_trainer(base, dpo_config, lora_config, base_adapter, tokenizer, pairs, system_prompt, callbacks)
         else:
             trainer = roleforge_trainer(base, dpo_config, lora_config, base_adapter, tokenizer, pairs, system_prompt,
-                                        callbacks, output_dir / "reference_logps.json")
+                                        callbacks, output_dir / "reference_logps.json",
+                                        ReferenceStore(checkpoints_dir / KEPT_REFERENCES))
         try:
             trainer.remove_callback(PrinterCallback)  # metrics go to MLflow and the run logger, not to stdout
             result = trainer.train(resume_from_checkpoint=checkpoint)

@@ -96,6 +96,8 @@ def test_bench_dpo_reports_both_paths(home, tmp_path):
 
     assert report["device"] != "cpu" or report["matmul_dtype"] == compute_dtype()
     assert report["machine"]["cores"] >= 1 and report["machine"]["cpu"]
+    # The machine's speed read before and after the runs, so a slow spell of a shared machine shows in the report.
+    assert all(0 < report["machine"]["speed_probe_s"][when] < 60 for when in ("before", "after"))
 
 
 def test_bench_dpo_bad_pairs_file_is_a_one_line_error(home, tmp_path):

@@ -209,3 +209,25 @@ def test_a_gpu_with_bf16_trains_in_bf16(monkeypatch):
     for answer in (True, False):
         monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, answer=answer, **kwargs: answer)
         assert bf16_supported() is answer
+
+
+def test_a_later_training_takes_the_reference_log_probs_it_has_seen_from_the_earlier_one(home, tiny_model_dir, monkeypatch):
+    import json
+
+    from roleforge.tasks import fast_dpo
+
+    real, computed = fast_dpo.reference_logps, []
+
+    def counted(model, prefix, examples, *args, **kwargs):
+        computed.append(len(examples))
+        return real(model, prefix, examples, *args, **kwargs)
+
+    monkeypatch.setattr(fast_dpo, "reference_logps", counted)
+    train(home, tiny_model_dir)
+    assert computed == [16]
+    # Another recipe on the same pairs: a new training (its own checkpoints), the same reference.
+    train(home, tiny_model_dir, {**RECIPE_OVERRIDES, "dpo": {**RECIPE_OVERRIDES["dpo"], "learning_rate": 0.02}})
+    assert computed == [16], "no pair's reference log-probs were computed a second time"
+    first, second = (json.loads(path.read_text())["logps"]
+                     for path in sorted((home / "checkpoints" / "tool-agent").glob("*/reference_logps.json")))
+    assert sorted(first) == sorted(second) and len(first) == 16

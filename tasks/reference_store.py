@@ -1,0 +1,113 @@
+"""Reference log-probs kept from one training to the next.
+
+DPO needs each pair's log-probs under the reference (the base model, or the role's SFT adapter), computed once per
+training before its first step: on the sample data about a third of roleforge's training time. A nightly training
+sees mostly the pairs of the nights before, under the same reference, so their values are kept here, in a SQLite
+file beside the checkpoints, by a key that names everything they depend on: the reference's files (each one's name,
+size and modification time), the dtype and device kind the model computes in, and the pair's token ids with the
+shared prefix. Only the pairs not found are computed. A value not used for KEEP_DAYS days is dropped. The store is a
+cache: when it cannot be read or written, the training computes what it needs and says so in its log."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+KEEP_DAYS = 30
+SCHEMA = ("CREATE TABLE IF NOT EXISTS reference (key TEXT PRIMARY KEY, chosen REAL NOT NULL, rejected REAL NOT NULL, "
+          "used INTEGER NOT NULL) WITHOUT ROWID")
+BUSY_TIMEOUT_S = 60  # roles training side by side in one process each write their own values
+SQLITE_VARIABLES = 500  # keys looked up per statement, under SQLite's limit on bound variables
+
+LogpPairs = list[tuple[float, float]]
+
+
+def files_identity(directory: Path | None) -> list[list[Any]]:
+    """Each file under `directory` (a model or an adapter) as [relative name, size, modification time in ns], in name
+    order: a file rewritten in place changes it. [] for None."""
+    if directory is None:
+        return []
+    directory = Path(directory)
+    return [[str(path.relative_to(directory)), stat.st_size, stat.st_mtime_ns]
+            for path in sorted(directory.rglob("*")) if path.is_file() for stat in [path.stat()]]
+
+
+def reference_identity(base_model: Path, base_adapter: Path | None, dtype: str, device: str) -> str:
+    """What a reference log-prob depends on besides the pair: the reference's files, dtype and device kind."""
+    return json.dumps([files_identity(base_model), files_identity(base_adapter), dtype, device])
+
+
+def pair_keys(identity: str, prefix: list[int], examples: list[dict[str, Any]]) -> list[str]:
+    """Each pair's key: the reference's identity, the shared prefix and the pair's token ids."""
+    head = hashlib.sha256(json.dumps([identity, prefix]).encode())
+    keys = []
+    for example in examples:
+        digest = head.copy()
+        digest.update(json.dumps([example["prompt_ids"], example["chosen_ids"], example["rejected_ids"]]).encode())
+        keys.append(digest.hexdigest())
+    return keys
+
+
+class ReferenceStore:
+    """The reference log-probs of earlier trainings, in the SQLite file at `path`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def reference(self, identity: str, prefix: list[int], examples: list[dict[str, Any]],
+                  compute: Callable[[list[dict[str, Any]]], LogpPairs]) -> LogpPairs:
+        """(chosen, rejected) reference log-probs of every example: those kept from earlier trainings under the same
+        identity, and `compute(missing examples)` for the rest, which are kept for the next."""
+        keys = pair_keys(identity, prefix, examples)
+        known = self._read(keys)
+        missing = [index for index, key in enumerate(keys) if key not in known]
+        if missing:
+            computed = compute([examples[index] for index in missing])
+            known.update(zip((keys[index] for index in missing), computed))
+        log.info("reference log-probs: %d of %d pairs kept from earlier trainings, %d computed",
+                 len(keys) - len(missing), len(keys), len(missing))
+        self._write({key: known[key] for key in keys})
+        return [known[key] for key in keys]
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """A connection in one transaction (committed when the block ends without an error), closed after."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with closing(sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S)) as connection, connection:
+            connection.execute(SCHEMA)
+            yield connection
+
+    def _read(self, keys: list[str]) -> dict[str, tuple[float, float]]:
+        try:
+            with self._transaction() as connection:
+                found: dict[str, tuple[float, float]] = {}
+                for start in range(0, len(keys), SQLITE_VARIABLES):
+                    part = keys[start:start + SQLITE_VARIABLES]
+                    found.update((key, (chosen, rejected)) for key, chosen, rejected in connection.execute(
+                        f"SELECT key, chosen, rejected FROM reference WHERE key IN ({','.join('?' * len(part))})", part))
+                return found
+        except (sqlite3.Error, OSError) as error:
+            log.warning("kept reference log-probs could not be read (%s: %s): computing them all", self.path, error)
+            return {}
+
+    def _write(self, values: dict[str, tuple[float, float]]) -> None:
+        """Every value used now, marked with today, and those unused for KEEP_DAYS days dropped."""
+        today = int(time.time() // 86400)
+        try:
+            with self._transaction() as connection:
+                connection.executemany(
+                    "INSERT INTO reference (key, chosen, rejected, used) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET used = excluded.used",
+                    [(key, chosen, rejected, today) for key, (chosen, rejected) in values.items()])
+                connection.execute("DELETE FROM reference WHERE used < ?", (today - KEEP_DAYS,))
+        except (sqlite3.Error, OSError) as error:
+            log.warning("reference log-probs could not be kept for the next training (%s: %s)", self.path, error)

@@ -1,0 +1,84 @@
+"""Reference log-probs kept across trainings: only pairs not seen under the same reference are computed."""
+
+import logging
+import os
+import time
+
+from roleforge.tasks.reference_store import KEEP_DAYS, ReferenceStore, files_identity, reference_identity
+
+PREFIX = [1, 2, 3]
+
+
+def example(index: int) -> dict:
+    return {"index": index, "prompt_ids": [10, index], "chosen_ids": [20 + index, 2], "rejected_ids": [30, index, 2]}
+
+
+class Reference:
+    """A stand-in for the reference pass: a value per pair from its token ids, and the pairs it was asked for."""
+
+    def __init__(self, shift: float = 0.0) -> None:
+        self.asked: list[list[int]] = []
+        self.shift = shift
+
+    def __call__(self, examples: list[dict]) -> list[tuple[float, float]]:
+        self.asked.append([e["index"] for e in examples])
+        return [(-sum(e["chosen_ids"]) + self.shift, -sum(e["rejected_ids"]) + self.shift) for e in examples]
+
+
+def test_a_later_training_computes_only_the_pairs_not_seen_before(tmp_path):
+    store, first, later = ReferenceStore(tmp_path / "ref.db"), Reference(), Reference()
+    night_one = [example(i) for i in range(5)]
+    values = store.reference("base", PREFIX, night_one, first)
+    assert first.asked == [[0, 1, 2, 3, 4]] and values == first(night_one)
+    night_two = [example(i) for i in (3, 7, 0, 8)]  # two old pairs, two new, in another order
+    values = store.reference("base", PREFIX, night_two, later)
+    assert later.asked == [[7, 8]]
+    assert values == Reference()(night_two), "each value comes back in the place of its pair"
+
+
+def test_another_reference_or_prefix_computes_every_pair_again(tmp_path):
+    store, pairs = ReferenceStore(tmp_path / "ref.db"), [example(i) for i in range(3)]
+    store.reference("base", PREFIX, pairs, Reference())
+    other_model, other_prefix = Reference(shift=1.0), Reference(shift=2.0)
+    assert store.reference("sft adapter", PREFIX, pairs, other_model) == other_model(pairs)
+    assert store.reference("base", [1, 2], pairs, other_prefix) == other_prefix(pairs)
+    assert other_model.asked[0] == other_prefix.asked[0] == [0, 1, 2]
+
+
+def test_the_reference_is_named_by_its_files_so_a_rewritten_model_is_another_reference(tmp_path):
+    model = tmp_path / "model"
+    (model / "sub").mkdir(parents=True)
+    (model / "model.safetensors").write_bytes(b"weights")
+    (model / "sub" / "config.json").write_text("{}")
+    before = reference_identity(model, None, "torch.float32", "cpu")
+    assert [name for name, *_ in files_identity(model)] == ["model.safetensors", "sub/config.json"]
+    assert reference_identity(model, None, "torch.bfloat16", "cpu") != before
+    assert reference_identity(model, None, "torch.float32", "cuda") != before
+    (model / "model.safetensors").write_bytes(b"WEIGHTS")  # same size, new contents
+    os.utime(model / "model.safetensors", ns=(1, 1))
+    assert reference_identity(model, None, "torch.float32", "cpu") != before
+
+
+def test_a_store_that_cannot_be_used_computes_every_pair_and_says_so(tmp_path, caplog):
+    broken = tmp_path / "ref.db"
+    broken.write_bytes(b"this is not a database" * 100)
+    pairs, reference = [example(i) for i in range(3)], Reference()
+    with caplog.at_level(logging.WARNING):
+        assert ReferenceStore(broken).reference("base", PREFIX, pairs, reference) == reference(pairs)
+    assert reference.asked[0] == [0, 1, 2]
+    assert "could not be read" in caplog.text and "could not be kept" in caplog.text
+
+
+def test_values_unused_for_the_keep_period_are_dropped(tmp_path, monkeypatch):
+    store, pairs = ReferenceStore(tmp_path / "ref.db"), [example(i) for i in range(4)]
+    now = time.time()
+    monkeypatch.setattr(time, "time", lambda: now - (KEEP_DAYS + 2) * 86400)
+    store.reference("base", PREFIX, pairs, Reference())  # all four, long ago
+    monkeypatch.setattr(time, "time", lambda: now - 86400)
+    store.reference("base", PREFIX, pairs[:2], Reference())  # two of them used again since
+    monkeypatch.setattr(time, "time", lambda: now)
+    today = Reference()
+    store.reference("base", PREFIX, [example(9)], today)  # a write drops what has been unused for too long
+    again = Reference()
+    store.reference("base", PREFIX, pairs, again)
+    assert again.asked == [[2, 3]]
