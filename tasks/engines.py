@@ -65,7 +65,10 @@ def roleforge_trainer(base: Any, dpo_config: Any, lora_config: Any, base_adapter
         prefix, examples = tokenize_pairs(tokenizer, system_prompt, pairs, dpo_config.max_length)
         key = hashlib.sha256(json.dumps([prefix, examples, str(base_adapter)]).encode()).hexdigest()
 
+        computed: list[int] = []  # pairs whose reference log-probs this training computed (not kept from before)
+
         def compute(subset: list[dict[str, Any]]) -> list[tuple[float, float]]:
+            computed.append(len(subset))
             if base_adapter is None:
                 with model.disable_adapter():
                     return reference_logps(model, prefix, subset, tokenizer.pad_token_id)
@@ -87,9 +90,11 @@ def roleforge_trainer(base: Any, dpo_config: Any, lora_config: Any, base_adapter
 
         for example, (chosen, rejected) in zip(examples, cached_reference(reference_cache, key, every_pair)):
             example["ref_chosen"], example["ref_rejected"] = chosen, rejected
-        return SharedPrefixDPOTrainer(
+        trainer = SharedPrefixDPOTrainer(
             model=model, args=dpo_config, train_dataset=examples, callbacks=callbacks, prefix_ids=prefix,
             pad_id=tokenizer.pad_token_id, loss_types=losses, loss_weights=weights, beta=dpo_config.beta)
+        trainer.reference_pairs_computed = sum(computed)
+        return trainer
     except BaseException:
         model.unload()
         raise

@@ -41,6 +41,7 @@ class RoleOutcome(BaseModel):
     mlflow_experiment_id: str | None = None
     train_seconds: float | None = None
     resumed_from_step: int | None = None
+    reference_pairs_computed: int | None = None  # the rest of the training pairs' reference log-probs were kept
     opponent: str | None = None
     preference_accuracy: float | None = None
     opponent_preference_accuracy: float | None = None
@@ -66,7 +67,8 @@ class RoleOutcome(BaseModel):
             role=dataset.role, **_dataset_fields(dataset), trained=True, promoted=decision.promoted, reason=decision.reason,
             version=decision.version, champion_version=decision.champion_version, previous_version=decision.previous_version,
             mlflow_run_id=candidate.mlflow_run_id, mlflow_experiment_id=candidate.mlflow_experiment_id, train_seconds=candidate.train_seconds,
-            resumed_from_step=candidate.resumed_from_step, opponent=evaluation.opponent,
+            resumed_from_step=candidate.resumed_from_step, reference_pairs_computed=candidate.reference_pairs_computed,
+            opponent=evaluation.opponent,
             preference_accuracy=evaluation.candidate.preference_accuracy,
             opponent_preference_accuracy=evaluation.opponent_score.preference_accuracy,
             accuracy_gain=evaluation.accuracy_gain, reward_accuracy=evaluation.candidate.reward_accuracy,

@@ -48,6 +48,9 @@ class Candidate(BaseModel):
     resumed_from_step: int | None
     train_seconds: float
     train_metrics: dict[str, float]
+    # Of train_pairs, those whose reference log-probs this training computed; the rest were kept from an earlier
+    # training under the same reference (tasks/reference_store.py). None for stock TRL, which computes its own.
+    reference_pairs_computed: int | None = None
 
 
 def plot_training_curve(history: list[dict[str, float]], title: str, path: Path) -> Path | None:
@@ -198,6 +201,7 @@ def train_adapter(dataset: PreferenceDataset, system_prompt: str, recipe: dict[s
         dataset_path=dataset.path, train_pairs=len(pairs), steps=result.global_step, resumed_from_step=resumed_from_step,
         train_seconds=round(time.monotonic() - started, 2),
         train_metrics={k: float(v) for k, v in result.metrics.items() if isinstance(v, (int, float))},
+        reference_pairs_computed=getattr(trainer, "reference_pairs_computed", None),
     )
 
 
@@ -257,8 +261,11 @@ def train_role_adapter(dataset: PreferenceDataset, profile: str) -> Candidate:
     write_training_status(settings.home, dataset.role, "ready", adapter_path=candidate.adapter_path, metrics=metrics,
                           steps=candidate.steps, resumed_from_step=candidate.resumed_from_step, mlflow_run_id=candidate.mlflow_run_id,
                           feedback_watermark=dataset.feedback_watermark)
-    get_run_logger().info("role %s: %d steps in %.0f s%s", dataset.role, candidate.steps, candidate.train_seconds,
-                          f", resumed from step {candidate.resumed_from_step}" if candidate.resumed_from_step else "")
+    reference = ("" if candidate.reference_pairs_computed is None else
+                 f", reference log-probs computed for {candidate.reference_pairs_computed} of {candidate.train_pairs} pairs")
+    get_run_logger().info("role %s: %d steps in %.0f s%s%s", dataset.role, candidate.steps, candidate.train_seconds,
+                          f", resumed from step {candidate.resumed_from_step}" if candidate.resumed_from_step else "",
+                          reference)
     return candidate
 
 

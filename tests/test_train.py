@@ -223,11 +223,11 @@ def test_a_later_training_takes_the_reference_log_probs_it_has_seen_from_the_ear
         return real(model, prefix, examples, *args, **kwargs)
 
     monkeypatch.setattr(fast_dpo, "reference_logps", counted)
-    train(home, tiny_model_dir)
-    assert computed == [16]
+    assert train(home, tiny_model_dir).reference_pairs_computed == 16 and computed == [16]
     # Another recipe on the same pairs: a new training (its own checkpoints), the same reference.
-    train(home, tiny_model_dir, {**RECIPE_OVERRIDES, "dpo": {**RECIPE_OVERRIDES["dpo"], "learning_rate": 0.02}})
+    later = train(home, tiny_model_dir, {**RECIPE_OVERRIDES, "dpo": {**RECIPE_OVERRIDES["dpo"], "learning_rate": 0.02}})
     assert computed == [16], "no pair's reference log-probs were computed a second time"
+    assert later.reference_pairs_computed == 0 and later.train_pairs == 16
     first, second = (json.loads(path.read_text())["logps"]
                      for path in sorted((home / "checkpoints" / "tool-agent").glob("*/reference_logps.json")))
     assert sorted(first) == sorted(second) and len(first) == 16
