@@ -403,8 +403,7 @@ def cmd_evaluate_tool_use(args: argparse.Namespace) -> int:
     from roleforge.tasks.infer import tool_use_rates
 
     answers = router.generate(args.role, settings.role(args.role).system_prompt, [r["request"] for r in rows])
-    report = {"role": args.role, "model": args.model, "version": version,
-              **tool_use_rates(answers, [r["tool"] for r in rows])}
+    report = {"role": args.role, "model": args.model, "version": version, **tool_use_rates(answers, rows)}
     if args.answers:
         from roleforge.tasks.tool_use import check_tool_use
 
@@ -412,11 +411,40 @@ def cmd_evaluate_tool_use(args: argparse.Namespace) -> int:
             for row, answer in zip(rows, answers):
                 check = check_tool_use(answer)
                 out.write(json.dumps({"request": row["request"], "tool": row["tool"], "answer": answer, "called": check.tool,
-                                      "compliant": check.compliant(row["tool"])}) + "\n")
+                                      "compliant": check.compliant(row["tool"]), "args": check.args,
+                                      "args_valid": check.args_valid(row)}) + "\n")
     if not args.json:
+        args_valid = f"{report['args_valid_rate']:.3f} of {report['args_checked']}" if report["args_checked"] else "n/a (no row states a right call)"
         print(f"{args.role} {args.model}{' v' + version if version else ''}: n={report['n']} "
               f"thought={report['thought_rate']:.3f} json_valid={report['json_valid_rate']:.3f} "
-              f"full_compliance={report['full_compliance_rate']:.3f}")
+              f"full_compliance={report['full_compliance_rate']:.3f} args_valid={args_valid}")
+    emit(report, args.json)
+    return 0
+
+
+def cmd_evaluate_role(args: argparse.Namespace) -> int:
+    settings = _settings()
+    from roleforge.evaluation.role_report import role_prompts, role_report
+    from roleforge.tasks.infer import champion_adapters
+    from roleforge.tasks.models import ensure_base_model
+
+    config = settings.role(args.role)
+    rows = role_prompts(args.role, Path(args.prompts) if args.prompts else None, config.output)
+    adapter, version = (Path(args.adapter), None) if args.adapter else champion_adapters(settings, [args.role]).get(args.role, (None, None))
+    base_model = ensure_base_model(settings.resolved_base_model, is_default=settings.base_model is None)
+    report = role_report(base_model, adapter, config.system_prompt, config.output, rows,
+                         config.evaluation.max_new_tokens, config.evaluation.capability_max_new_tokens, config.gate.confidence)
+    answers = report.pop("answers")
+    report = {"role": args.role, "adapter": str(adapter) if adapter else None, "version": version, **report}
+    if args.answers:
+        Path(args.answers).write_text("".join(json.dumps(a) + "\n" for a in answers), encoding="utf-8")
+    if not args.json:
+        for side in ("base", "adapter"):
+            if side in report:
+                kept = report[side].get("contract")
+                print(f"{args.role} {side}: capability {report[side]['capability_passed']}/{report['capability_questions']}"
+                      + (f", contract {kept['compliant']}/{kept['answers']} [{kept['low']:.2f}, {kept['high']:.2f}]" if kept else "")
+                      + "".join(f", {k} {v:.3f}" for k, v in report[side].get("tool_use", {}).items() if k.endswith("rate")))
     emit(report, args.json)
     return 0
 
@@ -540,13 +568,23 @@ def build_parser() -> Parser:
 
     evaluate = commands.add_parser("evaluate", help="task evaluations").add_subparsers(
         dest="evaluation", required=True, parser_class=Parser)
-    tool_use = evaluate.add_parser("tool-use", help="Thought / JSON / full-compliance rates on tool-use requests")
-    tool_use.add_argument("--prompts", required=True, help="JSONL with `request` and `tool` (the tool that should be called)")
+    tool_use = evaluate.add_parser("tool-use", help="Thought / JSON / full-compliance / right-arguments rates on tool-use requests")
+    tool_use.add_argument("--prompts", required=True, help="JSONL with `request`, `tool` (the tool that should be called) and optionally what a right call does (`answer`, `query_terms`, calendar `action`/`title`/`date`/`time`)")
     tool_use.add_argument("--model", choices=["base", "champion"], default="champion")
     tool_use.add_argument("--role", default="tool-agent")
     tool_use.add_argument("--answers", help="also write each request, answer and verdict to this JSONL file")
     tool_use.add_argument("--json", action="store_true")
     tool_use.set_defaults(handler=cmd_evaluate_tool_use)
+
+    role_eval = evaluate.add_parser("role", help="base model vs the role's champion (or --adapter) on prompts it was not "
+                                                 "trained on: output contract, retained capability, tool calls")
+    role_eval.add_argument("--role", required=True)
+    role_eval.add_argument("--prompts", help="JSONL with `prompt` (or `request`) and optionally `role` (default: the "
+                                             "bundled evaluation set for the role)")
+    role_eval.add_argument("--adapter", help="an adapter directory to evaluate instead of the champion")
+    role_eval.add_argument("--answers", help="also write each prompt with both answers to this JSONL file")
+    role_eval.add_argument("--json", action="store_true")
+    role_eval.set_defaults(handler=cmd_evaluate_role)
 
     serve = commands.add_parser("serve", help="serve the deployments of prefect.yaml (with schedules) from this process")
     serve.add_argument("--limit", type=int, default=1, help="flow runs at once (default 1: one CPU-heavy run at a time)")

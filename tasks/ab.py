@@ -4,19 +4,13 @@ retained-capability set guard against a candidate that wins preferences by break
 
 from __future__ import annotations
 
-import json
 import math
 import random
-import re
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, Field
-
-from roleforge.sample import CAPABILITIES
-from roleforge.tasks.labelers.heuristics import is_refusal
-
 
 
 def wilson_interval(successes: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -50,6 +44,49 @@ def paired_bootstrap(candidate: Sequence[float], opponent: Sequence[float], conf
     return means[int(tail * (rounds - 1))], means[int((1 - tail) * (rounds - 1))]
 
 
+# Fewest judged prompts a length-controlled rate is fitted on; below it, the raw rate stands.
+MIN_LENGTH_CONTROL_PROMPTS = 6
+
+
+def length_controlled_win_rate(outcomes: Sequence[float], candidate_lengths: Sequence[int],
+                               opponent_lengths: Sequence[int], min_prompts: int = MIN_LENGTH_CONTROL_PROMPTS) -> float:
+    """The win rate at equal answer length (AlpacaEval-LC's idea): a logistic regression of each prompt's outcome (1 win,
+    0.5 tie, 0 loss) on the length difference (c - o) / (c + o), scaled to unit RMS, read at zero difference.
+
+    A unit ridge penalty on the slope keeps the fit finite when length alone separates wins from losses. The raw rate
+    stands with fewer than `min_prompts` outcomes, outcomes all alike, or no varying length difference.
+    """
+    from scipy.optimize import minimize
+    from scipy.special import expit, log_expit
+
+    y = np.asarray(outcomes, dtype=float)
+    c, o = np.asarray(candidate_lengths, dtype=float), np.asarray(opponent_lengths, dtype=float)
+    raw = float(y.mean()) if len(y) else 0.0
+    difference = (c - o) / np.maximum(c + o, 1.0)
+    if len(y) < min_prompts or np.ptp(y) == 0 or np.ptp(difference) == 0:
+        return raw
+    x = difference / np.sqrt(np.mean(difference**2))
+
+    def penalised_loss(params: np.ndarray) -> tuple[float, np.ndarray]:
+        intercept, slope = params
+        z = intercept + slope * x
+        residual = expit(z) - y
+        loss = -np.sum(y * log_expit(z) + (1 - y) * log_expit(-z)) + slope**2 / 2
+        return float(loss), np.array([residual.sum(), (residual * x).sum() + slope])
+
+    fit = minimize(penalised_loss, np.zeros(2), jac=True, method="L-BFGS-B")
+    return float(expit(fit.x[0]))
+
+
+def order_verdict(first: float, second: float, margin: float) -> str:
+    """"win", "loss" or "tie" for answer X against Y, from P(X better) with X shown first and P(Y better) with Y shown
+    first; "flip" when each order prefers its first answer beyond the margin, which is position bias, not a verdict."""
+    if (first > 0.5 + margin and second > 0.5 + margin) or (first < 0.5 - margin and second < 0.5 - margin):
+        return "flip"
+    p_first = (first + (1.0 - second)) / 2
+    return "win" if p_first > 0.5 + margin else "loss" if p_first < 0.5 - margin else "tie"
+
+
 class GenerationAB(BaseModel):
     """Per-prompt verdicts of the judge on the two models' answers, and the candidate's win rate."""
 
@@ -57,11 +94,13 @@ class GenerationAB(BaseModel):
     prompts: int
     wins: int
     losses: int
-    ties: int
+    ties: int  # order flips included
     no_verdict: int
     win_rate: float  # ties count half
     win_rate_low: float
     win_rate_high: float
+    length_controlled_win_rate: float  # the win rate at equal answer length (length_controlled_win_rate)
+    order_flips: int = 0  # verdicts that followed the position, not the answers: counted as ties
     examples: list[dict[str, str]] = []
     # Each prompt's verdict ("win", "loss", "tie", or "no verdict: " and the judge's reason), in order: for the
     # evaluation's answers artifact, not for reports.
@@ -71,75 +110,27 @@ class GenerationAB(BaseModel):
 def judge_ab(judge: Any, system_prompt: str, prompts: list[str], candidate: list[str], opponent: list[str],
              margin: float = 0.1, confidence: float = 0.95) -> GenerationAB:
     """The judge compares each pair of answers as (candidate, opponent) and as (opponent, candidate); the averaged
-    probability decides a win, a loss, or (within margin of 0.5) a tie."""
+    probability decides a win, a loss, or (within margin of 0.5) a tie. A verdict that flips with the order is a tie."""
     forward = judge.prefer_a(system_prompt, list(zip(prompts, candidate, opponent)))
     backward = judge.prefer_a(system_prompt, list(zip(prompts, opponent, candidate)))
-    wins = losses = ties = no_verdict = 0
-    examples, verdicts = [], []
+    counts = {"win": 0, "loss": 0, "tie": 0, "flip": 0, "no verdict": 0}
+    examples, verdicts, scored = [], [], []  # scored: (outcome, candidate length, opponent length) per judged prompt
     for prompt, ours, theirs, first, second in zip(prompts, candidate, opponent, forward, backward):
         if isinstance(first, str) or isinstance(second, str):
-            no_verdict += 1
+            counts["no verdict"] += 1
             verdicts.append(f"no verdict: {first if isinstance(first, str) else second}")
             continue
-        p_candidate = (first + (1.0 - second)) / 2
-        verdict = "win" if p_candidate > 0.5 + margin else "loss" if p_candidate < 0.5 - margin else "tie"
-        wins, losses, ties = wins + (verdict == "win"), losses + (verdict == "loss"), ties + (verdict == "tie")
+        outcome = order_verdict(first, second, margin)
+        counts[outcome] += 1
+        verdict = "tie" if outcome == "flip" else outcome
         verdicts.append(verdict)
+        scored.append(({"win": 1.0, "loss": 0.0, "tie": 0.5}[verdict], len(ours), len(theirs)))
         if len(examples) < 3:
             examples.append({"prompt": prompt, "candidate": ours[:300], "opponent": theirs[:300], "verdict": verdict})
-    judged = wins + losses + ties
-    low, high = wilson_interval(wins + ties / 2, judged, confidence)
-    return GenerationAB(judge=judge.name, prompts=len(prompts), wins=wins, losses=losses, ties=ties, no_verdict=no_verdict,
-                        win_rate=(wins + ties / 2) / judged if judged else 0.0, win_rate_low=low, win_rate_high=high,
-                        examples=examples, verdicts=verdicts)
-
-
-def capability_items(path: Path = CAPABILITIES) -> list[dict[str, Any]]:
-    """Plain questions with accepted answers: what the candidate must still answer where its opponent does."""
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def answers_correctly(answer: str, accepted: list[str]) -> bool:
-    return any(re.search(rf"(?<!\w){re.escape(word)}(?!\w)", answer, re.IGNORECASE) for word in accepted)
-
-
-class Guardrails(BaseModel):
-    """What the candidate must not break, measured on the same prompts for both models."""
-
-    candidate_refusal_rate: float
-    opponent_refusal_rate: float
-    length_ratio: float  # mean answer length (characters), candidate over opponent; 1.0 with nothing generated
-    capability_total: int  # capability questions the opponent answers correctly
-    capability_lost: list[str]  # of those, the ones the candidate gets wrong
-
-    def broken(self, config: Any) -> list[str]:
-        """Each guardrail the candidate breaks under the role's gate configuration, as a reason."""
-        reasons = []
-        increase = self.candidate_refusal_rate - self.opponent_refusal_rate
-        if increase > config.max_refusal_increase:
-            reasons.append(f"refusal rate {self.candidate_refusal_rate:.2f} vs {self.opponent_refusal_rate:.2f} "
-                           f"(+{increase:.2f} > +{config.max_refusal_increase:.2f})")
-        if not config.min_length_ratio <= self.length_ratio <= config.max_length_ratio:
-            reasons.append(f"answer length {self.length_ratio:.2f}x the opponent's (allowed "
-                           f"{config.min_length_ratio:.2f}-{config.max_length_ratio:.2f})")
-        if len(self.capability_lost) > config.max_capability_loss:
-            reasons.append(f"lost {len(self.capability_lost)} of {self.capability_total} retained capabilities "
-                           f"(e.g. {self.capability_lost[0]!r})")
-        return reasons
-
-
-def measure_guardrails(candidate: list[str], opponent: list[str], items: list[dict[str, Any]],
-                       candidate_checks: list[str], opponent_checks: list[str]) -> Guardrails:
-    def mean_length(answers: list[str]) -> float:
-        return sum(map(len, answers)) / max(len(answers), 1)
-
-    kept = [(item, ours) for item, ours, theirs in zip(items, candidate_checks, opponent_checks, strict=True)
-            if answers_correctly(theirs, item["answers"])]
-    return Guardrails(
-        candidate_refusal_rate=sum(map(is_refusal, candidate)) / max(len(candidate), 1),
-        opponent_refusal_rate=sum(map(is_refusal, opponent)) / max(len(opponent), 1),
-        # +1 character on both sides: two empty answer sets are the same length, not a division by zero.
-        length_ratio=(mean_length(candidate) + 1) / (mean_length(opponent) + 1),
-        capability_total=len(kept),
-        capability_lost=[item["question"] for item, ours in kept if not answers_correctly(ours, item["answers"])],
-    )
+    wins, losses, ties = counts["win"], counts["loss"], counts["tie"] + counts["flip"]
+    low, high = wilson_interval(wins + ties / 2, len(scored), confidence)
+    outcomes, candidate_lengths, opponent_lengths = zip(*scored) if scored else ((), (), ())
+    return GenerationAB(judge=judge.name, prompts=len(prompts), wins=wins, losses=losses, ties=ties,
+                        no_verdict=counts["no verdict"], win_rate=(wins + ties / 2) / len(scored) if scored else 0.0,
+                        win_rate_low=low, win_rate_high=high, order_flips=counts["flip"], examples=examples, verdicts=verdicts,
+                        length_controlled_win_rate=length_controlled_win_rate(outcomes, candidate_lengths, opponent_lengths))

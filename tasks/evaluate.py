@@ -10,15 +10,21 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
+from roleforge.evaluation.capability import Guardrails, capability_items, mcnemar_p_value, measure_guardrails, passes
+from roleforge.evaluation.contracts import Compliance, OutputContract, compliance
+from roleforge.evaluation.drift import mean_token_kl
+from roleforge.evaluation.judging import JudgeCalibration, judge_generation
 from roleforge.runtime import MODEL_MODULES, import_for_stages
-from roleforge.tasks.ab import (GenerationAB, Guardrails, answers_correctly, capability_items, judge_ab, measure_guardrails,
-                               paired_bootstrap)
+from roleforge.tasks.ab import GenerationAB, paired_bootstrap
 from roleforge.tasks.errors import retry_transient
+from roleforge.tasks.infer import generate_answers
 from roleforge.tasks.label import load_split
+from roleforge.tasks.reference_store import reference_identity
 from roleforge.tasks.scoring import ModelScore, completion_logps, pair_correct, score
 from roleforge.tasks.settings import EvaluationConfig, load_settings
 from roleforge.tasks.train import Candidate
 from roleforge.tasks.timing import STAGES
+from roleforge.training.replay import general_prompts, reference_answers
 
 CANDIDATE, CHAMPION, REFERENCE = "candidate", "champion", "reference"
 
@@ -35,8 +41,12 @@ class Evaluation(BaseModel):
     accuracy_gain_low: float | None = None  # paired-bootstrap interval of the gain over the held-out pairs
     accuracy_gain_high: float | None = None
     generation: GenerationAB | None = None
+    judge_calibration: JudgeCalibration | None = None
     guardrails: Guardrails | None = None
     task_metrics: dict[str, dict[str, float]] = {}  # per model ("candidate", "opponent"), where the role has a checker
+    contract: dict[str, Compliance] = {}  # per model ("candidate", "opponent"): the role's output contract followed
+    contract_loss_p_value: float | None = None  # one-sided McNemar: the candidate follows the contract less often
+    drift_kl: float | None = None  # mean KL from the reference's next-token distributions on general prompts (nats/token)
     # Every answer both models generated, side by side (answer_sheet): logged as evaluation/answers.json, to see why
     # a candidate won or was held back; not part of reports.
     answers: dict[str, list[dict[str, Any]]] = Field(default={}, exclude=True)
@@ -46,17 +56,24 @@ class Evaluation(BaseModel):
         return self.candidate.preference_accuracy - self.opponent_score.preference_accuracy
 
 
-NO_GENERATION = EvaluationConfig(generation_prompts=0, capability_checks=False)
+NO_GENERATION = EvaluationConfig(generation_prompts=0, contract_prompts=0, capability_checks=False, drift_prompts=0)
+NO_CONTRACT = OutputContract()
+REFERENCE_ANSWERS = "reference-answers"  # under checkpoints/: the reference's answers to the fixed prompt sets
+DRIFT_MAX_NEW_TOKENS = 96  # the reference's answers to the drift prompts: a plain answer's length
 
 
 def evaluate_candidate(candidate: Candidate, system_prompt: str, base_model: Path, champion_adapter: Path | None,
                        champion_version: str | None, max_pairs: int, base_adapter: Path | None = None,
-                       config: EvaluationConfig = NO_GENERATION, judge: Any = None, confidence: float = 0.95) -> Evaluation:
+                       config: EvaluationConfig = NO_GENERATION, judge: Any = None, confidence: float = 0.95,
+                       contract: OutputContract = NO_CONTRACT, cache_dir: Path | None = None,
+                       judge_calibration: JudgeCalibration | None = None) -> Evaluation:
     """Score candidate and opponent (the champion adapter; else the reference: the role's SFT adapter or the base
     model) on the role's held-out pairs. Implicit rewards are log-ratios to that same reference. Then, as the
-    configuration asks: both answer held-out prompts for the judge, the retained-capability questions, and the
-    role's task prompts."""
-    from roleforge.tasks.infer import generate_answers, read_tool_use_prompts
+    configuration asks: both answer held-out prompts (the role's output contract, and the judge's A/B), the candidate
+    and the reference answer the retained-capability questions, the candidate's logit drift from the reference is
+    read on general prompts, and both answer the role's task prompts. The reference's answers to the fixed sets are
+    kept in `cache_dir`: they never change."""
+    from roleforge.tasks.infer import read_tool_use_prompts
     from roleforge.tasks.models import BASE_MODELS, attach_adapter, chat_prompts, load_tokenizer
 
     pairs = sorted(load_split(candidate.dataset_path, "held_out"), key=lambda p: p["pair_id"])[:max_pairs]
@@ -65,10 +82,14 @@ def evaluate_candidate(candidate: Candidate, system_prompt: str, base_model: Pat
     chosen = [p["chosen"] + tokenizer.eos_token for p in pairs]
     rejected = [p["rejected"] + tokenizer.eos_token for p in pairs]
     opponent_adapter = CHAMPION if champion_adapter is not None else (REFERENCE if base_adapter is not None else None)
-    ab_prompts = list(dict.fromkeys(p["prompt"] for p in pairs))[:config.generation_prompts]
+    reference_adapter = REFERENCE if base_adapter is not None else None
+    held_out_prompts = list(dict.fromkeys(p["prompt"] for p in pairs))
+    ab_count = max(config.generation_prompts, 0 if contract.empty else config.contract_prompts)
     items = capability_items() if config.capability_checks else []
     tasks = read_tool_use_prompts(config.tool_use_prompts)[:config.max_task_prompts] if config.tool_use_prompts else []
+    asked = {"ab": held_out_prompts[:ab_count], "tasks": [t["request"] for t in tasks]}
     answers: dict[str, dict[str, list[str]]] = {}
+    drift_kl = None
     with BASE_MODELS.lend(base_model) as base:
         model = attach_adapter(base, candidate.adapter_path, adapter_name=CANDIDATE)
         try:
@@ -86,65 +107,92 @@ def evaluate_candidate(candidate: Candidate, system_prompt: str, base_model: Pat
                 with active(adapter):
                     return completion_logps(model, tokenizer, prompts, chosen), completion_logps(model, tokenizer, prompts, rejected)
 
-            reference = logps(REFERENCE if base_adapter is not None else None)
+            def generate(adapter: str | None, questions: list[str], max_new_tokens: int) -> list[str]:
+                with active(adapter):
+                    return generate_answers(model, tokenizer, system_prompt, questions, max_new_tokens, config.batch_size)
+
+            reference = logps(reference_adapter)
             ours = logps(CANDIDATE)
             theirs = logps(CHAMPION) if champion_adapter is not None else reference
             candidate_score = score(*ours, *reference)
             opponent_score = score(*theirs, *reference) if champion_adapter is not None else score(*reference, None, None)
-            # One batched call per model for all its prompts: decoding a small model on a CPU is bound by reading
-            # the weights, so a batch of 32 costs little more per step than a batch of 8 (docs/perf-notes.md).
-            asked = {"ab": ab_prompts, "capability": [i["question"] for i in items], "tasks": [t["request"] for t in tasks]}
+            # One batched call per model and prompt set: decoding a small model on a CPU is bound by reading the
+            # weights, so a batch of 32 costs little more per step than a batch of 8.
             for side, adapter in (("candidate", CANDIDATE), ("opponent", opponent_adapter)):
-                with active(adapter):
-                    flat = generate_answers(model, tokenizer, system_prompt, [p for group in asked.values() for p in group],
-                                            config.max_new_tokens, config.batch_size)
-                answers[side], start = {}, 0
-                for group, group_prompts in asked.items():
-                    answers[side][group], start = flat[start:start + len(group_prompts)], start + len(group_prompts)
+                answers[side] = {group: generate(adapter, questions, config.max_new_tokens) if questions else []
+                                 for group, questions in asked.items()}
+            identity = reference_identity(base_model, base_adapter, str(next(base.parameters()).dtype), base.device.type)
+            if items:
+                questions = [item["question"] for item in items]
+                with active(reference_adapter):
+                    kept = reference_answers(model, tokenizer, system_prompt, questions, config.capability_max_new_tokens,
+                                             cache_dir, identity)
+                answers["reference"] = {"capability": [kept.get(q, "") for q in questions]}
+                answers["candidate"]["capability"] = generate(CANDIDATE, questions, config.capability_max_new_tokens)
+            if config.drift_prompts:
+                general = general_prompts("drift")[:config.drift_prompts]
+                with active(reference_adapter):
+                    kept = reference_answers(model, tokenizer, system_prompt, general, DRIFT_MAX_NEW_TOKENS, cache_dir, identity)
+                drift_kl = mean_token_kl(model, tokenizer, system_prompt, general, [kept[p] for p in general],
+                                         CANDIDATE, reference_adapter)
         finally:
             model.unload()
+    asked["capability"] = [item["question"] for item in items]
     gain_low, gain_high = paired_bootstrap(pair_correct(*ours), pair_correct(*theirs), confidence)
     generation = guardrails = None
+    ab_prompts = asked["ab"][:config.generation_prompts]
     if ab_prompts and judge is not None:
-        generation = judge_ab(judge, system_prompt, ab_prompts, answers["candidate"]["ab"], answers["opponent"]["ab"],
-                              config.judge_margin, confidence)
-    if ab_prompts or items:
+        generation = judge_generation(judge, judge_calibration, system_prompt, ab_prompts,
+                                      answers["candidate"]["ab"][:len(ab_prompts)], answers["opponent"]["ab"][:len(ab_prompts)],
+                                      config.judge_margin, confidence)
+    if asked["ab"] or items:
         guardrails = measure_guardrails(answers["candidate"]["ab"], answers["opponent"]["ab"], items,
-                                        answers["candidate"]["capability"], answers["opponent"]["capability"])
+                                        answers["candidate"].get("capability", []),
+                                        answers.get("reference", {}).get("capability", []))
+    contract_scores = {} if contract.empty or not asked["ab"] else {
+        side: compliance(contract, answers[side]["ab"], confidence) for side in ("candidate", "opponent")}
+    contract_p = None
+    if contract_scores:
+        ours_ok = [contract.complies(a) for a in answers["candidate"]["ab"]]
+        theirs_ok = [contract.complies(a) for a in answers["opponent"]["ab"]]
+        contract_p = mcnemar_p_value(sum(o and not c for c, o in zip(ours_ok, theirs_ok)),
+                                  sum(c and not o for c, o in zip(ours_ok, theirs_ok)))
     task_metrics = {}
     if tasks:
         from roleforge.tasks.infer import tool_use_rates
 
-        task_metrics = {side: tool_use_rates(answers[side]["tasks"], [t["tool"] for t in tasks]) for side in answers}
+        task_metrics = {side: tool_use_rates(answers[side]["tasks"], tasks) for side in ("candidate", "opponent")}
     return Evaluation(
         role=candidate.role, held_out_pairs=len(pairs),
         opponent=CHAMPION if champion_adapter is not None else ("sft" if base_adapter is not None else "base"),
         opponent_version=champion_version, candidate=candidate_score, opponent_score=opponent_score,
         accuracy_gain_low=gain_low, accuracy_gain_high=gain_high, generation=generation, guardrails=guardrails,
-        task_metrics=task_metrics, answers=answer_sheet(answers, asked, generation, items, tasks),
+        task_metrics=task_metrics, contract=contract_scores, contract_loss_p_value=contract_p, drift_kl=drift_kl,
+        judge_calibration=judge_calibration,
+        answers=answer_sheet(answers, asked, generation, items, tasks, contract),
     )
 
 
 def answer_sheet(answers: dict[str, dict[str, list[str]]], asked: dict[str, list[str]], generation: GenerationAB | None,
-                 items: list[dict[str, Any]], tasks: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """The generated answers, one entry per prompt with both models' answers: the A/B prompts with the judge's
-    verdict, the retained-capability questions with whether each answer is accepted, and the task requests with the
-    tool each one needs."""
+                 items: list[dict[str, Any]], tasks: list[dict[str, Any]],
+                 contract: OutputContract = NO_CONTRACT) -> dict[str, list[dict[str, Any]]]:
+    """The generated answers, one entry per prompt: the held-out prompts with both models' answers, the judge's
+    verdict and what each answer misses of the output contract; the retained-capability questions with the
+    candidate's and the reference's answers and whether each passes; the task requests with the tool each needs."""
     ours, theirs = answers["candidate"], answers["opponent"]
-
-    def pairs(group: str) -> list[tuple[str, str, str]]:
-        return list(zip(asked[group], ours[group], theirs[group], strict=True))
-
-    verdicts = generation.verdicts if generation is not None else [None] * len(asked["ab"])
+    verdicts = [*(generation.verdicts if generation is not None else []), *[None] * len(asked["ab"])]
+    reference = answers.get("reference", {}).get("capability", [])
     return {
         "ab": [{"prompt": prompt, "candidate": mine, "opponent": other, "verdict": verdict}
-               for (prompt, mine, other), verdict in zip(pairs("ab"), verdicts, strict=True)],
-        "capability": [{"question": question, "accepted": item["answers"], "candidate": mine, "opponent": other,
-                        "candidate_correct": answers_correctly(mine, item["answers"]),
-                        "opponent_correct": answers_correctly(other, item["answers"])}
-                       for (question, mine, other), item in zip(pairs("capability"), items, strict=True)],
-        "tasks": [{"request": request, "tool": task["tool"], "candidate": mine, "opponent": other}
-                  for (request, mine, other), task in zip(pairs("tasks"), tasks, strict=True)],
+               | ({} if contract.empty else {"candidate_misses": contract.violations(mine),
+                                             "opponent_misses": contract.violations(other)})
+               for prompt, mine, other, verdict in zip(asked["ab"], ours["ab"], theirs["ab"], verdicts)],
+        "capability": [{"question": item["question"], "accepted": item.get("answers", []), "check": item.get("check"),
+                        "candidate": mine, "reference": base,
+                        "candidate_correct": passes(item, mine), "reference_correct": passes(item, base)}
+                       for item, mine, base in zip(items, ours.get("capability", []), reference, strict=True)],
+        "tasks": [{"request": task["request"], "tool": task["tool"], "candidate": mine, "opponent": other}
+                  for task, mine, other in zip(tasks, ours["tasks"], theirs["tasks"], strict=True)],
     }
 
 
@@ -165,6 +213,11 @@ def evaluation_metrics(evaluation: Evaluation) -> dict[str, float]:
                     "eval_capability_lost": float(len(g.capability_lost))}
     for side, rates in evaluation.task_metrics.items():
         metrics |= {f"eval_{side}_{k}": float(v) for k, v in rates.items() if k != "n"}
+    for side, kept in evaluation.contract.items():
+        metrics |= {f"eval_{side}_contract_rate": kept.rate, f"eval_{side}_contract_low": kept.low,
+                    f"eval_{side}_contract_high": kept.high}
+    if evaluation.drift_kl is not None:
+        metrics["eval_drift_kl"] = evaluation.drift_kl
     return metrics
 
 
@@ -182,10 +235,11 @@ def evaluate_role(candidate: Candidate, profile: str) -> Evaluation:
     client = mlflow_client(settings.resolved_tracking_uri)
     champion_path, champion_version = champion_adapter(
         client, settings.registered_model_name(candidate.role), settings.path("registry-cache"))
-    judge = evaluation_judge(settings) if config.evaluation.generation_prompts else None
+    judge, calibration = evaluation_judge(settings, config.evaluation) if config.evaluation.generation_prompts else (None, None)
     evaluation = evaluate_candidate(candidate, config.system_prompt, settings.resolved_base_model, champion_path,
                                     champion_version, role_recipe(profile, config.training, candidate.role)["data"]["max_eval_pairs"],
-                                    config.base_adapter, config.evaluation, judge, config.gate.confidence)
+                                    config.base_adapter, config.evaluation, judge, config.gate.confidence,
+                                    config.output, settings.path("checkpoints", REFERENCE_ANSWERS), calibration)
     for key, value in evaluation_metrics(evaluation).items():
         client.log_metric(candidate.mlflow_run_id, key, value)
     if any(evaluation.answers.values()):
@@ -234,10 +288,20 @@ def write_chart(evaluation: Evaluation, path: Path) -> Path:
     return path
 
 
-def evaluation_judge(settings: Any) -> Any:
-    """The configured teacher judge; without one, a local judge on the base model."""
+def evaluation_judge(settings: Any, config: EvaluationConfig) -> tuple[Any, JudgeCalibration]:
+    """The configured teacher judge (without one, a local judge on the base model) and its calibration, which decides
+    whether its A/B counts (judge_generation). A local judge's calibration is kept on disk per model; a remote one's
+    for the flow run."""
+    from prefect.runtime import flow_run
+
+    from roleforge.evaluation.judging import JUDGE_CALIBRATION, judge_calibration
     from roleforge.tasks.label import local_judge, teacher_judge
     from roleforge.tasks.models import ensure_base_model
 
     base_model = ensure_base_model(settings.resolved_base_model, is_default=settings.base_model is None)
-    return teacher_judge(settings.teacher, base_model) or local_judge(base_model, settings.teacher.batch_size)
+    judge = teacher_judge(settings.teacher, base_model) or local_judge(base_model, settings.teacher.batch_size)
+    local_model = None if settings.teacher.kind == "http" else (
+        settings.teacher.model if settings.teacher.kind == "local" and settings.teacher.model else base_model)
+    calibration = judge_calibration(judge, config.judge_calibration_pairs or JUDGE_CALIBRATION, config.judge_margin,
+                                    config.min_judge_agreement, settings.path("judge-calibration"), local_model, flow_run.id)
+    return judge, calibration

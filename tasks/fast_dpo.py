@@ -495,10 +495,9 @@ def cached_reference(path: Path, key: str, compute: Any) -> list[tuple[float, fl
             return [tuple(v) for v in stored["logps"]]
     except (OSError, ValueError, KeyError):
         pass
+    from roleforge.ops.files import write_atomic
+
     values = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_suffix(".partial")
-    staging.write_text(json.dumps({"key": key, "logps": values}))
-    staging.replace(path)
+    write_atomic(path, json.dumps({"key": key, "logps": values}))
     return values
 

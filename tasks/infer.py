@@ -83,20 +83,35 @@ def champion_adapters(settings: Settings, roles: list[str]) -> dict[str, tuple[P
     return found
 
 
-def tool_use_rates(answers: list[str], expected_tools: list[str]) -> dict[str, float | int]:
+def tool_use_rates(answers: list[str], rows_or_tools: list[dict[str, Any]] | list[str]) -> dict[str, float | int]:
     """The agentic-DPO table's three rates: Thought prefix, valid JSON action, and full compliance (both, with
-    a known tool that is the right one for the request)."""
+    a known tool that is the right one for the request); and how often the call's arguments are right.
+
+    Args:
+        answers: the model's answer to each request.
+        rows_or_tools: per answer, its request row (`tool`, and what a right call does: see
+            `tool_use.check_arguments`) or just the name of the tool it should call.
+
+    `args_valid_rate` is the share of right-tool calls whose arguments pass, over the `args_checked` answers whose
+    rows state something checkable; it is 0.0 when none do (a list of tool names states nothing).
+    """
     from roleforge.tasks.tool_use import check_tool_use
 
+    rows = [{"tool": r} if isinstance(r, str) else r for r in rows_or_tools]
     checks = [check_tool_use(answer) for answer in answers]
     n = len(checks)
+    verdicts = [c.args_valid(row) for c, row in zip(checks, rows)]
+    checked = sum(v is not None for v in verdicts)
     if n == 0:
-        return {"n": 0, "thought_rate": 0.0, "json_valid_rate": 0.0, "full_compliance_rate": 0.0}
+        return {"n": 0, "thought_rate": 0.0, "json_valid_rate": 0.0, "full_compliance_rate": 0.0,
+                "args_checked": 0, "args_valid_rate": 0.0}
     return {
         "n": n,
         "thought_rate": sum(c.thought for c in checks) / n,
         "json_valid_rate": sum(c.json_valid for c in checks) / n,
-        "full_compliance_rate": sum(c.compliant(tool) for c, tool in zip(checks, expected_tools)) / n,
+        "full_compliance_rate": sum(c.compliant(row["tool"]) for c, row in zip(checks, rows)) / n,
+        "args_checked": checked,
+        "args_valid_rate": sum(v is True for v in verdicts) / checked if checked else 0.0,
     }
 
 
@@ -121,8 +136,14 @@ def read_prompts(path: str | Path, key: str) -> list[dict[str, Any]]:
 
 
 def read_tool_use_prompts(path: str | Path) -> list[dict[str, Any]]:
-    """Tool-use requests: JSONL rows with `request` (the user's text) and `tool` (the tool that should be called)."""
+    """Tool-use requests: JSONL rows with `request` (the user's text) and `tool` (the tool that should be called),
+    and optionally what a right call does (`answer`, `query_terms`, calendar `action`/`title`/`date`/`time`)."""
+    from roleforge.tasks.tool_use import request_row_problem
+
     rows = read_prompts(path, "request")
     if any(not isinstance(r.get("tool"), str) for r in rows):
         raise RoleforgeError(f"{path}: every row needs `request` and `tool`")
+    for number, row in enumerate(rows, start=1):
+        if (problem := request_row_problem(row)) is not None:
+            raise RoleforgeError(f"{path}: request {number}: {problem}")
     return rows

@@ -36,7 +36,8 @@ class Decision(BaseModel):
 def gate(evaluation: Evaluation, config: GateConfig) -> tuple[bool, str]:
     """The promotion rule. The candidate must beat its opponent on held-out preference accuracy by a margin, with
     the lower bound of the gain's confidence interval above the threshold; its implicit reward must rank enough
-    held-out pairs the right way; it may not lose the generation A/B with confidence; and no guardrail may break."""
+    held-out pairs the right way; it may not lose the generation A/B with confidence (where a judge passed its
+    calibration; without one the rest decides); and no guardrail may break."""
     gain, reward_accuracy = evaluation.accuracy_gain, evaluation.candidate.reward_accuracy or 0.0
     versus = f"{evaluation.opponent}" + (f" v{evaluation.opponent_version}" if evaluation.opponent_version else "")
     level = f"{config.confidence:.0%}"
@@ -50,17 +51,37 @@ def gate(evaluation: Evaluation, config: GateConfig) -> tuple[bool, str]:
         return False, f"reward accuracy {reward_accuracy:.3f} is below {config.min_reward_accuracy:.3f}"
     ab = evaluation.generation
     if ab is not None:
-        rate = f"win rate {ab.win_rate:.2f} [{ab.win_rate_low:.2f}, {ab.win_rate_high:.2f}] over {ab.prompts} prompts"
+        rate = (f"win rate {ab.win_rate:.2f} [{ab.win_rate_low:.2f}, {ab.win_rate_high:.2f}] (length-controlled "
+                f"{ab.length_controlled_win_rate:.2f}) over {ab.prompts} prompts")
         if ab.win_rate_high < config.min_win_rate_high:
             return False, f"lost the generation A/B against {versus}: {rate}, upper bound below {config.min_win_rate_high:.2f}"
         if ab.win_rate_low < config.min_win_rate_low:
             return False, f"generation A/B against {versus} not won: {rate}, lower bound below {config.min_win_rate_low:.2f}"
     broken = evaluation.guardrails.broken(config) if evaluation.guardrails is not None else []
+    broken += output_contract_broken(evaluation, config)
     if broken:
         return False, "guardrail broken: " + "; ".join(broken)
     interval = f" ({level} interval {low:+.3f} to {evaluation.accuracy_gain_high:+.3f})" if low is not None else ""
-    won = f", generation win rate {ab.win_rate:.2f} [{ab.win_rate_low:.2f}, {ab.win_rate_high:.2f}]" if ab is not None else ""
+    calibration = evaluation.judge_calibration
+    # A judge that failed its calibration leaves no A/B: the reason says so rather than quote a coin toss.
+    won = (f", generation win rate {ab.win_rate:.2f} [{ab.win_rate_low:.2f}, {ab.win_rate_high:.2f}]" if ab is not None
+           else f", no judge: {calibration.summary()}" if calibration is not None and not calibration.passed else "")
     return True, f"accuracy gain {gain:+.3f} over {versus}{interval}, reward accuracy {reward_accuracy:.3f}{won}"
+
+
+def output_contract_broken(evaluation: Evaluation, config: GateConfig) -> list[str]:
+    """The output contract followed less often than by the opponent (with confidence), and drift from the base
+    model above the role's limit, as reasons."""
+    reasons = []
+    if evaluation.contract:
+        ours, theirs, p = evaluation.contract["candidate"], evaluation.contract["opponent"], evaluation.contract_loss_p_value
+        if ours.rate < theirs.rate and p is not None and p < config.min_contract_p_value:
+            reasons.append(f"output contract followed in {ours.compliant} of {ours.answers} held-out answers against the "
+                           f"opponent's {theirs.compliant} (McNemar p={p:.2g}); first miss: {ours.top_violation}")
+    if evaluation.drift_kl is not None and config.max_drift_kl is not None and evaluation.drift_kl > config.max_drift_kl:
+        reasons.append(f"drifted {evaluation.drift_kl:.3f} nats/token from the base model on general prompts "
+                       f"(limit {config.max_drift_kl:.3f})")
+    return reasons
 
 
 def alias_version(client: Any, name: str, alias: str) -> Any | None:

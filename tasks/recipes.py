@@ -42,7 +42,7 @@ ROLE_PROFILES: dict[tuple[str, str], dict[str, dict[str, Any]]] = {
                                 "data": {"max_train_pairs": 192}},
 }
 
-DATA_FIELDS = {"max_train_pairs", "max_eval_pairs"}
+DATA_FIELDS = {"max_train_pairs", "max_eval_pairs", "replay_pairs"}
 
 # (section, field, lowest, highest, lowest allowed itself): values outside fail before any compute is spent.
 RANGES: list[tuple[str, str, float, float, bool]] = [
@@ -58,6 +58,7 @@ RANGES: list[tuple[str, str, float, float, bool]] = [
     ("lora", "lora_dropout", 0.0, 1.0, True),
     ("data", "max_train_pairs", 1, 10_000_000, True),
     ("data", "max_eval_pairs", 1, 10_000_000, True),
+    ("data", "replay_pairs", 0, 10_000_000, True),
 ]
 
 

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
+from roleforge.evaluation.contracts import OutputContract
 from roleforge.sample import TOOL_USE_HELDOUT
 from roleforge.tasks.errors import RoleforgeError
 from roleforge.tasks.tool_use import TOOL_AGENT_SYSTEM_PROMPT
@@ -37,18 +38,40 @@ class GateConfig(BaseModel):
     max_refusal_increase: float = Field(default=0.1, ge=0.0, le=1.0, description="Guardrail: refusal rate vs the opponent.")
     min_length_ratio: float = Field(default=0.5, ge=0.0, description="Guardrail: mean answer length vs the opponent, lowest.")
     max_length_ratio: float = Field(default=2.0, ge=0.0, description="Guardrail: mean answer length vs the opponent, highest.")
+    min_contract_p_value: float = Field(
+        default=0.05, gt=0.0, lt=1.0,
+        description="Output contract: a candidate that follows the role's contract on fewer held-out prompts than its "
+                    "opponent is refused when the one-sided McNemar p-value of that loss is below this.")
+    max_drift_kl: float | None = Field(
+        default=0.25, ge=0.0,
+        description="Mean KL (nats per token) of the candidate's next-token distributions from the base model's, on the "
+                    "base model's answers to general prompts; above it the candidate is refused (None: reported only).")
     max_capability_loss: int = Field(
-        default=0, ge=0, description="Guardrail: retained-capability questions the opponent answers and the candidate may miss.")
+        default=0, ge=0,
+        description="Guardrail: net retained-capability loss (questions lost minus gained against the opponent) "
+                    "allowed; a larger one breaks the guardrail only when the one-sided McNemar test puts it "
+                    "beyond chance at the gate's confidence.")
 
 
 class EvaluationConfig(BaseModel):
     """What the A/B of a candidate against its opponent generates, beyond scoring the held-out pairs."""
 
     generation_prompts: int = Field(default=8, ge=0, description="Held-out prompts both models answer for the judge (0: no generation A/B).")
-    max_new_tokens: int = Field(default=64, ge=1, description="Longest generated answer in the A/B.")
+    max_new_tokens: int = Field(default=96, ge=1, description="Longest generated answer in the A/B and the contract check.")
     batch_size: int = Field(default=32, ge=1, description="Prompts generated at once (A/B, capability and task prompts together).")
     judge_margin: float = Field(default=0.1, ge=0.0, lt=0.5, description="A verdict this close to 0.5 is a tie.")
+    min_judge_agreement: float = Field(
+        default=0.75, ge=0.0, le=1.0,
+        description="Share of calibration pairs the judge must get right, in both orders, before its A/B counts; "
+                    "below it the evaluation has no judge and the gate relies on the other evidence.")
+    judge_calibration_pairs: Path | None = Field(
+        default=None, description="JSONL of system_prompt/prompt/better/worse rows the judge is checked on "
+                                  "(default: the bundled set).")
+    contract_prompts: int = Field(
+        default=24, ge=0, description="Held-out prompts both models answer for the role's output contract (the A/B's are among them).")
     capability_checks: bool = Field(default=True, description="Ask the retained-capability questions (guardrail).")
+    capability_max_new_tokens: int = Field(default=48, ge=1, description="Longest answer to a retained-capability question.")
+    drift_prompts: int = Field(default=32, ge=0, description="General prompts the logit drift from the base model is measured on (0: none).")
     tool_use_prompts: Path | None = Field(
         default=None, description="JSONL of request/tool rows: the tool-use task metrics of both models (tool-agent: the bundled set).")
     max_task_prompts: int = Field(default=16, ge=1, description="Most tool-use requests asked.")
@@ -149,24 +172,32 @@ class RoleConfig(BaseModel):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     base_adapter: Path | None = Field(
         default=None, description="An SFT LoRA adapter of this role: DPO starts from it and uses it as the reference.")
+    output: OutputContract = Field(
+        default_factory=OutputContract,
+        description="The shape every answer must take: evaluated on held-out prompts, gated, and used by the labeler.")
 
 
 DEFAULT_ROLES: dict[str, RoleConfig] = {
     "ceo": RoleConfig(
         description="Chief executive: strategy, priorities, decisions.",
         system_prompt="You are the CEO of a mid-sized software company. Answer with a clear decision, the reason, and the next step.",
+        output=OutputContract(required_lines=["Decision:", "Reason:", "Next step:"]),
     ),
     "cfo": RoleConfig(
         description="Chief financial officer: numbers, budgets, risk.",
         system_prompt="You are the CFO of a mid-sized software company. Answer with the figures that matter, the financial risk, and a recommendation.",
+        output=OutputContract(required_lines=["Figures:", "Risk:", "Recommendation:"]),
     ),
     "coo": RoleConfig(
         description="Chief operating officer: execution, process, people.",
         system_prompt="You are the COO of a mid-sized software company. Answer with a concrete operational plan: owners, steps and a deadline.",
+        # Numbered steps, one of them naming its owner, and a deadline line.
+        output=OutputContract(min_matches={r"^\s*\d+[.)]\s": 2}, patterns=[r"\bowner\b"], required_lines=["Deadline:"]),
     ),
     "tool-agent": RoleConfig(
         description="An agent that answers with a Thought line and a JSON tool call.",
         system_prompt=TOOL_AGENT_SYSTEM_PROMPT,
+        output=OutputContract(tool_call=True),
         labeling=LabelingConfig(heuristics=["tool_format", "refusal", "detail"], generate_rejected=True,
                                 max_source_share={"teacher": 0.05, "heuristic": 0.05, "generated": 0.4}),
         # Its answers are short tool calls where the base model writes prose, and it should answer a plain question

@@ -128,17 +128,15 @@ def write_training_status(home: Path, role: str, state: str, **fields: Any) -> N
     import socket
     import time
 
+    from roleforge.ops.files import write_atomic
+
     if state not in TRAINING_STATES:
         raise ValueError(f"unknown training state {state!r}")
-    directory = home / "status"
-    directory.mkdir(parents=True, exist_ok=True)
-    target = directory / f"{role}.json"
+    target = home / "status" / f"{role}.json"
     previous = read_training_status(home, role) or {}
     record = {**previous, **fields, "state": state, "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "worker": f"{socket.gethostname()}:{os.getpid()}"}
-    staging = directory / f".{role}.json.{os.getpid()}"
-    staging.write_text(json.dumps(record, default=str))
-    staging.replace(target)
+    write_atomic(target, json.dumps(record, default=str))
 
 
 def read_training_status(home: Path, role: str) -> dict[str, Any] | None:

@@ -51,6 +51,7 @@ class Candidate(BaseModel):
     # Of train_pairs, those whose reference log-probs this training computed; the rest were kept from an earlier
     # training under the same reference (tasks/reference_store.py). None for stock TRL, which computes its own.
     reference_pairs_computed: int | None = None
+    replay_pairs: int = 0  # general prompts with the base model's own answers, trained on beside train_pairs
 
 
 def plot_training_curve(history: list[dict[str, float]], title: str, path: Path) -> Path | None:
@@ -176,6 +177,9 @@ def train_adapter(dataset: PreferenceDataset, system_prompt: str, recipe: dict[s
     dtype = compute_dtype() if engine == "roleforge" else "float32"
     with (BASE_MODELS.lend(base_model, max_parallel, dtype) as base, training_in_progress(),
           system_metrics(run_id, client.tracking_uri)):
+        replay = replayed_base_answers(base, tokenizer, system_prompt, pairs, recipe["data"], base_model, base_adapter,
+                                       checkpoints_dir / REPLAY_ANSWERS)
+        pairs = pairs + replay
         if engine == "trl":
             trainer = trl_trainer(base, dpo_config, lora_config, base_adapter, tokenizer, pairs, system_prompt, callbacks)
         else:
@@ -198,11 +202,43 @@ def train_adapter(dataset: PreferenceDataset, system_prompt: str, recipe: dict[s
         client.log_artifact(run_id, str(curve))
     return Candidate(
         role=dataset.role, adapter_path=str(adapter_path), mlflow_experiment_id=experiment, mlflow_run_id=run_id, snapshot_hash=dataset.snapshot_hash,
-        dataset_path=dataset.path, train_pairs=len(pairs), steps=result.global_step, resumed_from_step=resumed_from_step,
+        dataset_path=dataset.path, train_pairs=len(pairs) - len(replay), steps=result.global_step, resumed_from_step=resumed_from_step,
         train_seconds=round(time.monotonic() - started, 2),
         train_metrics={k: float(v) for k, v in result.metrics.items() if isinstance(v, (int, float))},
-        reference_pairs_computed=getattr(trainer, "reference_pairs_computed", None),
+        reference_pairs_computed=getattr(trainer, "reference_pairs_computed", None), replay_pairs=len(replay),
     )
+
+
+# Beside the checkpoints: the base model's answers to the general prompts, per role (training/replay.py).
+REPLAY_ANSWERS = "replay-answers"
+
+
+def replayed_base_answers(base: Any, tokenizer: Any, system_prompt: str, pairs: list[dict[str, Any]],
+                          data: dict[str, Any], base_model: Path, base_adapter: Path | None,
+                          cache_dir: Path) -> list[dict[str, Any]]:
+    """The recipe's replay pairs (data.replay_pairs of them): the reference model's own answers to general prompts
+    as chosen, the role's shape as rejected. The reference is the base, or the role's SFT adapter on it."""
+    count = int(data.get("replay_pairs", 0))
+    if count <= 0:
+        return []
+    from roleforge.tasks.models import attach_adapter
+    from roleforge.tasks.reference_store import reference_identity
+    from roleforge.training.replay import finished, general_prompts, reference_answers, replay_pairs
+
+    parameter = next(base.parameters())
+    identity = reference_identity(base_model, base_adapter, str(parameter.dtype), parameter.device.type)
+    model = attach_adapter(base, base_adapter, adapter_name="replay") if base_adapter is not None else base
+    try:
+        answers = reference_answers(model.eval(), tokenizer, system_prompt, general_prompts(), REPLAY_MAX_NEW_TOKENS,
+                                    cache_dir, identity)
+    finally:
+        if base_adapter is not None:
+            model.unload()
+    return replay_pairs(finished(answers, tokenizer, REPLAY_MAX_NEW_TOKENS), pairs, count, seed=len(pairs))
+
+
+# Long enough for the base model's answer to a plain question; answers it does not finish are not replayed.
+REPLAY_MAX_NEW_TOKENS = 96
 
 
 def _params(recipe: dict[str, dict[str, Any]], dataset: PreferenceDataset, train_pairs: int, base_adapter: Path | None) -> list[Any]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from roleforge.tasks.ab import GenerationAB, Guardrails, answers_correctly, judge_ab, measure_guardrails, paired_bootstrap, wilson_interval
+from roleforge.evaluation.capability import Guardrails, answers_correctly, measure_guardrails
+from roleforge.tasks.ab import GenerationAB, judge_ab, paired_bootstrap, wilson_interval
 from roleforge.tasks.evaluate import Evaluation
 from roleforge.tasks.promote import gate
 from roleforge.tasks.scoring import ModelScore
@@ -53,9 +54,10 @@ def test_guardrails_measure_refusals_length_and_lost_capabilities():
     g = measure_guardrails(["I cannot help with that.", "Sure: do X."], ["Do X then Y.", "Plan: X."], items,
                            ["It is Lyon.", "four", "no idea"], ["Paris, of course", "2+2 = 4", "no idea"])
     assert g.candidate_refusal_rate == 0.5 and g.opponent_refusal_rate == 0.0
-    assert g.capability_total == 2 and g.capability_lost == ["capital of France?"]
+    assert g.capability_total == 3 and g.capability_lost == ["capital of France?"] and g.capability_gained == []
     reasons = g.broken(GateConfig())
-    assert len(reasons) == 2 and reasons[0].startswith("refusal rate 0.50") and "lost 1 of 2" in reasons[1]
+    # One lost question of three is no evidence of a lost capability (McNemar p=0.5): only the refusals break.
+    assert len(reasons) == 1 and reasons[0].startswith("refusal rate 0.50")
     assert not answers_correctly("-18.00 degrees", ["0"]) and answers_correctly("0 degrees", ["0"])
 
 
@@ -70,7 +72,8 @@ def ab(wins, losses, ties=0) -> GenerationAB:
     n = wins + losses + ties
     low, high = wilson_interval(wins + ties / 2, n)
     return GenerationAB(judge="fake", prompts=n, wins=wins, losses=losses, ties=ties, no_verdict=0,
-                        win_rate=(wins + ties / 2) / n, win_rate_low=low, win_rate_high=high)
+                        win_rate=(wins + ties / 2) / n, win_rate_low=low, win_rate_high=high,
+                        length_controlled_win_rate=(wins + ties / 2) / n)
 
 
 FINE = Guardrails(candidate_refusal_rate=0.0, opponent_refusal_rate=0.0, length_ratio=1.1, capability_total=10, capability_lost=[])

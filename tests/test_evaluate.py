@@ -20,7 +20,9 @@ def random_adapter(model_dir, target):
 
 def test_evaluation_scores_generates_judges_and_guards(home, tiny_model_dir, tmp_path):
     from roleforge.cli import main
+    from roleforge.evaluation.capability import capability_items
     from roleforge.tasks.label import label_stored
+    from roleforge.evaluation.judging import JudgeCalibration
     from roleforge.tasks.labelers.judge import LocalJudge
     from roleforge.tasks.models import load_model, load_tokenizer
     from roleforge.tasks.settings import load_settings
@@ -33,16 +35,18 @@ def test_evaluation_scores_generates_judges_and_guards(home, tiny_model_dir, tmp
                           snapshot_hash=dataset.snapshot_hash, dataset_path=dataset.path, train_pairs=dataset.train_pairs,
                           steps=1, resumed_from_step=None, train_seconds=0.0, train_metrics={})
     role = settings.role("tool-agent")
-    config = role.evaluation.model_copy(update={"generation_prompts": 3, "max_new_tokens": 8, "max_task_prompts": 4,
+    config = role.evaluation.model_copy(update={"generation_prompts": 3, "contract_prompts": 3, "max_new_tokens": 8, "max_task_prompts": 4,
                                                 "capability_checks": True})
     judge = LocalJudge(load_model(tiny_model_dir), load_tokenizer(tiny_model_dir), batch_size=4)
-    evaluation = evaluate_candidate(candidate, role.system_prompt, tiny_model_dir, None, None, 8, None, config, judge)
+    trusted = JudgeCalibration(judge="local_judge", agreement=0.9, pairs=40, order_flips=0, min_agreement=0.75, passed=True)
+    evaluation = evaluate_candidate(candidate, role.system_prompt, tiny_model_dir, None, None, 8, None, config, judge,
+                                    contract=role.output, cache_dir=tmp_path / "reference-answers", judge_calibration=trusted)
 
     ab = evaluation.generation
     assert ab.judge == "local_judge" and ab.prompts == 3 and ab.wins + ab.losses + ab.ties + ab.no_verdict == 3
     assert 0.0 <= ab.win_rate_low <= ab.win_rate <= ab.win_rate_high <= 1.0
     assert evaluation.accuracy_gain_low <= evaluation.accuracy_gain <= evaluation.accuracy_gain_high
-    assert evaluation.guardrails.length_ratio > 0 and evaluation.guardrails.capability_total <= 12
+    assert evaluation.guardrails.length_ratio > 0 and evaluation.guardrails.capability_total == len(capability_items())
     assert set(evaluation.task_metrics) == {"candidate", "opponent"} and evaluation.task_metrics["candidate"]["n"] == 4
     metrics = evaluation_metrics(evaluation)
     assert {"eval_ab_win_rate", "eval_ab_win_rate_low", "eval_accuracy_gain_low", "eval_length_ratio",
@@ -52,35 +56,45 @@ def test_evaluation_scores_generates_judges_and_guards(home, tiny_model_dir, tmp
     # Every generated answer, both sides, for the evaluation/answers.json artifact; not in reports.
     sheet = evaluation.answers
     assert len(sheet["ab"]) == 3 and [e["verdict"] for e in sheet["ab"]].count("win") == ab.wins
-    assert len(sheet["capability"]) == 12 and len(sheet["tasks"]) == 4 and all(e["tool"] for e in sheet["tasks"])
-    kept = [e for e in sheet["capability"] if e["opponent_correct"]]
-    assert len(kept) == evaluation.guardrails.capability_total
-    assert [e["question"] for e in kept if not e["candidate_correct"]] == evaluation.guardrails.capability_lost
+    assert len(sheet["capability"]) == evaluation.guardrails.capability_total and len(sheet["tasks"]) == 4
+    assert all(e["tool"] for e in sheet["tasks"])
+    assert [e["question"] for e in sheet["capability"] if e["reference_correct"] and not e["candidate_correct"]] == \
+        evaluation.guardrails.capability_lost
+    assert [e["question"] for e in sheet["capability"] if e["candidate_correct"] and not e["reference_correct"]] == \
+        evaluation.guardrails.capability_gained
     assert "answers" not in evaluation.model_dump() and "verdicts" not in ab.model_dump()
+    # The contract on the held-out answers of both models, and the drift from the base on general prompts.
+    assert set(evaluation.contract) == {"candidate", "opponent"} and evaluation.contract["candidate"].answers == 3
+    assert all("candidate_misses" in e for e in sheet["ab"])
+    assert evaluation.drift_kl is not None and evaluation.drift_kl >= 0.0 and "eval_drift_kl" in metrics
+    # The reference's answers to the fixed sets are kept: a second evaluation reads them instead of generating.
+    assert any((tmp_path / "reference-answers").iterdir())
 
 
 def test_the_answer_sheet_sets_each_prompt_beside_both_answers_and_what_was_made_of_them():
-    from roleforge.tasks.ab import GenerationAB, measure_guardrails
+    from roleforge.evaluation.capability import measure_guardrails
+    from roleforge.tasks.ab import GenerationAB
     from roleforge.tasks.evaluate import answer_sheet
 
     asked = {"ab": ["Cut costs?", "Hire now?"], "capability": ["What is the capital of France?", "What is 2 + 2?"],
              "tasks": ["What is 17 * 3?"]}
     answers = {"candidate": {"ab": ["Yes.", "No."], "capability": ["Paris.", "Five."], "tasks": ["Thought: math"]},
-               "opponent": {"ab": ["Maybe.", "Later."], "capability": ["paris", "4"], "tasks": ["51"]}}
+               "opponent": {"ab": ["Maybe.", "Later."], "tasks": ["51"]}, "reference": {"capability": ["paris", "4"]}}
     items = [{"question": "What is the capital of France?", "answers": ["Paris"]},
              {"question": "What is 2 + 2?", "answers": ["4", "four"]}]
     generation = GenerationAB(judge="j", prompts=2, wins=1, losses=0, ties=0, no_verdict=1, win_rate=1.0, win_rate_low=0.2,
-                              win_rate_high=1.0, verdicts=["win", "no verdict: the judge answered neither"])
+                              win_rate_high=1.0, length_controlled_win_rate=1.0,
+                              verdicts=["win", "no verdict: the judge answered neither"])
     sheet = answer_sheet(answers, asked, generation, items, [{"request": "What is 17 * 3?", "tool": "calculator"}])
 
     assert sheet["ab"] == [
         {"prompt": "Cut costs?", "candidate": "Yes.", "opponent": "Maybe.", "verdict": "win"},
         {"prompt": "Hire now?", "candidate": "No.", "opponent": "Later.", "verdict": "no verdict: the judge answered neither"}]
-    assert [(e["question"], e["candidate_correct"], e["opponent_correct"]) for e in sheet["capability"]] == [
+    assert [(e["question"], e["candidate_correct"], e["reference_correct"]) for e in sheet["capability"]] == [
         ("What is the capital of France?", True, True), ("What is 2 + 2?", False, True)]
     guardrails = measure_guardrails(answers["candidate"]["ab"], answers["opponent"]["ab"], items,
-                                    answers["candidate"]["capability"], answers["opponent"]["capability"])
-    assert guardrails.capability_lost == [e["question"] for e in sheet["capability"] if e["opponent_correct"] and not e["candidate_correct"]]
+                                    answers["candidate"]["capability"], answers["reference"]["capability"])
+    assert guardrails.capability_lost == [e["question"] for e in sheet["capability"] if e["reference_correct"] and not e["candidate_correct"]]
     assert sheet["tasks"] == [{"request": "What is 17 * 3?", "tool": "calculator", "candidate": "Thought: math", "opponent": "51"}]
     assert answer_sheet(answers, asked, None, items, [{"request": "x", "tool": "search"}])["ab"][0]["verdict"] is None
 

@@ -18,7 +18,8 @@ GOOD = 'Thought: I will search.\nAction:\n```json\n{"tool": "search", "args": {"
 def test_tool_use_rates():
     answers = [GOOD, GOOD, "Thought: hmm.\nAction:\n```json\n{bad json}\n```", "Plain prose."]
     rates = tool_use_rates(answers, ["search", "calculator", "search", "search"])
-    assert rates == {"n": 4, "thought_rate": 0.75, "json_valid_rate": 0.5, "full_compliance_rate": 0.25}
+    assert rates == {"n": 4, "thought_rate": 0.75, "json_valid_rate": 0.5, "full_compliance_rate": 0.25,
+                     "args_checked": 0, "args_valid_rate": 0.0}
 
 
 @pytest.fixture(scope="module")

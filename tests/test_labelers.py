@@ -8,7 +8,7 @@ import pytest
 
 from roleforge.data_contracts.preference import PreferencePair
 from roleforge.tasks.label import cap_automated, label_rows
-from roleforge.tasks.labelers.generator import FAILURE_MODES, RejectedResponseGenerator, rejected_variant
+from roleforge.tasks.labelers.generator import FORMAT_FAILURE_MODES, RejectedResponseGenerator, rejected_variant
 from roleforge.tasks.labelers.heuristics import HeuristicLabeler, is_refusal
 from roleforge.tasks.labelers.human import HumanChoiceLabeler
 from roleforge.tasks.labelers.judge import HttpJudge, JudgeLabeler, LocalJudge, combine
@@ -46,7 +46,7 @@ def test_refusal_and_tool_format_checks():
     assert not check_tool_use("Thought: x\nAction:\n```json\n{'tool': 'search'}\n```").json_valid
 
 
-@pytest.mark.parametrize("mode", FAILURE_MODES)
+@pytest.mark.parametrize("mode", FORMAT_FAILURE_MODES)
 def test_generated_rejections_fail_the_format_check(mode):
     bad = rejected_variant("What is 6 times 7?", GOOD_CALL, mode)
     assert bad != GOOD_CALL and not check_tool_use(bad).compliant("calculator")

@@ -1,21 +1,39 @@
 """Generated labels for tool-use roles: from one good tool call, several typical bad answers to reject.
 
 A role can bootstrap from a handful of good examples: each compliant response (rated 4+ or preferred in an
-A/B choice) yields pairs against a refusal, prose without JSON, malformed JSON and a call to the wrong tool.
+A/B choice) yields pairs against a refusal, prose without JSON, malformed JSON, a call to the wrong tool and a call
+of the right tool with wrong arguments, so that the pairs teach what to pass a tool and not only the format.
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from roleforge.data_contracts.preference import PreferencePair
 from roleforge.tasks.labelers import LabelResult, preferred
-from roleforge.tasks.tool_use import TOOLS, check_tool_use, parse_action
+from roleforge.tasks.tool_use import (
+    TOOLS,
+    ExpressionError,
+    check_tool_use,
+    content_words,
+    evaluate_expression,
+    parse_action,
+)
 
-FAILURE_MODES = ("refusal", "prose", "malformed_json", "wrong_tool")
+FORMAT_FAILURE_MODES = ("refusal", "prose", "malformed_json", "wrong_tool")
+FAILURE_MODES = (*FORMAT_FAILURE_MODES, "wrong_args")
+# Queries for the wrong-argument search call: the first that shares no word with the request is used.
+UNRELATED_QUERIES = ("chocolate cake recipe", "football transfer rumours", "cheap hotels in Lima", "knitting patterns for beginners")
+# The mistakes tried on a calculator expression, most typical first: a power written as a product, the operands of
+# an order-sensitive operator swapped, then the wrong operator.
+POWER_AS_PRODUCT = {ast.Pow: ast.Mult}
+WRONG_OPERATOR = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Add, ast.Div: ast.Mult, ast.FloorDiv: ast.Mult,
+                  ast.Mod: ast.Mult, ast.Pow: ast.Mult}
 
 
 def rejected_variant(prompt: str, chosen: str, mode: str) -> str:
@@ -32,7 +50,66 @@ def rejected_variant(prompt: str, chosen: str, mode: str) -> str:
     if mode == "wrong_tool":
         wrong = TOOLS[(TOOLS.index(action["tool"]) + 1) % len(TOOLS)] if action["tool"] in TOOLS else TOOLS[0]
         return f"{thought}\nAction:\n```json\n{json.dumps({'tool': wrong, 'args': action['args']})}\n```"
+    if mode == "wrong_args":
+        return f"{thought}\nAction:\n```json\n{json.dumps({'tool': action['tool'], 'args': wrong_arguments(prompt, action)})}\n```"
     raise ValueError(f"unknown failure mode {mode!r}")
+
+
+def wrong_arguments(prompt: str, action: dict[str, Any]) -> dict[str, Any]:
+    """The args of a right-tool call that does not do what prompt asks: another value of the expression, a calendar
+    call without its title (without its day, for a listing), or a search for something unrelated."""
+    args = dict(action["args"])
+    if action["tool"] == "calculator":
+        return {**args, "expression": wrong_expression(str(args.get("expression", "")))}
+    if action["tool"] == "calendar":
+        listing = str(args.get("action", "")).casefold() in ("list", "query", "find")
+        drop = ("date", "start_date", "end_date") if listing else ("title",)
+        return {k: v for k, v in args.items() if k not in drop}
+    asked = content_words(prompt)
+    return {**args, "query": next((q for q in UNRELATED_QUERIES if not content_words(q) & asked), "")}
+
+
+def wrong_expression(expression: str) -> str:
+    """An expression of another value than expression, by the most typical mistake that changes the value."""
+    try:
+        right = evaluate_expression(expression)
+        tree = ast.parse(expression.replace(",", ""), mode="eval")  # evaluate_expression accepted it: commas are separators
+    except (ExpressionError, SyntaxError):
+        return f"{expression} + 1"
+    candidates = [_mutated(tree, POWER_AS_PRODUCT, swap=False), _mutated(tree, {}, swap=True), _mutated(tree, WRONG_OPERATOR, swap=False),
+                  _first_number_plus_one(tree)]
+    for candidate in candidates:
+        try:
+            if candidate is not None and not math.isclose(evaluate_expression(candidate), right, rel_tol=1e-6, abs_tol=1e-9):
+                return candidate
+        except ExpressionError:
+            continue
+    return f"{expression} + 1"
+
+
+def _mutated(tree: ast.Expression, operators: dict[type[ast.operator], type[ast.operator]], swap: bool) -> str | None:
+    """The expression with its first binary operation changed: its operator replaced, or its operands swapped where
+    their order matters; None when no operation can be."""
+    copy = ast.parse(ast.unparse(tree), mode="eval")
+    for node in ast.walk(copy):
+        if not isinstance(node, ast.BinOp):
+            continue
+        if swap and not isinstance(node.op, (ast.Add, ast.Mult)):
+            node.left, node.right = node.right, node.left
+            return ast.unparse(copy)
+        if type(node.op) in operators:
+            node.op = operators[type(node.op)]()
+            return ast.unparse(copy)
+    return None
+
+
+def _first_number_plus_one(tree: ast.Expression) -> str | None:
+    copy = ast.parse(ast.unparse(tree), mode="eval")
+    number = next((n for n in ast.walk(copy) if isinstance(n, ast.Constant) and type(n.value) in (int, float)), None)
+    if number is None:
+        return None
+    number.value += 1
+    return ast.unparse(copy)
 
 
 @dataclass

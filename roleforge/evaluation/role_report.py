@@ -1,0 +1,70 @@
+"""Base model vs a role's adapter on prompts the role was never trained on: output contract, retained capability
+and, for a tool-using role, tool calls that do the job. What `roleforge evaluate role` prints."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+from roleforge.evaluation.capability import capability_items, mcnemar_p_value, passes
+from roleforge.evaluation.contracts import OutputContract, compliance
+
+ADAPTER = "evaluated"
+
+
+def role_prompts(role: str, path: Path | None, contract: OutputContract) -> list[dict[str, Any]]:
+    """The prompts to ask: `path` (JSONL with `prompt` or `request`, and optionally `role`), else the bundled set
+    written apart from the sample generator (tool requests for a tool-call contract, the role's rows otherwise)."""
+    import json
+
+    from roleforge.sample import ROLE_EVAL, TOOL_USE_EVAL
+    from roleforge.tasks.errors import RoleforgeError
+
+    source = path or (TOOL_USE_EVAL if contract.tool_call else ROLE_EVAL)
+    rows = [json.loads(line) for line in Path(source).read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = [row | {"prompt": row.get("prompt") or row.get("request")} for row in rows if row.get("role", role) == role]
+    if not rows or not all(isinstance(row["prompt"], str) for row in rows):
+        raise RoleforgeError(f"{source}: no prompts for role {role!r} (rows need `prompt` or `request`; pass --prompts FILE)")
+    return rows
+
+
+def role_report(base_model: Path, adapter: Path | None, system_prompt: str, contract: OutputContract,
+                rows: list[dict[str, Any]], max_new_tokens: int = 96, capability_max_new_tokens: int = 48,
+                confidence: float = 0.95) -> dict[str, Any]:
+    """Both models' answers to `rows` and to the retained-capability questions, and what they make of each."""
+    from roleforge.tasks.infer import generate_answers, tool_use_rates
+    from roleforge.tasks.models import BASE_MODELS, attach_adapter, load_tokenizer
+
+    tokenizer = load_tokenizer(base_model)
+    items = capability_items()
+    prompts, questions = [row["prompt"] for row in rows], [item["question"] for item in items]
+    answers: dict[str, dict[str, list[str]]] = {}
+    with BASE_MODELS.lend(base_model) as base:
+        model = attach_adapter(base, adapter, adapter_name=ADAPTER) if adapter is not None else base
+        try:
+            for side in ("base", "adapter") if adapter is not None else ("base",):
+                with model.disable_adapter() if side == "base" and adapter is not None else nullcontext():
+                    answers[side] = {
+                        "prompts": generate_answers(model.eval(), tokenizer, system_prompt, prompts, max_new_tokens),
+                        "capability": generate_answers(model, tokenizer, system_prompt, questions, capability_max_new_tokens)}
+        finally:
+            if adapter is not None:
+                model.unload()
+    report: dict[str, Any] = {"prompts": len(rows), "capability_questions": len(items)}
+    for side, given in answers.items():
+        passed = [passes(item, answer) for item, answer in zip(items, given["capability"])]
+        report[side] = {"capability_passed": sum(passed)}
+        if not contract.empty:
+            report[side]["contract"] = compliance(contract, given["prompts"], confidence).model_dump()
+        if contract.tool_call:
+            report[side]["tool_use"] = tool_use_rates(given["prompts"], rows)
+    if "adapter" in answers:
+        base_ok = [passes(i, a) for i, a in zip(items, answers["base"]["capability"])]
+        ours_ok = [passes(i, a) for i, a in zip(items, answers["adapter"]["capability"])]
+        lost = sum(b and not o for b, o in zip(base_ok, ours_ok))
+        gained = sum(o and not b for b, o in zip(base_ok, ours_ok))
+        report["capability"] = {"lost": lost, "gained": gained, "p_value": mcnemar_p_value(lost, gained)}
+    report["answers"] = [{"prompt": p, **{side: given["prompts"][i] for side, given in answers.items()}}
+                         for i, p in enumerate(prompts)]
+    return report

@@ -1,0 +1,1 @@
+"""Operations helpers shared by every stage: files written atomically."""

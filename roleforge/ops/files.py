@@ -1,0 +1,20 @@
+"""Files that a killed process never leaves half-written."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def write_atomic(path: Path, text: str) -> Path:
+    """Write `text` to a dot-named sibling, fsync it, then rename it over `path`: readers see the old file or the
+    whole new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # The process id keeps two writers of the same file (threads of one flow excepted) off each other's staging file.
+    staging = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    with staging.open("w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    staging.replace(path)
+    return path

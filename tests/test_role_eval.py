@@ -1,0 +1,53 @@
+"""The role evaluation prompts are written apart from the generated sample feedback: new topics, new phrasings."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+
+from roleforge.sample import ROLE_EVAL
+from roleforge.sample.generate import ASKS, EXEC_ROLES, TOPICS
+
+MIN_PER_ROLE = 45
+
+
+def load() -> list[dict[str, str]]:
+    return [json.loads(line) for line in ROLE_EVAL.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def ask_patterns() -> list[re.Pattern[str]]:
+    """Each generator template as a regex, with {topic} matching anything."""
+    return [re.compile(".+".join(re.escape(part) for part in ask.split("{topic}")), re.IGNORECASE) for ask in ASKS]
+
+
+def test_rows_are_well_formed() -> None:
+    for row in load():
+        assert set(row) == {"role", "prompt"}
+        assert row["role"] in EXEC_ROLES
+        assert isinstance(row["prompt"], str) and row["prompt"].strip()
+
+
+def test_each_role_has_enough_prompts() -> None:
+    counts = Counter(row["role"] for row in load())
+    assert set(counts) == set(EXEC_ROLES)
+    assert all(count >= MIN_PER_ROLE for count in counts.values()), counts
+
+
+def test_no_duplicate_prompts() -> None:
+    prompts = [" ".join(row["prompt"].lower().split()) for row in load()]
+    assert [p for p, n in Counter(prompts).items() if n > 1] == []
+
+
+def test_no_generator_phrasing_or_topic() -> None:
+    patterns, topics = ask_patterns(), [topic.lower() for topic in TOPICS]
+    for row in load():
+        prompt = row["prompt"]
+        assert not any(pattern.search(prompt) for pattern in patterns), prompt
+        assert not any(topic in prompt.lower() for topic in topics), prompt
+
+
+def test_ask_patterns_catch_generator_prompts() -> None:
+    patterns = ask_patterns()
+    for ask in ASKS:
+        assert any(pattern.search(ask.format(topic="a new thing")) for pattern in patterns)
