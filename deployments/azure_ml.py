@@ -141,7 +141,7 @@ def train_on_azure_ml(settings: Settings, dataset: Any, profile: str, tracking: 
     from roleforge.tasks.train import Candidate, recipe_fingerprint
 
     config = settings.azure_ml
-    recipe = role_recipe(profile, settings.role(dataset.role).training, dataset.role)
+    recipe = role_recipe(profile, settings.role_training(dataset.role), dataset.role)
     fingerprint = recipe_fingerprint(recipe, settings.resolved_base_model, settings.role(dataset.role).base_adapter)
     client = ml_client(config)
     ensure_compute(client, config)

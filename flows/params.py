@@ -36,3 +36,12 @@ class SelfLearningRun(BaseModel):
     roles: list[str] | None = Field(default=None, description="Roles to improve; all configured roles when empty.")
     profile: Profile = Field(default="default", description="Training recipe profile: quick (minutes) or default (nightly).")
     force: bool = Field(default=False, description="Train every role even when it has fewer new pairs than its min_new_pairs.")
+
+
+class TuneRun(BaseModel):
+    """Search one role's training recipe under its promotion gate; the best passing recipe is saved for its trainings."""
+
+    role: str = Field(description="A configured role, e.g. ceo, cfo, coo, tool-agent.")
+    trials: int = Field(default=8, ge=1, description="Trials to run now; a study resumed from earlier tunes keeps its trials.")
+    profile: Profile = Field(default="default", description="Recipe profile the trials start from: quick (minutes) or default (nightly).")
+    seed: int = Field(default=0, ge=0, description="Seed of the sampler (TPE), for a repeatable search.")

@@ -339,7 +339,7 @@ def tool_use_pairs(held_out_fraction: float = 0.2) -> tuple[list[dict[str, Any]]
         row = json.loads(line)
         rows.append({"id": len(rows) + 1, "kind": "rating" if "rating" in row else "ab", "confidence": None, "rating": None,
                      "response": None, "response_a": None, "response_b": None, "preference": None, "rater": None, **row})
-    labelers = labelers_for(config.labeling, None, config.system_prompt, TeacherConfig())
+    labelers = labelers_for(config.labeling, None, config.system_prompt, TeacherConfig(), config.output)
     pairs = sorted(({"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected, "pair_id": p.pair_id}
                     for p in label_rows(rows, labelers, config.labeling.max_source_share).pairs), key=lambda p: p["pair_id"])
     train = [p for p in pairs if split_of("tool-agent", p["prompt"], held_out_fraction) == "train"]
@@ -461,7 +461,7 @@ def dpo_benchmark(base_model: Path, pairs: int, epochs: float, repeats: int, hel
 
     from roleforge.tasks.engines import roleforge_trainer, trl_trainer
     from roleforge.tasks.models import (attach_adapter, chat_prompts, compute_dtype, load_model, load_tokenizer,
-                                         pooled_attention)
+                                         matmul_dtype, pooled_attention)
     from roleforge.tasks.recipes import bf16_supported, has_accelerator
     from roleforge.tasks.scoring import completion_logps, score
     from roleforge.tasks.tool_use import TOOL_AGENT_SYSTEM_PROMPT
@@ -472,7 +472,7 @@ def dpo_benchmark(base_model: Path, pairs: int, epochs: float, repeats: int, hel
     tokenizer = load_tokenizer(base_model)
     # The peak in the dtype roleforge's path computes in, read before and after the runs, the higher kept: one
     # reading taken while the machine is briefly slower would overstate the MFU.
-    peak_dtype = compute_dtype()
+    peak_dtype = matmul_dtype()
     peak = matmul_peak_flops(peak_dtype)
     shape = load_model(base_model)
     n_params, (body_params, head_params) = sum(p.numel() for p in shape.parameters()), matmul_params(shape)
@@ -489,7 +489,8 @@ def dpo_benchmark(base_model: Path, pairs: int, epochs: float, repeats: int, hel
         machine = {} if engine == "trl" else {"activation_checkpointing": False}
         args = DPOConfig(output_dir=str(output), report_to="none", disable_tqdm=True, use_cpu=not has_accelerator(),
                          bf16=bf16_supported(), remove_unused_columns=False, **machine,
-                         **{**TRL_RECIPE["dpo"], "num_train_epochs": epochs, "per_device_train_batch_size": batch_size})
+                         **{**TRL_RECIPE["dpo"], "num_train_epochs": epochs, "per_device_train_batch_size": batch_size,
+                            "seed": index})
         lora = LoraConfig(**TRL_RECIPE["lora"])
         if gpu:
             torch.cuda.empty_cache()
@@ -549,6 +550,10 @@ def dpo_benchmark(base_model: Path, pairs: int, epochs: float, repeats: int, hel
         "trl_pairs_per_s": round(best("trl", "pairs_per_s"), 3), "roleforge_pairs_per_s": round(best("roleforge", "pairs_per_s"), 3),
         "speedup": round(best("roleforge", "pairs_per_s") / best("trl", "pairs_per_s"), 2),
         "trl_heldout_accuracy": round(best("trl", "accuracy"), 4), "roleforge_heldout_accuracy": round(best("roleforge", "accuracy"), 4),
+        # Repeat i trains both paths with seed i: each seed's held-out accuracy, and the means above.
+        "trl_heldout_accuracy_by_seed": [round(r["accuracy"], 4) for r in results["trl"]],
+        "roleforge_heldout_accuracy_by_seed": [round(r["accuracy"], 4) for r in results["roleforge"]],
+        "base_dtype": {"trl": "float32", "roleforge": compute_dtype()},
         "trl_peak_rss_mb": round(max(r["peak_rss_mb"] for r in results["trl"]), 1),
         "roleforge_peak_rss_mb": round(max(r["peak_rss_mb"] for r in results["roleforge"]), 1),
         "matmul_peak_tflops": round(peak / 1e12, 3), "matmul_dtype": peak_dtype, "mfu": round(achieved / peak, 4),

@@ -150,11 +150,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     status = role_status(settings)
     console = _console()
-    console.print(render_table("roleforge status", [{"role": role, **{k: v for k, v in row.items() if k != "last_decision"}}
+    below = ("last_decision", "tuned_recipe")  # a sentence each, too long for a column, and only some roles have one
+    console.print(render_table("roleforge status", [{"role": role, **{k: v for k, v in row.items() if k not in below}}
                                                     for role, row in status.items()]))
-    for role, row in status.items():  # below the table: a reason is a sentence, too long for a column
+    for role, row in status.items():
         if row["last_decision"]:
             console.print(f"{role}: {decision_line(row['last_decision'])}", highlight=False, soft_wrap=True)
+        if row.get("tuned_recipe"):
+            console.print(f"{role}: {tuned_line(row['tuned_recipe'])}", highlight=False, soft_wrap=True)
     emit(status, args.json)
     return 0
 
@@ -166,6 +169,35 @@ def decision_line(decision: dict[str, Any]) -> str:
     when = f" ({decision['time'][:16].replace('T', ' ')} UTC)" if decision.get("time") else ""
     reason = f": {decision['reason']}" if decision.get("reason") else ""
     return f"{verb} version {decision['version']}{when}{reason}"
+
+
+def tuned_line(tuned: dict[str, Any]) -> str:
+    """A role's saved tuned recipe in words: 'recipe: tuned (trial 3, objective 0.41, study ceo-default, ...)'."""
+    if "error" in tuned:
+        return f"recipe: tuned recipe unreadable: {tuned['error']}"
+    return (f"recipe: tuned (trial {tuned.get('trial')}, objective {tuned.get('objective', float('nan')):.2f}, "
+            f"study {tuned.get('study')}, {str(tuned.get('tuned_at', ''))[:16].replace('T', ' ')} UTC)")
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    settings = _settings()
+    settings.role(args.role)
+    if args.trials < 1 or args.seed < 0:
+        raise RoleforgeError("--trials must be at least 1 and --seed at least 0")
+    from roleforge.flows.params import TuneRun
+    from roleforge.flows.tune import tune_role
+    from roleforge.tasks.models import ensure_base_model
+
+    ensure_base_model(settings.resolved_base_model, is_default=settings.base_model is None)
+    result = tune_role(TuneRun(role=args.role, trials=args.trials, profile=args.profile or settings.profile, seed=args.seed))
+    if not args.json:
+        best = (f"best trial {result.best_trial} (objective {result.best_objective:+.3f}) -> {result.saved_to}"
+                if result.saved_to else "nothing saved")
+        print(f"{result.role}: {result.trials} trial(s) of study {result.study}, {result.passed} passed the gate; {best}")
+        for reason in result.reasons:
+            print(f"  {reason}")
+    emit(result.model_dump(), args.json)
+    return 0
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
@@ -205,7 +237,7 @@ def cmd_train_job(args: argparse.Namespace) -> int:
     base_model = ensure_base_model(settings.resolved_base_model, is_default=settings.base_model is None)
     client = mlflow_client(settings.resolved_tracking_uri)
     candidate = train_adapter(
-        dataset, config.system_prompt, role_recipe(args.profile or settings.profile, config.training, args.role), base_model,
+        dataset, config.system_prompt, role_recipe(args.profile or settings.profile, settings.role_training(args.role), args.role), base_model,
         output / "checkpoints", settings.path("adapters"), client, experiment_id(client, settings.path("mlartifacts")),
         {"roleforge.entry_point": "train-job"}, base_adapter=config.base_adapter, min_pairs=config.min_pairs)
     shutil.copytree(candidate.adapter_path, output / "adapter", dirs_exist_ok=True)
@@ -488,6 +520,15 @@ def build_parser() -> Parser:
     status = commands.add_parser("status", help="per-role feedback, pairs and champion")
     status.add_argument("--json", action="store_true")
     status.set_defaults(handler=cmd_status)
+
+    tune = commands.add_parser("tune", help="search a role's training recipe under its promotion gate (Optuna); the "
+                                            "best passing recipe is saved for the role's trainings")
+    tune.add_argument("--role", required=True)
+    tune.add_argument("--trials", type=int, default=8, help="trials to run now (default 8); a later tune adds to the study")
+    tune.add_argument("--profile", choices=["quick", "default"], help="recipe profile the trials start from (default: settings.profile)")
+    tune.add_argument("--seed", type=int, default=0, help="seed of the sampler (default 0)")
+    tune.add_argument("--json", action="store_true", help="print the tune's result as JSON on the last line")
+    tune.set_defaults(handler=cmd_tune)
 
     rollback = commands.add_parser("rollback", help="move a role's champion back to the previous version")
     rollback.add_argument("--role", required=True)

@@ -237,7 +237,7 @@ def evaluate_role(candidate: Candidate, profile: str) -> Evaluation:
         client, settings.registered_model_name(candidate.role), settings.path("registry-cache"))
     judge, calibration = evaluation_judge(settings, config.evaluation) if config.evaluation.generation_prompts else (None, None)
     evaluation = evaluate_candidate(candidate, config.system_prompt, settings.resolved_base_model, champion_path,
-                                    champion_version, role_recipe(profile, config.training, candidate.role)["data"]["max_eval_pairs"],
+                                    champion_version, role_recipe(profile, settings.role_training(candidate.role), candidate.role)["data"]["max_eval_pairs"],
                                     config.base_adapter, config.evaluation, judge, config.gate.confidence,
                                     config.output, settings.path("checkpoints", REFERENCE_ANSWERS), calibration)
     for key, value in evaluation_metrics(evaluation).items():

@@ -13,8 +13,8 @@ What it saves, measured one lever at a time with `roleforge bench dpo` (see docs
 - the vocabulary projection runs only at positions that predict a completion token;
 - batches are built from pairs of similar length (sorted within random groups of four batches), so little is
   spent on padding;
-- the frozen base is kept in bf16 where the hardware has it (AMX, recent GPUs) while the LoRA weights and the
-  optimizer stay in fp32;
+- the frozen base is kept in bf16 on a GPU that has it, while the LoRA weights and the optimizer stay in fp32 (on a
+  CPU it stays in fp32: models.compute_dtype);
 - the vocabulary logits are made a chunk at a time, their gradient in the same pass (the head is frozen);
 - the memory a step frees stays in the process's heap for the next step (glibc returns it to the system by
   default, and every step faulted its pages in again);

@@ -16,6 +16,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
+from roleforge.evaluation.contracts import OutputContract
 from roleforge.runtime import MODEL_MODULES, import_for_stages
 from roleforge.data_contracts.preference import HUMAN_SOURCES, SOURCE_PRIORITY, PreferencePair, Split
 from roleforge.tasks.labelers import LabelResult, Labeler
@@ -107,11 +108,14 @@ def load_split(dataset_path: str | Path, split: Split) -> list[dict[str, Any]]:
     return pd.read_parquet(Path(dataset_path) / f"{split}.parquet").to_dict("records")
 
 
-def labelers_for(config: LabelingConfig, judge: Judge | None, system_prompt: str, teacher: TeacherConfig) -> list[Labeler]:
-    """The labelers a role's configuration asks for, human ones first."""
+def labelers_for(config: LabelingConfig, judge: Judge | None, system_prompt: str, teacher: TeacherConfig,
+                 contract: OutputContract | None = None) -> list[Labeler]:
+    """The labelers a role's configuration asks for, human ones first; `contract` is the role's output contract,
+    for the heuristic rule of that name."""
     labelers: list[Labeler] = [HumanChoiceLabeler(), RatingGapLabeler(config.min_rating_gap)]
     if config.heuristics:
-        labelers.append(HeuristicLabeler(list(config.heuristics), {"min_detail_chars": config.min_detail_chars}, config.min_rating_gap))
+        options = {"min_detail_chars": config.min_detail_chars, "contract": contract}
+        labelers.append(HeuristicLabeler(list(config.heuristics), options, config.min_rating_gap))
     if config.generate_rejected:
         labelers.append(RejectedResponseGenerator())
     if config.teacher and judge is not None and teacher.max_comparisons > 0:
@@ -226,7 +230,7 @@ def label_stored(role: str, settings: Settings) -> tuple[PreferenceDataset, list
         base_model = ensure_base_model(settings.resolved_base_model, is_default=settings.base_model is None)
         judge = teacher_judge(settings.teacher, base_model)
     rows = feedback_for_role(engine_for(settings.resolved_store_url), role)
-    outcome = label_rows(rows, labelers_for(config.labeling, judge, config.system_prompt, settings.teacher),
+    outcome = label_rows(rows, labelers_for(config.labeling, judge, config.system_prompt, settings.teacher, config.output),
                          config.labeling.max_source_share)
     pair_contract = validate_pairs(role, outcome.pairs, config.labeling.max_rater_share)
     watermark = (read_training_status(settings.home, role) or {}).get("feedback_watermark", 0)

@@ -209,7 +209,20 @@ class BaseModelPool:
 
 
 def compute_dtype() -> str:
-    """The dtype a frozen base model is kept in: bf16 where the hardware computes in it, else fp32."""
+    """The dtype a frozen base model is kept in for training: bf16 on a GPU that computes in it, else fp32.
+
+    On a CPU the engine trains in fp32 even where the hardware has bf16: kept in bf16 there, the base (and with it
+    the residual stream and the norms) made the engine learn less than stock TRL on the same pairs (docs/engine.md).
+    Inference (evaluation, serving) still runs its matmuls in bf16 under autocast (inference_autocast)."""
+    import torch
+
+    from roleforge.tasks.recipes import bf16_supported
+
+    return "bfloat16" if torch.cuda.is_available() and bf16_supported() else "float32"
+
+
+def matmul_dtype() -> str:
+    """The dtype training and inference matmuls run in: bf16 where the hardware computes in it (autocast on a CPU)."""
     from roleforge.tasks.recipes import bf16_supported
 
     return "bfloat16" if bf16_supported() else "float32"

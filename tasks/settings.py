@@ -81,8 +81,9 @@ class LabelingConfig(BaseModel):
     """How a role's feedback becomes preference pairs."""
 
     min_rating_gap: int = Field(default=2, ge=1, le=4, description="Smallest mean-rating difference that makes a pair.")
-    heuristics: list[Literal["refusal", "detail", "tool_format"]] = Field(
-        default_factory=lambda: ["refusal", "detail"], description="Heuristic rules, tried in order.")
+    heuristics: list[Literal["contract", "refusal", "detail", "tool_format"]] = Field(
+        default_factory=lambda: ["contract", "refusal", "detail"],
+        description="Heuristic rules, tried in order (contract: an answer that follows the role's output contract wins).")
     min_detail_chars: int = Field(default=40, ge=1, description="detail rule: answers shorter than this are terse.")
     teacher: bool = Field(default=True, description="Ask the configured teacher judge about pairs humans left undecided.")
     generate_rejected: bool = Field(default=False, description="Derive rejected answers from good tool calls.")
@@ -126,7 +127,7 @@ class TrainingSettings(BaseModel):
 
     backend: Literal["local", "azure_ml"] = Field(default="local", description="Train in this process, or as Azure ML jobs.")
     engine: Literal["roleforge", "trl"] = Field(
-        default="roleforge", description="roleforge's DPO path (shared system prompt, cached reference, bf16 base) or stock TRL DPOTrainer.")
+        default="roleforge", description="roleforge's DPO path (shared system prompt, cached reference, bf16 base on a GPU) or stock TRL DPOTrainer.")
     fanout: Literal["threads", "dask"] = Field(default="threads", description="Task runner of the per-role fan-out.")
     max_parallel_roles: int = Field(default=1, ge=1, description="Roles training at once in one process (copies of the base model).")
     dask_address: str | None = Field(default=None, description="dask: scheduler address; a LocalCluster when unset.")
@@ -177,22 +178,29 @@ class RoleConfig(BaseModel):
         description="The shape every answer must take: evaluated on held-out prompts, gated, and used by the labeler.")
 
 
+# The executives' preferred answers are a few short labelled lines where the base model writes a long paragraph: a
+# candidate that learns the shape answers at about 0.4x the base's length, which is the point, not a fault.
+EXECUTIVE_GATE = GateConfig(min_length_ratio=0.25)
+
 DEFAULT_ROLES: dict[str, RoleConfig] = {
     "ceo": RoleConfig(
         description="Chief executive: strategy, priorities, decisions.",
         system_prompt="You are the CEO of a mid-sized software company. Answer with a clear decision, the reason, and the next step.",
         output=OutputContract(required_lines=["Decision:", "Reason:", "Next step:"]),
+        gate=EXECUTIVE_GATE,
     ),
     "cfo": RoleConfig(
         description="Chief financial officer: numbers, budgets, risk.",
         system_prompt="You are the CFO of a mid-sized software company. Answer with the figures that matter, the financial risk, and a recommendation.",
         output=OutputContract(required_lines=["Figures:", "Risk:", "Recommendation:"]),
+        gate=EXECUTIVE_GATE,
     ),
     "coo": RoleConfig(
         description="Chief operating officer: execution, process, people.",
         system_prompt="You are the COO of a mid-sized software company. Answer with a concrete operational plan: owners, steps and a deadline.",
         # Numbered steps, one of them naming its owner, and a deadline line.
         output=OutputContract(min_matches={r"^\s*\d+[.)]\s": 2}, patterns=[r"\bowner\b"], required_lines=["Deadline:"]),
+        gate=EXECUTIVE_GATE,
     ),
     "tool-agent": RoleConfig(
         description="An agent that answers with a Thought line and a JSON tool call.",
@@ -201,8 +209,8 @@ DEFAULT_ROLES: dict[str, RoleConfig] = {
         labeling=LabelingConfig(heuristics=["tool_format", "refusal", "detail"], generate_rejected=True,
                                 max_source_share={"teacher": 0.05, "heuristic": 0.05, "generated": 0.4}),
         # Its answers are short tool calls where the base model writes prose, and it should answer a plain question
-        # with a search call: its task metrics stand in for the length and capability guardrails.
-        evaluation=EvaluationConfig(tool_use_prompts=TOOL_USE_HELDOUT, capability_checks=False),
+        # with a search call: its task metrics stand in for the length, capability and drift guardrails.
+        evaluation=EvaluationConfig(tool_use_prompts=TOOL_USE_HELDOUT, capability_checks=False, drift_prompts=0),
         gate=GateConfig(min_length_ratio=0.1),
     ),
 }
@@ -287,6 +295,25 @@ class Settings(BaseSettings):
         if name not in self.roles:
             raise RoleforgeError(f"unknown role {name!r} (configured: {', '.join(sorted(self.roles))})")
         return self.roles[name]
+
+    def tuned_recipe_path(self, role: str) -> Path:
+        """Where `roleforge tune` keeps the best recipe it found for a role (recipe overrides, as JSON)."""
+        return self.home / "recipes" / f"{role}.json"
+
+    def role_training(self, name: str) -> dict[str, dict[str, Any]]:
+        """A role's recipe overrides: the tuned recipe, if `roleforge tune` saved one, under the configuration's own
+        `[roles.R.training]` (what an operator writes wins)."""
+        import json
+
+        configured = self.role(name).training
+        path = self.tuned_recipe_path(name)
+        if not path.is_file():
+            return configured
+        try:
+            tuned = json.loads(path.read_text(encoding="utf-8"))["overrides"]
+        except (ValueError, KeyError, TypeError) as error:
+            raise RoleforgeError(f"{path}: not a tuned recipe ({error}); run `roleforge tune --role {name}` again or delete it") from error
+        return _deep_merge(tuned, configured)
 
     def registered_model_name(self, role: str) -> str:
         return f"{self.registry_prefix}-{role}"

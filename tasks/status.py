@@ -36,7 +36,24 @@ def role_status(settings: Settings) -> dict[str, dict[str, Any]]:
                         "training": training["state"], "training_metrics": training.get("metrics", {}),
                         "adapter_path": training.get("adapter_path"), "champion_version": version, "champion_metrics": metrics,
                         "last_decision": decisions.get(role)}
+        tuned = read_tuned_recipe(settings.tuned_recipe_path(role))
+        if tuned is not None:  # only where `roleforge tune` saved one: the other keys stay as they were
+            status[role]["tuned_recipe"] = tuned
     return status
+
+
+def read_tuned_recipe(path: Path) -> dict[str, Any] | None:
+    """What `roleforge tune` saved for a role (None when it saved nothing); a file that does not parse gives its
+    error instead, as training would stop on it."""
+    import json
+
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as error:
+        return {"error": f"{path}: {error}"}
+    return record if isinstance(record, dict) else {"error": f"{path}: not a JSON object"}
 
 
 DECISIONS = ("promote", "hold", "rollback")

@@ -229,8 +229,10 @@ def replayed_base_answers(base: Any, tokenizer: Any, system_prompt: str, pairs: 
     identity = reference_identity(base_model, base_adapter, str(parameter.dtype), parameter.device.type)
     model = attach_adapter(base, base_adapter, adapter_name="replay") if base_adapter is not None else base
     try:
-        answers = reference_answers(model.eval(), tokenizer, system_prompt, general_prompts(), REPLAY_MAX_NEW_TOKENS,
-                                    cache_dir, identity)
+        # A quarter more prompts than pairs, for the answers the base does not finish; the same prompts every night,
+        # so that their answers come from the cache after the first.
+        prompts = general_prompts()[:count + count // 4]
+        answers = reference_answers(model.eval(), tokenizer, system_prompt, prompts, REPLAY_MAX_NEW_TOKENS, cache_dir, identity)
     finally:
         if base_adapter is not None:
             model.unload()
@@ -277,7 +279,7 @@ def train_role_adapter(dataset: PreferenceDataset, profile: str) -> Candidate:
         base_model = ensure_base_model(settings.resolved_base_model, is_default=settings.base_model is None)
         client = mlflow_client(settings.resolved_tracking_uri)
         experiment = experiment_id(client, settings.path("mlartifacts"))
-        recipe = role_recipe(profile, config.training, dataset.role)
+        recipe = role_recipe(profile, settings.role_training(dataset.role), dataset.role)
         if settings.training.backend == "azure_ml":
             from roleforge.deployments.azure_ml import train_on_azure_ml
 

@@ -92,9 +92,9 @@ def test_bench_dpo_reports_both_paths(home, tmp_path):
     assert 0 < report["mfu"] < 1 and 0 <= report["roleforge_heldout_accuracy"] <= 1
     # The peak is read in the dtype the path computes in (on a CPU without bf16 hardware, a bf16 peak is a scalar
     # fallback's, thousands of times too low); the report says which, and on what machine.
-    from roleforge.tasks.models import compute_dtype
+    from roleforge.tasks.models import matmul_dtype
 
-    assert report["device"] != "cpu" or report["matmul_dtype"] == compute_dtype()
+    assert report["device"] != "cpu" or report["matmul_dtype"] == matmul_dtype()
     assert report["machine"]["cores"] >= 1 and report["machine"]["cpu"]
     # The machine's speed read before and after the runs, so a slow spell of a shared machine shows in the report.
     assert all(0 < report["machine"]["speed_probe_s"][when] < 60 for when in ("before", "after"))

@@ -13,11 +13,12 @@ from tests.conftest import SAMPLE
 
 def test_prefect_yaml_deployments_load_with_their_schedules():
     specs = {spec["name"]: spec for spec in deployment_specs()}
-    assert set(specs) == {"nightly", "hourly", "on-demand", "rollback"}
+    assert set(specs) == {"nightly", "hourly", "on-demand", "rollback", "tune-role"}
     deployments = {d.name: d for d in build_deployments()}
     assert [s.schedule.cron for s in deployments["nightly"].schedules] == ["0 2 * * *"]
     assert deployments["on-demand"].parameters["run"]["role"] == "tool-agent"
     assert not deployments["rollback"].schedules
+    assert deployments["tune-role"].parameters["run"]["trials"] == 8 and not deployments["tune-role"].schedules
 
 
 @pytest.mark.slow

@@ -63,8 +63,13 @@ class OutputContract(BaseModel):
 
     @cached_property
     def _line_labels(self) -> list[re.Pattern[str]]:
-        return [re.compile(rf"^{_DECORATION}{re.escape(label.strip())}", re.IGNORECASE | re.MULTILINE)
-                for label in self.required_lines]
+        def line_start(label: str) -> re.Pattern[str]:
+            text = label.strip()
+            # "Reason:" also matches "**Reason**:" and "**Reason:**": emphasis may close before or after the colon.
+            body = rf"{re.escape(text[:-1])}[*_]*\s*:" if text.endswith(":") else re.escape(text)
+            return re.compile(rf"^{_DECORATION}{body}", re.IGNORECASE | re.MULTILINE)
+
+        return [line_start(label) for label in self.required_lines]
 
     def violations(self, answer: str) -> list[str]:
         """What the answer misses, one short reason each; an empty list is a compliant answer."""

@@ -23,7 +23,9 @@ def general_prompts(split: str = "replay", path: Path | None = None) -> list[str
 
     lines = (path or GENERAL_PROMPTS).read_text(encoding="utf-8").splitlines()
     prompts = [json.loads(line)["prompt"] for line in lines if line.strip()]
-    return [p for p in prompts if (int(hashlib.sha256(p.encode()).hexdigest(), 16) % 5 == 0) == (split == "drift")]
+    digests = {p: int(hashlib.sha256(p.encode()).hexdigest(), 16) for p in prompts}
+    # In hash order: a mix of kinds in any prefix, the same order every night.
+    return sorted((p for p in prompts if (digests[p] % 5 == 0) == (split == "drift")), key=digests.__getitem__)
 
 
 def reference_answers(model: Any, tokenizer: Any, system_prompt: str, prompts: list[str], max_new_tokens: int,

@@ -45,7 +45,17 @@ def tool_format_rule(first: str, second: str, _: dict[str, Any]) -> bool | None:
     return None if a == b else a
 
 
+def contract_rule(first: str, second: str, options: dict[str, Any]) -> bool | None:
+    """An answer that follows the role's output contract beats one that does not; no contract, no verdict."""
+    contract = options.get("contract")
+    if contract is None or contract.empty:
+        return None
+    a, b = contract.complies(first), contract.complies(second)
+    return None if a == b else a
+
+
 RULES: dict[str, tuple[Callable[[str, str, dict[str, Any]], bool | None], float]] = {
+    "contract": (contract_rule, 0.9),
     "refusal": (refusal_rule, 0.9),
     "tool_format": (tool_format_rule, 0.95),
     "detail": (detail_rule, 0.6),

@@ -1,0 +1,34 @@
+"""Replay: the base model's own answers to general prompts, trained on beside the role's pairs."""
+
+from roleforge.training.replay import finished, general_prompts, reference_answers, replay_pairs
+
+
+def test_the_general_prompts_split_into_replay_and_drift_sets_that_never_meet():
+    replay, drift = general_prompts("replay"), general_prompts("drift")
+    assert len(drift) >= 30 and len(replay) >= 4 * len(drift) * 0.7
+    assert not set(replay) & set(drift)
+
+
+def test_replay_pairs_set_the_base_answer_against_the_role_shape():
+    answers = {f"question {n}?": f"answer {n}." for n in range(10)}
+    role_pairs = [{"prompt": "Hire?", "chosen": "Decision: hire.", "rejected": "No idea."},
+                  {"prompt": "Cut?", "chosen": "Decision: cut.", "rejected": "Maybe."}]
+    pairs = replay_pairs(answers, role_pairs, 4, seed=1)
+    assert len(pairs) == 4 and len({p["pair_id"] for p in pairs}) == 4
+    assert all(answers[p["prompt"]] == p["chosen"] and p["rejected"] in {"Decision: hire.", "Decision: cut."} for p in pairs)
+    assert pairs == replay_pairs(answers, role_pairs, 4, seed=1)  # the same pairs for the same snapshot
+    assert replay_pairs(answers, role_pairs, 0, seed=1) == [] and replay_pairs({}, role_pairs, 4, seed=1) == []
+
+
+def test_reference_answers_are_generated_once_and_read_back(tiny_model_dir, tmp_path, monkeypatch):
+    from roleforge.tasks import infer
+    from roleforge.tasks.models import load_model, load_tokenizer
+
+    model, tokenizer = load_model(tiny_model_dir).eval(), load_tokenizer(tiny_model_dir)
+    prompts = ["What is a river?", "Name a colour."]
+    first = reference_answers(model, tokenizer, "You are helpful.", prompts, 6, tmp_path, "tiny")
+    assert set(first) == set(prompts)
+    monkeypatch.setattr(infer, "generate_answers", lambda *a, **k: (_ for _ in ()).throw(AssertionError("generated again")))
+    assert reference_answers(model, tokenizer, "You are helpful.", prompts, 6, tmp_path, "tiny") == first
+    # An answer cut off at the token limit is not replayed: it would teach stopping mid-sentence.
+    assert finished({"a": "word " * 20, "b": "ok"}, tokenizer, 6) == {"b": "ok"}
