@@ -467,7 +467,7 @@ def cmd_evaluate_role(args: argparse.Namespace) -> int:
     report = role_report(base_model, adapter, config.system_prompt, config.output, rows,
                          config.evaluation.max_new_tokens, config.evaluation.capability_max_new_tokens, config.gate.confidence)
     answers = report.pop("answers")
-    report = {"role": args.role, "adapter": str(adapter) if adapter else None, "version": version, **report}
+    report = {"role": args.role, "adapter_path": str(adapter) if adapter else None, "version": version, **report}
     if args.answers:
         Path(args.answers).write_text("".join(json.dumps(a) + "\n" for a in answers), encoding="utf-8")
     if not args.json:

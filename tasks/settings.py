@@ -257,7 +257,7 @@ class Settings(BaseSettings):
         merged: dict[str, Any] = {name: config.model_dump() for name, config in DEFAULT_ROLES.items()}
         for name, override in roles.items():
             given = override.model_dump() if isinstance(override, BaseModel) else override
-            merged[name] = _deep_merge(merged.get(name, {}), given) if isinstance(given, dict) else given
+            merged[name] = deep_merge(merged.get(name, {}), given) if isinstance(given, dict) else given
         return merged
 
     @field_validator("home")
@@ -313,16 +313,17 @@ class Settings(BaseSettings):
             tuned = json.loads(path.read_text(encoding="utf-8"))["overrides"]
         except (ValueError, KeyError, TypeError) as error:
             raise RoleforgeError(f"{path}: not a tuned recipe ({error}); run `roleforge tune --role {name}` again or delete it") from error
-        return _deep_merge(tuned, configured)
+        return deep_merge(tuned, configured)
 
     def registered_model_name(self, role: str) -> str:
         return f"{self.registry_prefix}-{role}"
 
 
-def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """`override` laid over `base`, nested dictionaries merged key by key."""
     merged = dict(base)
     for key, value in override.items():
-        merged[key] = _deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        merged[key] = deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
     return merged
 
 

@@ -79,7 +79,9 @@ def objective(evaluation: Evaluation) -> float:
 def under_configuration(overrides: dict[str, dict[str, Any]], configured: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """A trial's overrides under the role's configured training, as Settings.role_training will lay the saved recipe:
     what a trial measures is what the role's trainings will run."""
-    return {section: {**overrides.get(section, {}), **configured.get(section, {})} for section in {*overrides, *configured}}
+    from roleforge.tasks.settings import deep_merge
+
+    return deep_merge(overrides, configured)
 
 
 def run_trial(dataset: PreferenceDataset, profile: str, overrides: dict[str, dict[str, Any]], study: str,

@@ -58,3 +58,27 @@ def test_evaluate_tool_use_cli_on_the_base_model(home, tmp_path):
     missing_champion = subprocess.run([sys.executable, "-m", "roleforge.cli", "evaluate", "tool-use", "--prompts", str(prompts)],
                                       capture_output=True, text=True, env=os.environ.copy(), timeout=600)
     assert missing_champion.returncode == 2 and "has no champion yet" in missing_champion.stderr
+
+
+def test_evaluate_role_sets_an_adapter_beside_the_base_model_on_unseen_prompts(home, tmp_path, tiny_model_dir):
+    from tests.test_evaluate import random_adapter
+
+    adapter = random_adapter(tiny_model_dir, tmp_path / "adapter")
+    prompts = tmp_path / "ceo.jsonl"
+    prompts.write_text("".join(json.dumps({"role": role, "prompt": p}) + "\n" for role, p in
+                               [("ceo", "Do we open a store in Oslo?"), ("ceo", "keep the gym perk?"), ("cfo", "Budget?")]))
+    result = subprocess.run([sys.executable, "-m", "roleforge.cli", "evaluate", "role", "--role", "ceo", "--prompts", str(prompts),
+                             "--adapter", str(adapter), "--answers", str(tmp_path / "answers.jsonl"), "--json"],
+                            capture_output=True, text=True, env=os.environ.copy(), timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    # The ceo's rows only, both models on the contract and the 200 capability questions, and the paired comparison.
+    assert report["prompts"] == 2 and report["capability_questions"] >= 150
+    for side in ("base", "adapter"):
+        assert report[side]["contract"]["answers"] == 2 and 0 <= report[side]["capability_passed"] <= report["capability_questions"]
+    assert {"lost", "gained", "p_value"} <= set(report["capability"])
+    assert len((tmp_path / "answers.jsonl").read_text().splitlines()) == 2
+    # No champion and no --adapter: the base model alone.
+    base_only = subprocess.run([sys.executable, "-m", "roleforge.cli", "evaluate", "role", "--role", "ceo", "--prompts",
+                                str(prompts), "--json"], capture_output=True, text=True, env=os.environ.copy(), timeout=600)
+    assert base_only.returncode == 0 and "adapter" not in json.loads(base_only.stdout.strip().splitlines()[-1])

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from roleforge.ops.files import write_atomic
 from roleforge.sample import SAMPLE_DIR
 from roleforge.tasks.ab import GenerationAB, judge_ab, order_verdict
 from roleforge.tasks.errors import RoleforgeError
@@ -134,10 +135,7 @@ def judge_calibration(judge: Any, pairs_path: Path, margin: float, min_agreement
     except (OSError, ValueError):
         pass
     calibration = calibrate(judge, calibration_pairs(pairs_path), margin, min_agreement)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    staging = target.with_suffix(".partial")
-    staging.write_text(calibration.model_dump_json())
-    staging.replace(target)
+    write_atomic(target, calibration.model_dump_json())
     return calibration
 
 
