@@ -28,18 +28,20 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     # A few minutes for the whole sample on two CPU cores: a short look at the data.
     "quick": {"dpo": {**DPO_DEFAULTS, "num_train_epochs": 1, "learning_rate": 2e-4}, "lora": LORA_DEFAULTS,
               "data": {"max_train_pairs": 32, "max_eval_pairs": 32}},
-    # The nightly recipe: the whole sample in about a quarter of an hour on two CPU cores.
-    "default": {"dpo": {**DPO_DEFAULTS, "num_train_epochs": 1, "learning_rate": 1e-4}, "lora": LORA_DEFAULTS,
-                "data": {"max_train_pairs": 96, "max_eval_pairs": 64}},
+    # The nightly recipe, for any role: DPO moves the implicit reward long before it moves what the model writes, so
+    # an SFT term on the chosen answers teaches the role's answer shape; replay of the base model's own answers to
+    # general prompts keeps that shape to the role's questions (docs/engine.md, "Learning the role without
+    # forgetting", has the runs behind the learning rate and the replay count).
+    "default": {"dpo": {**DPO_DEFAULTS, "num_train_epochs": 2, "learning_rate": 2e-4, "loss_type": ["sigmoid", "sft"],
+                        "loss_weights": [1.0, 1.0], "save_steps": 40},
+                "lora": LORA_DEFAULTS, "data": {"max_train_pairs": 192, "max_eval_pairs": 64, "replay_pairs": 192}},
 }
 
-# A profile's recipe for one built-in role, under the role's own overrides. The tool agent learns a strict output
-# format: a higher learning rate, two epochs and an SFT term on the chosen answers (TRL's "sft" loss) next to DPO's
-# sigmoid loss, which alone moves the implicit reward long before it moves the greedy output.
+# A profile's recipe for one built-in role, under the role's own overrides. The tool agent should answer every
+# request with a tool call, a plain question included (with a search): no replay of the base model's prose, and a
+# higher learning rate for its strict format.
 ROLE_PROFILES: dict[tuple[str, str], dict[str, dict[str, Any]]] = {
-    ("default", "tool-agent"): {"dpo": {"learning_rate": 5e-4, "num_train_epochs": 2, "loss_type": ["sigmoid", "sft"],
-                                        "loss_weights": [1.0, 1.0], "save_steps": 20},
-                                "data": {"max_train_pairs": 192}},
+    ("default", "tool-agent"): {"dpo": {"learning_rate": 5e-4, "save_steps": 20}, "data": {"replay_pairs": 0}},
 }
 
 DATA_FIELDS = {"max_train_pairs", "max_eval_pairs", "replay_pairs"}

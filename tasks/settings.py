@@ -43,7 +43,7 @@ class GateConfig(BaseModel):
         description="Output contract: a candidate that follows the role's contract on fewer held-out prompts than its "
                     "opponent is refused when the one-sided McNemar p-value of that loss is below this.")
     max_drift_kl: float | None = Field(
-        default=0.25, ge=0.0,
+        default=0.5, ge=0.0,
         description="Mean KL (nats per token) of the candidate's next-token distributions from the base model's, on the "
                     "base model's answers to general prompts; above it the candidate is refused (None: reported only).")
     max_capability_loss: int = Field(
