@@ -465,7 +465,8 @@ def cmd_evaluate_role(args: argparse.Namespace) -> int:
     adapter, version = (Path(args.adapter), None) if args.adapter else champion_adapters(settings, [args.role]).get(args.role, (None, None))
     base_model = ensure_base_model(settings.resolved_base_model, is_default=settings.base_model is None)
     report = role_report(base_model, adapter, config.system_prompt, config.output, rows,
-                         config.evaluation.max_new_tokens, config.evaluation.capability_max_new_tokens, config.gate.confidence)
+                         config.evaluation.max_new_tokens, config.evaluation.capability_max_new_tokens, config.gate.confidence,
+                         config.evaluation.capability_checks)
     answers = report.pop("answers")
     report = {"role": args.role, "adapter_path": str(adapter) if adapter else None, "version": version, **report}
     if args.answers:

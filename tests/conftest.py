@@ -49,6 +49,7 @@ save_steps = 2
 [roles.{role}.training.data]
 max_train_pairs = 16
 max_eval_pairs = 16
+replay_pairs = 4
 """ for role in ("ceo", "cfo", "coo", '"tool-agent"'))
 
 

@@ -31,13 +31,14 @@ def role_prompts(role: str, path: Path | None, contract: OutputContract) -> list
 
 def role_report(base_model: Path, adapter: Path | None, system_prompt: str, contract: OutputContract,
                 rows: list[dict[str, Any]], max_new_tokens: int = 96, capability_max_new_tokens: int = 48,
-                confidence: float = 0.95) -> dict[str, Any]:
-    """Both models' answers to `rows` and to the retained-capability questions, and what they make of each."""
+                confidence: float = 0.95, capability: bool = True) -> dict[str, Any]:
+    """Both models' answers to `rows` and (with `capability`) to the retained-capability questions, and what they
+    make of each."""
     from roleforge.tasks.infer import generate_answers, tool_use_rates
     from roleforge.tasks.models import BASE_MODELS, attach_adapter, load_tokenizer
 
     tokenizer = load_tokenizer(base_model)
-    items = capability_items()
+    items = capability_items() if capability else []
     prompts, questions = [row["prompt"] for row in rows], [item["question"] for item in items]
     answers: dict[str, dict[str, list[str]]] = {}
     with BASE_MODELS.lend(base_model) as base:
@@ -47,7 +48,8 @@ def role_report(base_model: Path, adapter: Path | None, system_prompt: str, cont
                 with model.disable_adapter() if side == "base" and adapter is not None else nullcontext():
                     answers[side] = {
                         "prompts": generate_answers(model.eval(), tokenizer, system_prompt, prompts, max_new_tokens),
-                        "capability": generate_answers(model, tokenizer, system_prompt, questions, capability_max_new_tokens)}
+                        "capability": generate_answers(model, tokenizer, system_prompt, questions, capability_max_new_tokens)
+                        if questions else []}
         finally:
             if adapter is not None:
                 model.unload()
@@ -59,7 +61,7 @@ def role_report(base_model: Path, adapter: Path | None, system_prompt: str, cont
             report[side]["contract"] = compliance(contract, given["prompts"], confidence).model_dump()
         if contract.tool_call:
             report[side]["tool_use"] = tool_use_rates(given["prompts"], rows)
-    if "adapter" in answers:
+    if "adapter" in answers and items:
         base_ok = [passes(i, a) for i, a in zip(items, answers["base"]["capability"])]
         ours_ok = [passes(i, a) for i, a in zip(items, answers["adapter"]["capability"])]
         lost = sum(b and not o for b, o in zip(base_ok, ours_ok))
