@@ -62,7 +62,9 @@ def test_roles_train_promote_or_are_held_back_with_a_reason(home, prefect_harnes
     assert run.data.tags["prefect.flow_run_id"] and "eval_candidate_preference_accuracy" in run.data.metrics
     # What both models answered, beside the metrics: where to look when a candidate is held back.
     sheet = json.loads((Path(run.info.artifact_uri.removeprefix("file://")) / "evaluation" / "answers.json").read_text())
-    assert len(sheet["capability"]) == int(run.data.metrics["eval_capability_total"]) and sheet["ab"] and sheet["ab"][0]["verdict"]
+    assert len(sheet["capability"]) == int(run.data.metrics["eval_capability_total"]) and sheet["ab"]
+    # The tiny model's judge fails its calibration: no verdicts, and what each answer misses of the contract.
+    assert sheet["ab"][0]["verdict"] is None and "candidate_misses" in sheet["ab"][0]
 
     status = role_status(settings)
     assert status["ceo"]["training"] == "ready" and status["ceo"]["adapter_path"] and "train_loss" in status["ceo"]["training_metrics"]
