@@ -10,7 +10,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
-from roleforge.evaluation.capability import Guardrails, capability_items, mcnemar_p_value, measure_guardrails, passes
+from roleforge.evaluation.capability import (Guardrails, capability_items, lost_and_gained, mcnemar_p_value,
+                                             measure_guardrails, passes)
 from roleforge.evaluation.contracts import Compliance, OutputContract, compliance
 from roleforge.evaluation.drift import mean_token_kl
 from roleforge.evaluation.judging import JudgeCalibration, judge_generation
@@ -153,10 +154,8 @@ def evaluate_candidate(candidate: Candidate, system_prompt: str, base_model: Pat
         side: compliance(contract, answers[side]["ab"], confidence) for side in ("candidate", "opponent")}
     contract_p = None
     if contract_scores:
-        ours_ok = [contract.complies(a) for a in answers["candidate"]["ab"]]
-        theirs_ok = [contract.complies(a) for a in answers["opponent"]["ab"]]
-        contract_p = mcnemar_p_value(sum(o and not c for c, o in zip(ours_ok, theirs_ok)),
-                                  sum(c and not o for c, o in zip(ours_ok, theirs_ok)))
+        contract_p = mcnemar_p_value(*lost_and_gained([contract.complies(a) for a in answers["candidate"]["ab"]],
+                                                      [contract.complies(a) for a in answers["opponent"]["ab"]]))
     task_metrics = {}
     if tasks:
         from roleforge.tasks.infer import tool_use_rates

@@ -72,6 +72,12 @@ def capability_items(path: Path = CAPABILITIES) -> list[dict[str, Any]]:
     return items
 
 
+def lost_and_gained(candidate: list[bool], opponent: list[bool]) -> tuple[int, int]:
+    """Paired outcomes: items the opponent passes and the candidate fails, and the reverse."""
+    pairs = list(zip(candidate, opponent, strict=True))
+    return sum(o and not c for c, o in pairs), sum(c and not o for c, o in pairs)
+
+
 def mcnemar_p_value(lost: int, gained: int) -> float | None:
     """Exact one-sided McNemar test: the chance of at least `lost` losses among the `lost + gained` items on which
     the two models disagree, if each disagreement were a fair coin. None when they never disagree."""

@@ -7,7 +7,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from roleforge.evaluation.capability import capability_items, mcnemar_p_value, passes
+from roleforge.evaluation.capability import capability_items, lost_and_gained, mcnemar_p_value, passes
 from roleforge.evaluation.contracts import OutputContract, compliance
 
 ADAPTER = "evaluated"
@@ -54,18 +54,16 @@ def role_report(base_model: Path, adapter: Path | None, system_prompt: str, cont
             if adapter is not None:
                 model.unload()
     report: dict[str, Any] = {"prompts": len(rows), "capability_questions": len(items)}
+    passed = {side: [passes(item, answer) for item, answer in zip(items, given["capability"])]
+              for side, given in answers.items()}
     for side, given in answers.items():
-        passed = [passes(item, answer) for item, answer in zip(items, given["capability"])]
-        report[side] = {"capability_passed": sum(passed)}
+        report[side] = {"capability_passed": sum(passed[side])}
         if not contract.empty:
             report[side]["contract"] = compliance(contract, given["prompts"], confidence).model_dump()
         if contract.tool_call:
             report[side]["tool_use"] = tool_use_rates(given["prompts"], rows)
     if "adapter" in answers and items:
-        base_ok = [passes(i, a) for i, a in zip(items, answers["base"]["capability"])]
-        ours_ok = [passes(i, a) for i, a in zip(items, answers["adapter"]["capability"])]
-        lost = sum(b and not o for b, o in zip(base_ok, ours_ok))
-        gained = sum(o and not b for b, o in zip(base_ok, ours_ok))
+        lost, gained = lost_and_gained(passed["adapter"], passed["base"])
         report["capability"] = {"lost": lost, "gained": gained, "p_value": mcnemar_p_value(lost, gained)}
     report["answers"] = [{"prompt": p, **{side: given["prompts"][i] for side, given in answers.items()}}
                          for i, p in enumerate(prompts)]
