@@ -18,8 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from roleforge.tasks.errors import Preempted, RoleforgeError
-from roleforge.tasks.settings import AzureMLSettings, Settings
+from roleforge.ops.errors import Preempted, RoleforgeError
+from roleforge.config.settings import AzureMLSettings, Settings
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ def ensure_compute(client: Any, config: AzureMLSettings) -> None:
 def train_on_azure_ml(settings: Settings, dataset: Any, profile: str, tracking: Any, experiment: str,
                       tags: dict[str, str]) -> Any:
     """Submit the role's training, wait for it, download the adapter and record it in the local MLflow run."""
-    from roleforge.tasks.recipes import role_recipe
+    from roleforge.config.recipes import role_recipe
     from roleforge.tasks.train import Candidate, recipe_fingerprint
 
     config = settings.azure_ml

@@ -6,7 +6,7 @@ from prefect import flow
 
 from roleforge.flows.params import IngestRun
 from roleforge.tasks.ingest import IngestReport, ingest_feedback
-from roleforge.tasks.settings import load_settings
+from roleforge.config.settings import load_settings
 
 
 @flow(name="ingest")

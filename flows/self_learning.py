@@ -12,7 +12,7 @@ from roleforge.flows.params import RoleRun, SelfLearningRun
 from roleforge.flows.train_role import run_role
 from roleforge.tasks.ingest import ingest_feedback
 from roleforge.tasks.report import RoleOutcome, publish_summary
-from roleforge.tasks.settings import TrainingSettings, load_settings
+from roleforge.config.settings import TrainingSettings, load_settings
 
 
 # The task wraps a plain module-level function, so that Dask pickles it by reference (a decorated function is
@@ -47,7 +47,7 @@ def self_learning(run: SelfLearningRun = SelfLearningRun()) -> dict[str, RoleOut
     ingest_feedback(run.feedback or [str(settings.path("inbox"))])
     runs = [RoleRun(role=role, profile=run.profile, force=run.force) for role in run.roles or list(settings.roles)]
     # The tracking store and its experiment exist before roles fan out to other processes.
-    from roleforge.tasks.tracking import experiment_id, mlflow_client
+    from roleforge.registry.tracking import experiment_id, mlflow_client
 
     experiment_id(mlflow_client(settings.resolved_tracking_uri), settings.path("mlartifacts"))
     outcomes = train_roles.with_options(task_runner=task_runner(settings.training))(runs)

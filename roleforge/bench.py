@@ -48,7 +48,7 @@ def label_benchmark(rows: int, judge_pairs: int, base_model: Path | None) -> dic
     }
     if judge_pairs and base_model is not None:
         from roleforge.tasks.labelers.judge import LocalJudge
-        from roleforge.tasks.models import load_model, load_tokenizer
+        from roleforge.models.base import load_model, load_tokenizer
 
         items = [(c.prompt, c.first, c.second) for c in comparisons(data[:2000], 2, include_ab=False)[:judge_pairs]]
         model, tokenizer = load_model(base_model).eval(), load_tokenizer(base_model)
@@ -212,7 +212,7 @@ def _timed_ingest_here(name: str, source: Path, run_dir: Path, rows: int, store_
     import sqlalchemy as sa
 
     from roleforge.tasks.ingest import ingest_files
-    from roleforge.tasks.settings import DEFAULT_ROLES
+    from roleforge.config.settings import DEFAULT_ROLES
 
     sqlite_file = make_url(store_url).database if store_url.startswith("sqlite:") else None
     with PeakRss() as memory:
@@ -282,7 +282,7 @@ def save_pairs(path: Path) -> dict[str, int]:
 
 def load_pairs(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(train, held-out) pairs from a JSONL file written by `save_pairs`; a malformed line is a one-line error."""
-    from roleforge.tasks.errors import RoleforgeError
+    from roleforge.ops.errors import RoleforgeError
 
     splits: dict[str, list[dict[str, Any]]] = {"train": [], "held_out": []}
     for number, line in enumerate(path.read_text().splitlines(), 1):
@@ -331,7 +331,7 @@ def tool_use_pairs(held_out_fraction: float = 0.2) -> tuple[list[dict[str, Any]]
     rejections): (train pairs, held-out pairs), split by prompt hash, in a fixed order."""
     from roleforge.sample import SAMPLE_FEEDBACK
     from roleforge.tasks.label import label_rows, labelers_for, split_of
-    from roleforge.tasks.settings import DEFAULT_ROLES, TeacherConfig
+    from roleforge.config.settings import DEFAULT_ROLES, TeacherConfig
 
     config = DEFAULT_ROLES["tool-agent"]
     rows = []
@@ -429,7 +429,7 @@ def matmul_peak_flops(dtype: str, size: int | None = None, repeats: int = 10) ->
 def matmul_params(model: Any) -> tuple[int, int]:
     """The weights a token meets in matmuls: the decoder's matrices (not its norms, nor the input embedding, a
     lookup) and the LM head's."""
-    from roleforge.tasks.models import decoder_and_head
+    from roleforge.models.base import decoder_and_head
 
     decoder, head = decoder_and_head(model)
     matrices = sum(p.numel() for p in decoder.parameters() if p.dim() >= 2)
@@ -459,12 +459,12 @@ def dpo_benchmark(base_model: Path, pairs: int, epochs: float, repeats: int, hel
     from transformers import PrinterCallback
     from trl import DPOConfig
 
-    from roleforge.tasks.engines import roleforge_trainer, trl_trainer
-    from roleforge.tasks.models import (attach_adapter, chat_prompts, compute_dtype, load_model, load_tokenizer,
+    from roleforge.training.engines import roleforge_trainer, trl_trainer
+    from roleforge.models.base import (attach_adapter, chat_prompts, compute_dtype, load_model, load_tokenizer,
                                          matmul_dtype, pooled_attention)
-    from roleforge.tasks.recipes import bf16_supported, has_accelerator
-    from roleforge.tasks.scoring import completion_logps, score
-    from roleforge.tasks.tool_use import TOOL_AGENT_SYSTEM_PROMPT
+    from roleforge.config.recipes import bf16_supported, has_accelerator
+    from roleforge.evaluation.scoring import completion_logps, score
+    from roleforge.evaluation.tool_use import TOOL_AGENT_SYSTEM_PROMPT
 
     batch_size = batch_size or TRL_RECIPE["dpo"]["per_device_train_batch_size"]
     train, evaluation = load_pairs(pairs_file) if pairs_file else tool_use_pairs()
@@ -569,9 +569,9 @@ def dpo_benchmark(base_model: Path, pairs: int, epochs: float, repeats: int, hel
 def generate_benchmark(base_model: Path, prompts: int, max_new_tokens: int, batch_size: int) -> dict[str, Any]:
     """New tokens/s of greedy generation on held-out prompts: batched (batch_size prompts per call) vs one prompt at
     a time, on the same model and prompts, single first. The answers must be the same either way."""
-    from roleforge.tasks.infer import generate_answers
-    from roleforge.tasks.models import load_model, load_tokenizer
-    from roleforge.tasks.settings import DEFAULT_ROLES
+    from roleforge.models.generation import generate_answers
+    from roleforge.models.base import load_model, load_tokenizer
+    from roleforge.config.settings import DEFAULT_ROLES
 
     questions = [row["prompt"] for row in feedback_rows(prompts * 3, seed=7)][::3][:prompts]
     system_prompt = DEFAULT_ROLES["ceo"].system_prompt
@@ -602,7 +602,7 @@ def cli_benchmark(repeats: int) -> dict[str, Any]:
     import subprocess
     import sys
 
-    from roleforge.tasks.errors import RoleforgeError
+    from roleforge.ops.errors import RoleforgeError
 
     command = [sys.executable, "-m", "roleforge.cli"]
     report: dict[str, Any] = {"repeats": repeats}

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from roleforge.tasks.errors import Preempted, RoleforgeError, database_error
+from roleforge.ops.errors import Preempted, RoleforgeError, database_error
 
 
 class Parser(argparse.ArgumentParser):
@@ -31,7 +31,7 @@ def _settings() -> Any:
 
     from roleforge.data_contracts.feedback import describe_error
     from roleforge.runtime import prepare_environment
-    from roleforge.tasks.settings import load_settings
+    from roleforge.config.settings import load_settings
 
     import tomllib
 
@@ -108,11 +108,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         feedback.append(str(SAMPLE_FEEDBACK))
     from roleforge.flows.params import SelfLearningRun
     from roleforge.flows.self_learning import self_learning
-    from roleforge.tasks.models import ensure_base_model
+    from roleforge.models.base import ensure_base_model
     from roleforge.tasks.report import outcome_rows
 
     from roleforge.runtime import start_warm_up
-    from roleforge.tasks.timing import STAGES
+    from roleforge.ops.timing import STAGES
 
     ensure_base_model(settings.resolved_base_model, is_default=settings.base_model is None)
     started = time.monotonic()
@@ -146,7 +146,7 @@ def cmd_label(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     settings = _settings()
-    from roleforge.tasks.status import role_status
+    from roleforge.ops.status import role_status
 
     status = role_status(settings)
     console = _console()
@@ -186,7 +186,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         raise RoleforgeError("--trials must be at least 1 and --seed at least 0")
     from roleforge.flows.params import TuneRun
     from roleforge.flows.tune import tune_role
-    from roleforge.tasks.models import ensure_base_model
+    from roleforge.models.base import ensure_base_model
 
     ensure_base_model(settings.resolved_base_model, is_default=settings.base_model is None)
     result = tune_role(TuneRun(role=args.role, trials=args.trials, profile=args.profile or settings.profile, seed=args.seed))
@@ -204,7 +204,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     settings = _settings()
     settings.role(args.role)
     from roleforge.tasks.promote import rollback
-    from roleforge.tasks.tracking import mlflow_client
+    from roleforge.registry.tracking import mlflow_client
 
     champion, previous = rollback(mlflow_client(settings.resolved_tracking_uri), settings.registered_model_name(args.role))
     if not args.json:
@@ -223,9 +223,9 @@ def cmd_train_job(args: argparse.Namespace) -> int:
     import pyarrow.parquet as pq
 
     from roleforge.tasks.label import PreferenceDataset
-    from roleforge.tasks.models import ensure_base_model
-    from roleforge.tasks.recipes import role_recipe
-    from roleforge.tasks.tracking import experiment_id, mlflow_client
+    from roleforge.models.base import ensure_base_model
+    from roleforge.config.recipes import role_recipe
+    from roleforge.registry.tracking import experiment_id, mlflow_client
     from roleforge.tasks.train import train_adapter
 
     snapshot, output = Path(args.snapshot), Path(args.output)
@@ -252,7 +252,7 @@ def cmd_train_job(args: argparse.Namespace) -> int:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     settings = _settings()
-    from roleforge.tasks import audit
+    from roleforge.ops import audit
 
     entries = audit.read(settings.home)[-args.last:] if args.last else audit.read(settings.home)
     broken = audit.verify(settings.home)
@@ -289,7 +289,7 @@ def cmd_bench_dpo(args: argparse.Namespace) -> int:
     import tempfile
 
     from roleforge.bench import dpo_benchmark, random_model
-    from roleforge.tasks.models import ensure_base_model
+    from roleforge.models.base import ensure_base_model
 
     if args.pairs < 1 or args.held_out < 1 or args.repeats < 1 or args.epochs <= 0 or (args.batch_size is not None and args.batch_size < 1):
         raise RoleforgeError("--pairs, --held-out, --repeats and --batch-size must be at least 1, --epochs above 0")
@@ -341,7 +341,7 @@ def cmd_bench_ingest(args: argparse.Namespace) -> int:
 def cmd_bench_generate(args: argparse.Namespace) -> int:
     settings = _settings()
     from roleforge.bench import generate_benchmark
-    from roleforge.tasks.models import ensure_base_model
+    from roleforge.models.base import ensure_base_model
 
     if args.prompts < 1 or args.max_new_tokens < 1 or args.batch_size < 2:
         raise RoleforgeError("--prompts and --max-new-tokens must be at least 1, --batch-size at least 2")
@@ -356,7 +356,7 @@ def cmd_bench_generate(args: argparse.Namespace) -> int:
 def cmd_bench_label(args: argparse.Namespace) -> int:
     settings = _settings()
     from roleforge.bench import label_benchmark
-    from roleforge.tasks.models import ensure_base_model
+    from roleforge.models.base import ensure_base_model
 
     base_model = ensure_base_model(settings.resolved_base_model, settings.base_model is None) if args.judge_pairs else None
     report = label_benchmark(args.rows, args.judge_pairs, base_model)
@@ -387,8 +387,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def _router(settings: Any, role: str, model: str) -> tuple[Any, str | None]:
     """A router serving the role's champion (model="champion") or the base model (model="base")."""
     settings.role(role)
-    from roleforge.tasks.infer import RoleRouter, champion_adapters
-    from roleforge.tasks.models import ensure_base_model
+    from roleforge.models.generation import RoleRouter, champion_adapters
+    from roleforge.models.base import ensure_base_model
 
     base_model = ensure_base_model(settings.resolved_base_model, is_default=settings.base_model is None)
     found = champion_adapters(settings, [role]) if model == "champion" else {}
@@ -400,7 +400,7 @@ def _router(settings: Any, role: str, model: str) -> tuple[Any, str | None]:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     settings = _settings()
-    from roleforge.tasks.infer import read_prompts
+    from roleforge.models.generation import read_prompts
 
     rows = read_prompts(args.prompts, "prompt")
     router, version = _router(settings, args.role, args.model)
@@ -428,16 +428,16 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 def cmd_evaluate_tool_use(args: argparse.Namespace) -> int:
     settings = _settings()
-    from roleforge.tasks.infer import read_tool_use_prompts
+    from roleforge.models.generation import read_tool_use_prompts
 
     rows = read_tool_use_prompts(args.prompts)
     router, version = _router(settings, args.role, args.model)
-    from roleforge.tasks.infer import tool_use_rates
+    from roleforge.models.generation import tool_use_rates
 
     answers = router.generate(args.role, settings.role(args.role).system_prompt, [r["request"] for r in rows])
     report = {"role": args.role, "model": args.model, "version": version, **tool_use_rates(answers, rows)}
     if args.answers:
-        from roleforge.tasks.tool_use import check_tool_use
+        from roleforge.evaluation.tool_use import check_tool_use
 
         with open(args.answers, "w", encoding="utf-8") as out:
             for row, answer in zip(rows, answers):
@@ -457,8 +457,8 @@ def cmd_evaluate_tool_use(args: argparse.Namespace) -> int:
 def cmd_evaluate_role(args: argparse.Namespace) -> int:
     settings = _settings()
     from roleforge.evaluation.role_report import role_prompts, role_report
-    from roleforge.tasks.infer import champion_adapters
-    from roleforge.tasks.models import ensure_base_model
+    from roleforge.models.generation import champion_adapters
+    from roleforge.models.base import ensure_base_model
 
     config = settings.role(args.role)
     rows = role_prompts(args.role, Path(args.prompts) if args.prompts else None, config.output)
@@ -484,7 +484,7 @@ def cmd_evaluate_role(args: argparse.Namespace) -> int:
 
 def cmd_setup_model(args: argparse.Namespace) -> int:
     settings = _settings()
-    from roleforge.tasks.models import ensure_base_model
+    from roleforge.models.base import ensure_base_model
 
     path = ensure_base_model(settings.resolved_base_model, is_default=settings.base_model is None)
     print(f"base model ready: {path}")
@@ -650,8 +650,8 @@ def build_parser() -> Parser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # SIGTERM (a scheduler, a spot eviction) unwinds like Ctrl-C, so the local Prefect server we started stops too;
-    # a training in progress first writes a checkpoint (tasks/preemption.py).
-    from roleforge.tasks.preemption import install_handler
+    # a training in progress first writes a checkpoint (roleforge/training/preemption.py).
+    from roleforge.training.preemption import install_handler
 
     install_handler()
     if getattr(args, "benchmark", "pairs") != "pairs":  # a benchmark that measures: how fast the machine runs first

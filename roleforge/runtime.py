@@ -77,7 +77,7 @@ def start_warm_up(tracking_uri: str, artifact_root: Path) -> threading.Thread:
     wait instead of adding to the run. Whatever the thread has not finished, the stages do themselves."""
 
     def work() -> None:
-        from roleforge.tasks.tracking import experiment_id, mlflow_client
+        from roleforge.registry.tracking import experiment_id, mlflow_client
 
         try:
             experiment_id(mlflow_client(tracking_uri), artifact_root)

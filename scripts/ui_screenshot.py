@@ -1,6 +1,6 @@
 """Screenshot of the Prefect UI's flow-run page after a run started like the UI's "Run" button, for the README.
 
-    python scripts/ui_screenshot.py docs/prefect-flow-run.png [--role ceo]
+    python -m scripts.ui_screenshot docs/prefect-flow-run.png [--role ceo]   (from the repository root)
 
 Starts a Prefect server on 127.0.0.1 and `roleforge serve`, ingests the sample feedback of the role, presses Run on
 the `train-role/on-demand` deployment through the API, waits for the run to finish, and lets headless Chromium
@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from roleforge.deployments.local_server import deployment, prefect_server, press_run, roleforge_serve, wait_for_run
+from tests.support.local_server import deployment, prefect_server, press_run, roleforge_serve, wait_for_run
 from roleforge.sample import SAMPLE_FEEDBACK
 
 

@@ -1,1 +1,1 @@
-"""The units of work, one module per stage of the DAG, with their shared building blocks beside them."""
+"""The stages of the DAG, one module (or package, like labelers/) per node; their building blocks live in roleforge/."""

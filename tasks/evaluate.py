@@ -16,15 +16,15 @@ from roleforge.evaluation.contracts import Compliance, OutputContract, complianc
 from roleforge.evaluation.drift import mean_token_kl
 from roleforge.evaluation.judging import JudgeCalibration, judge_generation
 from roleforge.runtime import MODEL_MODULES, import_for_stages
-from roleforge.tasks.ab import GenerationAB, paired_bootstrap
-from roleforge.tasks.errors import retry_transient
-from roleforge.tasks.infer import generate_answers
+from roleforge.evaluation.ab import GenerationAB, paired_bootstrap
+from roleforge.ops.errors import retry_transient
+from roleforge.models.generation import generate_answers
 from roleforge.tasks.label import load_split
-from roleforge.tasks.reference_store import reference_identity
-from roleforge.tasks.scoring import ModelScore, completion_logps, pair_correct, score
-from roleforge.tasks.settings import EvaluationConfig, load_settings
+from roleforge.training.reference_store import reference_identity
+from roleforge.evaluation.scoring import ModelScore, completion_logps, pair_correct, score
+from roleforge.config.settings import EvaluationConfig, load_settings
 from roleforge.tasks.train import Candidate
-from roleforge.tasks.timing import STAGES
+from roleforge.ops.timing import STAGES
 from roleforge.training.replay import general_prompts, reference_answers
 
 CANDIDATE, CHAMPION, REFERENCE = "candidate", "champion", "reference"
@@ -74,8 +74,8 @@ def evaluate_candidate(candidate: Candidate, system_prompt: str, base_model: Pat
     and the reference answer the retained-capability questions, the candidate's logit drift from the reference is
     read on general prompts, and both answer the role's task prompts. The reference's answers to the fixed sets are
     kept in `cache_dir`: they never change."""
-    from roleforge.tasks.infer import read_tool_use_prompts
-    from roleforge.tasks.models import BASE_MODELS, attach_adapter, chat_prompts, load_tokenizer
+    from roleforge.models.generation import read_tool_use_prompts
+    from roleforge.models.base import BASE_MODELS, attach_adapter, chat_prompts, load_tokenizer
 
     pairs = sorted(load_split(candidate.dataset_path, "held_out"), key=lambda p: p["pair_id"])[:max_pairs]
     tokenizer = load_tokenizer(base_model)
@@ -158,7 +158,7 @@ def evaluate_candidate(candidate: Candidate, system_prompt: str, base_model: Pat
                                                       [contract.complies(a) for a in answers["opponent"]["ab"]]))
     task_metrics = {}
     if tasks:
-        from roleforge.tasks.infer import tool_use_rates
+        from roleforge.models.generation import tool_use_rates
 
         task_metrics = {side: tool_use_rates(answers[side]["tasks"], tasks) for side in ("candidate", "opponent")}
     return Evaluation(
@@ -226,8 +226,8 @@ def evaluate_role(candidate: Candidate, profile: str) -> Evaluation:
     """A/B the candidate against the role's champion (or the base model) and log the scores to its MLflow run."""
     import_for_stages(MODEL_MODULES)
     from roleforge.tasks.promote import champion_adapter
-    from roleforge.tasks.recipes import role_recipe
-    from roleforge.tasks.tracking import mlflow_client
+    from roleforge.config.recipes import role_recipe
+    from roleforge.registry.tracking import mlflow_client
 
     settings = load_settings()
     config = settings.role(candidate.role)
@@ -295,7 +295,7 @@ def evaluation_judge(settings: Any, config: EvaluationConfig) -> tuple[Any, Judg
 
     from roleforge.evaluation.judging import JUDGE_CALIBRATION, judge_calibration
     from roleforge.tasks.label import local_judge, teacher_judge
-    from roleforge.tasks.models import ensure_base_model
+    from roleforge.models.base import ensure_base_model
 
     base_model = ensure_base_model(settings.resolved_base_model, is_default=settings.base_model is None)
     judge = teacher_judge(settings.teacher, base_model) or local_judge(base_model, settings.teacher.batch_size)

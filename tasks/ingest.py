@@ -14,15 +14,15 @@ from typing import Any
 from prefect import get_run_logger, task
 from pydantic import BaseModel
 
-from roleforge.tasks.errors import RoleforgeError, retry_transient, storage_error
+from roleforge.ops.errors import RoleforgeError, retry_transient, storage_error
 # The row logic lives in a light module of its own (parse workers import it); these names are ingest's API too.
-from roleforge.tasks.feedback_rows import (HASHED_FIELDS, ParsedBatch, ParsedChunk, Quarantined,  # noqa: F401
+from roleforge.ingest.rows import (HASHED_FIELDS, ParsedBatch, ParsedChunk, Quarantined,  # noqa: F401
                                            canonical_json, content_hash, decode_chunk, encode_request, line_spans,
                                            parse_chunk, parse_records, quarantine_lines, read_frame, read_records,
                                            shared_path, tapered_spans, to_stored_row)
-from roleforge.tasks.settings import INGEST_BATCH_ROWS, load_settings
-from roleforge.tasks.staging import Staging
-from roleforge.tasks.timing import STAGES
+from roleforge.config.settings import INGEST_BATCH_ROWS, load_settings
+from roleforge.storage.staging import Staging
+from roleforge.ops.timing import STAGES
 
 FEEDBACK_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
@@ -139,7 +139,7 @@ def ingest_files(paths: Iterable[str], roles: set[str], store_url: str, quaranti
     are stored, so a crash at any point leaves it in the inbox, and the next ingest stores what is missing and
     nothing twice. A full disk or an unwritable store is a one-line
     RoleforgeError naming the path."""
-    from roleforge.tasks.store import describe_url
+    from roleforge.storage.store import describe_url
 
     try:
         return _ingest_files(paths, roles, store_url, quarantine_dir, inbox, archive, batch_rows, workers)
@@ -155,7 +155,7 @@ def _ingest_files(paths: Iterable[str], roles: set[str], store_url: str, quarant
     from collections import deque
     from concurrent.futures import Future, ThreadPoolExecutor
 
-    from roleforge.tasks.store import Stored, WalCheckpoints, engine_for, remove_stale_staging, staging_for
+    from roleforge.storage.store import Stored, WalCheckpoints, engine_for, remove_stale_staging, staging_for
 
     engine = engine_for(store_url)
     remove_stale_staging(engine)
@@ -232,7 +232,7 @@ def _ingest_files(paths: Iterable[str], roles: set[str], store_url: str, quarant
 def store_chunks(engine: Any, chunks: list[ParsedChunk], checkpoints: Any = None) -> Any:
     """Store chunks in one transaction: staged chunks together (their log checkpointed by `checkpoints`, when
     given), COPY texts together, or one chunk of rows."""
-    from roleforge.tasks.store import insert_copied, insert_new_feedback, insert_staged
+    from roleforge.storage.store import insert_copied, insert_new_feedback, insert_staged
 
     if len(chunks) == 1 and not chunks[0].bulk:
         return insert_new_feedback(engine, chunks[0].rows)
@@ -250,7 +250,7 @@ WORKER_MALLOC = {"MALLOC_TRIM_THRESHOLD_": str(2**32), "MALLOC_MMAP_THRESHOLD_":
 
 
 class ParseWorkers:
-    """Processes that parse JSON-lines chunks (python -m roleforge.tasks.feedback_rows, fed framed chunks on stdin),
+    """Processes that parse JSON-lines chunks (python -m roleforge.ingest.rows, fed framed chunks on stdin),
     started on the first file that needs them and stopped on exit. Chunk k goes to worker k mod n, and each worker
     answers in order, so results come back in file order. They are plain subprocesses, not multiprocessing's: the
     ingest process runs threads, which fork does not carry, and spawn would re-run the caller's main script."""
@@ -308,7 +308,7 @@ class ParseWorkers:
 
         environment = {**WORKER_MALLOC, **os.environ}  # the caller's own settings win
         for _ in range(self.count):
-            process = subprocess.Popen([sys.executable, "-m", "roleforge.tasks.feedback_rows"],
+            process = subprocess.Popen([sys.executable, "-m", "roleforge.ingest.rows"],
                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=environment)
             feed: queue.Queue[bytes | None] = queue.Queue()
             # A thread per worker writes its requests, so that a worker writing a large answer never waits on us
@@ -413,7 +413,7 @@ def ingest_configured(settings: Any, paths: list[str] | None) -> IngestReport:
 
 
 def audit_ingest(home: Path, paths: list[str], report: IngestReport) -> None:
-    from roleforge.tasks import audit
+    from roleforge.ops import audit
 
     audit.record(home, "ingest", paths=paths, **report.model_dump(exclude={"quarantine_path"}),
                  quarantine_path=report.quarantine_path)

@@ -24,10 +24,10 @@ from roleforge.tasks.labelers.generator import RejectedResponseGenerator
 from roleforge.tasks.labelers.heuristics import HeuristicLabeler
 from roleforge.tasks.labelers.human import HumanChoiceLabeler, RatingGapLabeler
 from roleforge.tasks.labelers.judge import HttpJudge, Judge, JudgeLabeler, LocalJudge
-from roleforge.tasks.errors import RoleforgeError, retry_transient
-from roleforge.tasks.settings import LabelingConfig, Settings, TeacherConfig, load_settings
+from roleforge.ops.errors import RoleforgeError, retry_transient
+from roleforge.config.settings import LabelingConfig, Settings, TeacherConfig, load_settings
 from roleforge.tasks.validate import ContractResult, validate_pairs
-from roleforge.tasks.timing import STAGES
+from roleforge.ops.timing import STAGES
 
 
 class PreferenceDataset(BaseModel):
@@ -210,7 +210,7 @@ def teacher_judge(teacher: TeacherConfig, base_model: Path) -> Judge | None:
 
 @functools.cache
 def local_judge(model_dir: Path, batch_size: int) -> LocalJudge:
-    from roleforge.tasks.models import load_model, load_tokenizer
+    from roleforge.models.base import load_model, load_tokenizer
 
     import_for_stages(MODEL_MODULES)
     return LocalJudge(load_model(model_dir).eval(), load_tokenizer(model_dir), batch_size)
@@ -219,10 +219,10 @@ def local_judge(model_dir: Path, batch_size: int) -> LocalJudge:
 def label_stored(role: str, settings: Settings) -> tuple[PreferenceDataset, list[ContractResult]]:
     """Label what the store holds for a role with the labelers its configuration names; check the pairs against
     their contract and the feedback since the role's last training against the shift guard."""
-    from roleforge.tasks.guard import shift_guard
-    from roleforge.tasks.models import ensure_base_model
-    from roleforge.tasks.status import read_training_status
-    from roleforge.tasks.store import engine_for, feedback_for_role
+    from roleforge.validation.shift_guard import shift_guard
+    from roleforge.models.base import ensure_base_model
+    from roleforge.ops.status import read_training_status
+    from roleforge.storage.store import engine_for, feedback_for_role
 
     config = settings.role(role)
     judge = None

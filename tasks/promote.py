@@ -11,13 +11,13 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
-from roleforge.tasks.errors import RoleforgeError, retry_transient
+from roleforge.ops.errors import RoleforgeError, retry_transient
 from roleforge.tasks.evaluate import Evaluation
-from roleforge.tasks.settings import GateConfig, load_settings
+from roleforge.config.settings import GateConfig, load_settings
 from roleforge.tasks.train import Candidate
-from roleforge.tasks import audit
-from roleforge.tasks.timing import STAGES
-from roleforge.tasks.tracking import CHAMPION, PREVIOUS
+from roleforge.ops import audit
+from roleforge.ops.timing import STAGES
+from roleforge.registry.tracking import CHAMPION, PREVIOUS
 
 REPLACED_TAG = "roleforge.replaced_version"
 
@@ -258,7 +258,7 @@ def promote_role(candidate: Candidate, evaluation: Evaluation, contract_passed: 
     from prefect.events import emit_event
 
     from roleforge.tasks.report import role_resource
-    from roleforge.tasks.tracking import current_flow_run, mlflow_client
+    from roleforge.registry.tracking import current_flow_run, mlflow_client
 
     settings = load_settings()
     tags = {**current_flow_run(), "roleforge.contract": "passed" if contract_passed else "failed"}
@@ -307,7 +307,7 @@ def rollback_role(role: str) -> dict[str, str | None]:
     from prefect.events import emit_event
 
     from roleforge.tasks.report import role_resource
-    from roleforge.tasks.tracking import mlflow_client
+    from roleforge.registry.tracking import mlflow_client
 
     settings = load_settings()
     settings.role(role)

@@ -132,7 +132,7 @@ def publish_summary(outcomes: dict[str, RoleOutcome]) -> None:
     """The run's per-role table as a Prefect artifact, for the UI."""
     from prefect.artifacts import create_markdown_artifact
 
-    from roleforge.tasks.settings import load_settings
+    from roleforge.config.settings import load_settings
 
     create_markdown_artifact(key="self-learning-summary", markdown=summary_markdown(outcomes, load_settings().mlflow_ui_url),
                              description="Per-role outcome of the self-learning run")

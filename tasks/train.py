@@ -15,18 +15,18 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from roleforge.runtime import MODEL_MODULES, import_for_stages
-from roleforge.tasks.errors import Preempted, RoleforgeError, retry_transient
-from roleforge.tasks.preemption import RetryPolicy
-from roleforge.tasks.engines import roleforge_trainer, trl_trainer
+from roleforge.ops.errors import Preempted, RoleforgeError, retry_transient
+from roleforge.training.preemption import RetryPolicy
+from roleforge.training.engines import roleforge_trainer, trl_trainer
 from roleforge.tasks.label import PreferenceDataset, load_split
-from roleforge.tasks.reference_store import ReferenceStore
-from roleforge.tasks.settings import load_settings
-from roleforge.tasks.timing import STAGES
+from roleforge.training.reference_store import ReferenceStore
+from roleforge.config.settings import load_settings
+from roleforge.ops.timing import STAGES
 
 # Retries of a training: Preempted and transient errors each have a budget in settings.training (RetryPolicy);
 # the task's own count is only the ceiling. Backoff doubles from 10 s to at most 10 min, with +-50% jitter.
 MAX_TASK_RETRIES = 20
-# Reference log-probs kept across trainings (tasks/reference_store.py), a file in the checkpoints directory.
+# Reference log-probs kept across trainings (roleforge/training/reference_store.py), a file in the checkpoints directory.
 KEPT_REFERENCES = "reference_logps.db"
 BACKOFF_SECONDS = [min(10 * 2**attempt, 600) for attempt in range(MAX_TASK_RETRIES)]
 
@@ -49,7 +49,7 @@ class Candidate(BaseModel):
     train_seconds: float
     train_metrics: dict[str, float]
     # Of train_pairs, those whose reference log-probs this training computed; the rest were kept from an earlier
-    # training under the same reference (tasks/reference_store.py). None for stock TRL, which computes its own.
+    # training under the same reference (roleforge/training/reference_store.py). None for stock TRL, which computes its own.
     reference_pairs_computed: int | None = None
     replay_pairs: int = 0  # general prompts with the base model's own answers, trained on beside train_pairs
 
@@ -150,14 +150,14 @@ def train_adapter(dataset: PreferenceDataset, system_prompt: str, recipe: dict[s
     From scratch, the reference is the base model. With `base_adapter` (the role's SFT adapter), training starts
     from that adapter and uses it as the reference. Checkpoints go under `checkpoints_dir`; a run of the same
     training (same snapshot, recipe and starting point) resumes from the newest complete one. On SIGTERM it writes a
-    checkpoint and raises Preempted. `engine` is roleforge's training path (tasks/fast_dpo.py) or stock TRL; the
+    checkpoint and raises Preempted. `engine` is roleforge's training path (roleforge/training/fast_dpo.py) or stock TRL; the
     former takes the reference log-probs of pairs seen by earlier trainings from `checkpoints_dir` (KEPT_REFERENCES).
     """
     from transformers import PrinterCallback
 
-    from roleforge.tasks.models import BASE_MODELS, check_adapter, compute_dtype, load_tokenizer
-    from roleforge.tasks.preemption import checkpoint_on_shutdown_callback, raise_if_preempted, training_in_progress
-    from roleforge.tasks.recipes import build_configs
+    from roleforge.models.base import BASE_MODELS, check_adapter, compute_dtype, load_tokenizer
+    from roleforge.training.preemption import checkpoint_on_shutdown_callback, raise_if_preempted, training_in_progress
+    from roleforge.config.recipes import build_configs
 
     started = time.monotonic()
     if base_adapter is not None:
@@ -221,8 +221,8 @@ def replayed_base_answers(base: Any, tokenizer: Any, system_prompt: str, pairs: 
     count = int(data.get("replay_pairs", 0))
     if count <= 0:
         return []
-    from roleforge.tasks.models import attach_adapter
-    from roleforge.tasks.reference_store import reference_identity
+    from roleforge.models.base import attach_adapter
+    from roleforge.training.reference_store import reference_identity
     from roleforge.training.replay import finished, general_prompts, reference_answers, replay_pairs
 
     parameter = next(base.parameters())
@@ -267,10 +267,10 @@ def train_role_adapter(dataset: PreferenceDataset, profile: str) -> Candidate:
     """Train a role's candidate adapter here or as an Azure ML job; a retry resumes from the newest checkpoint.
     Preemptions and transient errors retry from their own budgets (settings.training); code errors fail fast."""
     import_for_stages(MODEL_MODULES)
-    from roleforge.tasks.models import ensure_base_model
-    from roleforge.tasks.recipes import role_recipe
-    from roleforge.tasks.status import write_training_status
-    from roleforge.tasks.tracking import current_flow_run, experiment_id, mlflow_client
+    from roleforge.models.base import ensure_base_model
+    from roleforge.config.recipes import role_recipe
+    from roleforge.ops.status import write_training_status
+    from roleforge.registry.tracking import current_flow_run, experiment_id, mlflow_client
 
     settings = load_settings()
     config = settings.role(dataset.role)
@@ -323,7 +323,7 @@ def should_train(dataset: PreferenceDataset, force: bool) -> PreferenceDataset:
     if not dataset.ready:
         return dataset
     from roleforge.tasks.promote import last_trained_snapshot
-    from roleforge.tasks.tracking import mlflow_client
+    from roleforge.registry.tracking import mlflow_client
 
     settings = load_settings()
     minimum = settings.role(dataset.role).min_new_pairs

@@ -15,11 +15,11 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from roleforge.runtime import MODEL_MODULES, import_for_stages
-from roleforge.tasks.errors import Preempted, retry_transient
+from roleforge.ops.errors import Preempted, retry_transient
 from roleforge.tasks.evaluate import Evaluation
 from roleforge.tasks.label import PreferenceDataset
-from roleforge.tasks.preemption import shutdown_requested
-from roleforge.tasks.settings import Settings, load_settings
+from roleforge.training.preemption import shutdown_requested
+from roleforge.config.settings import Settings, load_settings
 
 # Each term of the objective is a difference of two rates, in [-1, 1], and there are at most three, so objectives
 # span at most 6: a trial the gate refuses scores more than that below its own, under every trial that passed.
@@ -79,7 +79,7 @@ def objective(evaluation: Evaluation) -> float:
 def under_configuration(overrides: dict[str, dict[str, Any]], configured: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """A trial's overrides under the role's configured training, as Settings.role_training will lay the saved recipe:
     what a trial measures is what the role's trainings will run."""
-    from roleforge.tasks.settings import deep_merge
+    from roleforge.config.settings import deep_merge
 
     return deep_merge(overrides, configured)
 
@@ -92,10 +92,10 @@ def run_trial(dataset: PreferenceDataset, profile: str, overrides: dict[str, dic
     from mlflow.entities import Metric, Param, RunTag
 
     from roleforge.tasks.evaluate import REFERENCE_ANSWERS, evaluate_candidate, evaluation_judge, evaluation_metrics
-    from roleforge.tasks.models import ensure_base_model
+    from roleforge.models.base import ensure_base_model
     from roleforge.tasks.promote import gate
-    from roleforge.tasks.recipes import role_recipe
-    from roleforge.tasks.tracking import current_flow_run, experiment_id, mlflow_client
+    from roleforge.config.recipes import role_recipe
+    from roleforge.registry.tracking import current_flow_run, experiment_id, mlflow_client
     from roleforge.tasks.train import train_adapter
 
     settings = load_settings()
@@ -161,7 +161,7 @@ def open_study(settings: Settings, role: str, profile: str, seed: int) -> Any:
 def check_search_space(profile: str, configured: dict[str, dict[str, Any]], role: str, output_dir: Path) -> list[str]:
     """Both ends of the search space make valid TRL and PEFT configs for the role (else a one-line error before any
     compute); returns the searched fields the role's configuration fixes, which the search cannot move."""
-    from roleforge.tasks.recipes import build_configs, role_recipe
+    from roleforge.config.recipes import build_configs, role_recipe
     from roleforge.training.search import space_corners
 
     corners = space_corners()
@@ -219,7 +219,7 @@ def save_tuned_recipe(path: Path, trial: Any, study: str, profile: str) -> Path:
 def search_recipe(dataset: PreferenceDataset, profile: str, trials: int, seed: int) -> TuneResult:
     """Run `trials` more trials of the role's study, max_parallel_roles at a time on the running flow's task runner,
     then save the study's best passing recipe. Call it inside a flow (flows/tune.py)."""
-    from roleforge.tasks.tracking import experiment_id, mlflow_client
+    from roleforge.registry.tracking import experiment_id, mlflow_client
     from roleforge.training.search import trial_overrides
 
     settings, logger = load_settings(), get_run_logger()

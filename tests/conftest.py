@@ -16,7 +16,7 @@ from roleforge.runtime import prepare_environment  # noqa: E402
 prepare_environment(_SESSION_DIR)
 os.environ["PREFECT_LOGGING_LEVEL"] = "ERROR"
 
-from tests.tiny_model import build_tiny_model  # noqa: E402
+from tests.support.tiny_model import build_tiny_model  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parents[1] / "roleforge" / "sample" / "feedback"
 
@@ -63,10 +63,10 @@ def prefect_harness() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[str]:
-    """A throwaway PostgreSQL server (tests/postgres_server.py) for the whole session: the URL of its `postgres`
+    """A throwaway PostgreSQL server (tests/support/postgres_server.py) for the whole session: the URL of its `postgres`
     database. Skipped where the machine has no PostgreSQL, unless ROLEFORGE_TEST_POSTGRES=required (CI), which makes
     that a failure."""
-    from tests.postgres_server import NO_SERVER, server_binaries, throwaway_server
+    from tests.support.postgres_server import NO_SERVER, server_binaries, throwaway_server
 
     if server_binaries() is None:
         if os.environ.get("ROLEFORGE_TEST_POSTGRES") == "required":

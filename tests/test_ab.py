@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from roleforge.evaluation.capability import Guardrails, answers_correctly, measure_guardrails
-from roleforge.tasks.ab import GenerationAB, judge_ab, paired_bootstrap, wilson_interval
+from roleforge.evaluation.ab import GenerationAB, judge_ab, paired_bootstrap, wilson_interval
 from roleforge.tasks.evaluate import Evaluation
 from roleforge.tasks.promote import gate
-from roleforge.tasks.scoring import ModelScore
-from roleforge.tasks.settings import GateConfig
+from roleforge.evaluation.scoring import ModelScore
+from roleforge.config.settings import GateConfig
 
 
 def test_wilson_interval_matches_the_textbook_values():

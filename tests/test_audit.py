@@ -5,8 +5,8 @@ import threading
 
 import pytest
 
-from roleforge.tasks import audit
-from roleforge.tasks.errors import RoleforgeError
+from roleforge.ops import audit
+from roleforge.ops.errors import RoleforgeError
 
 
 def test_entries_chain_and_an_edited_line_breaks_the_chain(tmp_path, monkeypatch):
@@ -53,7 +53,7 @@ def test_cli_ingest_is_audited(home):
 
 def test_status_names_each_roles_latest_promotion_hold_or_rollback(tmp_path):
     from roleforge.cli import decision_line
-    from roleforge.tasks.status import last_decisions
+    from roleforge.ops.status import last_decisions
 
     assert last_decisions(tmp_path) == {}
     audit.record(tmp_path, "ingest", ingested=3)

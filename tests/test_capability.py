@@ -10,8 +10,8 @@ import pytest
 
 from roleforge.evaluation.capability import CHECKS, capability_items, mcnemar_p_value, measure_guardrails, passes
 from roleforge.sample import GENERAL_PROMPTS
-from roleforge.tasks.errors import RoleforgeError
-from roleforge.tasks.settings import GateConfig
+from roleforge.ops.errors import RoleforgeError
+from roleforge.config.settings import GateConfig
 
 
 def general_prompts() -> list[str]:

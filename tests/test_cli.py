@@ -92,7 +92,7 @@ def test_bench_dpo_reports_both_paths(home, tmp_path):
     assert 0 < report["mfu"] < 1 and 0 <= report["roleforge_heldout_accuracy"] <= 1
     # The peak is read in the dtype the path computes in (on a CPU without bf16 hardware, a bf16 peak is a scalar
     # fallback's, thousands of times too low); the report says which, and on what machine.
-    from roleforge.tasks.models import matmul_dtype
+    from roleforge.models.base import matmul_dtype
 
     assert report["device"] != "cpu" or report["matmul_dtype"] == matmul_dtype()
     assert report["machine"]["cores"] >= 1 and report["machine"]["cpu"]
@@ -110,7 +110,7 @@ def test_bench_dpo_bad_pairs_file_is_a_one_line_error(home, tmp_path):
 
 def test_random_model_of_a_named_shape_loads_with_the_tokenizer(tiny_model_dir, tmp_path, monkeypatch):
     from roleforge import bench
-    from roleforge.tasks.models import load_model, load_tokenizer
+    from roleforge.models.base import load_model, load_tokenizer
 
     monkeypatch.setitem(bench.MODEL_SHAPES, "wide", {"hidden_size": 96, "intermediate_size": 192, "num_hidden_layers": 3})
     directory = bench.random_model("wide", tiny_model_dir, tmp_path / "wide")

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from roleforge.tasks.models import ensure_base_model, is_converted
-from roleforge.tasks.settings import load_settings
+from roleforge.models.base import ensure_base_model, is_converted
+from roleforge.config.settings import load_settings
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +21,7 @@ def default_model():
 
 
 def test_converted_model_is_plain_safetensors(default_model):
-    from roleforge.tasks.models import load_model
+    from roleforge.models.base import load_model
 
     assert is_converted(default_model)
     model = load_model(default_model)

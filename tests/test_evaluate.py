@@ -11,7 +11,7 @@ from tests.conftest import SAMPLE
 def random_adapter(model_dir, target):
     from peft import LoraConfig, get_peft_model
 
-    from roleforge.tasks.models import load_model
+    from roleforge.models.base import load_model
 
     model = get_peft_model(load_model(model_dir), LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
     model.save_pretrained(str(target))
@@ -24,8 +24,8 @@ def test_evaluation_scores_generates_judges_and_guards(home, tiny_model_dir, tmp
     from roleforge.tasks.label import label_stored
     from roleforge.evaluation.judging import JudgeCalibration
     from roleforge.tasks.labelers.judge import LocalJudge
-    from roleforge.tasks.models import load_model, load_tokenizer
-    from roleforge.tasks.settings import load_settings
+    from roleforge.models.base import load_model, load_tokenizer
+    from roleforge.config.settings import load_settings
 
     assert main(["ingest", str(SAMPLE / "tool-agent.jsonl")]) == 0
     settings = load_settings()
@@ -73,7 +73,7 @@ def test_evaluation_scores_generates_judges_and_guards(home, tiny_model_dir, tmp
 
 def test_the_answer_sheet_sets_each_prompt_beside_both_answers_and_what_was_made_of_them():
     from roleforge.evaluation.capability import measure_guardrails
-    from roleforge.tasks.ab import GenerationAB
+    from roleforge.evaluation.ab import GenerationAB
     from roleforge.tasks.evaluate import answer_sheet
 
     asked = {"ab": ["Cut costs?", "Hire now?"], "capability": ["What is the capital of France?", "What is 2 + 2?"],

@@ -7,9 +7,9 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from roleforge.tasks.evaluate import completion_logps
-from roleforge.tasks.fast_dpo import (collate, completion_token_logps, dpo_losses, glibc, length_buckets, logps_path,
+from roleforge.training.fast_dpo import (collate, completion_token_logps, dpo_losses, glibc, length_buckets, logps_path,
                                       sequence_logps, tokenize_pairs, tokens_through)
-from roleforge.tasks.models import chat_prompts, load_model, load_tokenizer, pooled_attention
+from roleforge.models.base import chat_prompts, load_model, load_tokenizer, pooled_attention
 
 SYSTEM = "You are a tool-using agent. Answer with a Thought line and a JSON action."
 PAIRS = [{"prompt": f"What is {i} plus {i * 3}?", "chosen": f'Thought: add.\nAction:\n```json\n{{"tool": "calculator", "args": {{"expression": "{i} + {i * 3}"}}}}\n```',
@@ -148,8 +148,8 @@ def test_a_step_out_of_memory_is_redone_with_checkpointing_and_counted_once(tiny
     ends (plain SGD, so gradients counted twice would show as a different adapter)."""
     from trl import DPOConfig
 
-    from roleforge.tasks import fast_dpo
-    from roleforge.tasks.engines import roleforge_trainer
+    from roleforge.training import fast_dpo
+    from roleforge.training.engines import roleforge_trainer
 
     tokenizer = load_tokenizer(tiny_model_dir)
     lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
@@ -254,7 +254,7 @@ def test_the_benchmark_counts_the_matmul_flops_a_training_step_runs(tiny_model_d
 
 HEAP_PROBE = """
 import json, resource, torch
-from roleforge.tasks.fast_dpo import M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, glibc, heap_kept
+from roleforge.training.fast_dpo import M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, glibc, heap_kept
 
 def faults_of_ten_buffers():
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt

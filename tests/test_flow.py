@@ -5,12 +5,12 @@ from pathlib import Path
 
 from roleforge.flows.params import SelfLearningRun
 from roleforge.flows.self_learning import self_learning
-from roleforge.tasks import audit
+from roleforge.ops import audit
 from roleforge.tasks.promote import CHAMPION, alias_version
-from roleforge.tasks.settings import load_settings
-from roleforge.tasks.status import role_status
-from roleforge.tasks.store import engine_for, feedback
-from roleforge.tasks.tracking import mlflow_client
+from roleforge.config.settings import load_settings
+from roleforge.ops.status import role_status
+from roleforge.storage.store import engine_for, feedback
+from roleforge.registry.tracking import mlflow_client
 from tests.conftest import SAMPLE
 
 GATES = """
@@ -91,7 +91,7 @@ def test_a_contract_failure_holds_only_that_role_back(home, prefect_harness):
 
 
 def test_stage_clock_counts_overlapping_work_once():
-    from roleforge.tasks.timing import StageClock
+    from roleforge.ops.timing import StageClock
 
     clock = StageClock()
     clock.intervals = [("train", 1.0, 4.0), ("train", 2.0, 5.0), ("evaluate", 6.0, 7.0), ("ingest", -3.0, 0.5)]

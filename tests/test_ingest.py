@@ -7,10 +7,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from roleforge.tasks.errors import RoleforgeError
-from roleforge.tasks.feedback_rows import Quarantined, quarantine_lines
+from roleforge.ops.errors import RoleforgeError
+from roleforge.ingest.rows import Quarantined, quarantine_lines
 from roleforge.tasks.ingest import ingest_files
-from roleforge.tasks.store import engine_for, feedback_for_role
+from roleforge.storage.store import engine_for, feedback_for_role
 
 ROLES = {"ceo", "cfo", "coo", "tool-agent"}
 GOOD = [
@@ -79,7 +79,7 @@ def stored_cells(url: str) -> list[tuple]:
     """Every stored row with each cell's SQLite storage class, ids and ingest times left out."""
     import sqlite3
 
-    from roleforge.tasks.store import FEEDBACK_COLUMNS
+    from roleforge.storage.store import FEEDBACK_COLUMNS
 
     cells = ", ".join(f"{name}, typeof({name})" for name in FEEDBACK_COLUMNS)
     with sqlite3.connect(url.removeprefix("sqlite:///")) as connection:
@@ -87,7 +87,7 @@ def stored_cells(url: str) -> list[tuple]:
 
 
 def test_bulk_staged_insert_stores_what_the_row_by_row_insert_stores(tmp_path, monkeypatch):
-    from roleforge.tasks import store
+    from roleforge.storage import store
     from roleforge.tasks.ingest import to_stored_row
 
     base = {"agent_role": "ceo", "prompt": "p", "response": "r", "rating": 3, "response_a": None,
@@ -112,7 +112,7 @@ def test_bulk_staged_insert_stores_what_the_row_by_row_insert_stores(tmp_path, m
 
 
 def test_a_failed_bulk_insert_leaves_no_staging_file_and_nothing_stored(tmp_path):
-    from roleforge.tasks import store
+    from roleforge.storage import store
     from roleforge.tasks.ingest import to_stored_row
 
     url = f"sqlite:///{tmp_path / 'store.db'}"
@@ -132,7 +132,7 @@ def test_staging_files_of_dead_processes_are_removed(tmp_path):
     import subprocess
     import sys
 
-    from roleforge.tasks import store
+    from roleforge.storage import store
 
     engine = store.engine_for(f"sqlite:///{tmp_path / 'store.db'}")
     finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
@@ -147,11 +147,11 @@ def test_staging_files_of_dead_processes_are_removed(tmp_path):
 
 @pytest.mark.parametrize("path", ["staged", "row_by_row", "generic"])
 def test_rows_whose_store_keys_collide_are_quarantined_not_lost(tmp_path, monkeypatch, path):
-    from roleforge.tasks import feedback_rows as ingest_module
-    from roleforge.tasks import store
+    from roleforge.ingest import rows as feedback_rows
+    from roleforge.storage import store
 
     # Four distinct keys for 24 distinct rows: most rows collide with a stored row or one earlier in their batch.
-    monkeypatch.setattr(ingest_module, "content_keys", lambda digests: [int(digest[0], 16) % 4 for digest in digests])
+    monkeypatch.setattr(feedback_rows, "content_keys", lambda digests: [int(digest[0], 16) % 4 for digest in digests])
     if path != "staged":
         monkeypatch.setattr(store, "stage_rows", lambda *_: None)
     if path == "generic":
@@ -177,7 +177,7 @@ def test_a_store_written_before_content_keys_is_migrated_once(tmp_path):
     import sqlite3
 
     from roleforge.tasks.ingest import content_hash
-    from roleforge.tasks.store import content_key
+    from roleforge.storage.store import content_key
 
     database = tmp_path / "store.db"
     with sqlite3.connect(database) as connection:  # the schema as it was, unique on content_hash
@@ -209,7 +209,7 @@ def test_a_store_written_before_content_keys_is_migrated_once(tmp_path):
 def test_a_new_store_has_large_pages_and_keeps_them(tmp_path):
     import sqlite3
 
-    from roleforge.tasks.store import STORE_PAGE_SIZE
+    from roleforge.storage.store import STORE_PAGE_SIZE
 
     ingest(tmp_path, write_mixed(tmp_path / "feedback.jsonl"))
     engine_for.cache_clear()
@@ -276,7 +276,7 @@ def test_quarantine_lines_are_utf8_json_even_for_text_utf8_cannot_hold():
 def test_parse_workers_read_a_file_another_ingest_archives_meanwhile(tmp_path):
     """The workers read the file the ingest holds open, not its name: moved away mid-ingest (another ingest of the
     same inbox archived it), every chunk is still parsed."""
-    from roleforge.tasks import store
+    from roleforge.storage import store
     from roleforge.tasks.ingest import PARSE_PARTS, ParseWorkers
 
     source = tmp_path / "feedback.jsonl"
@@ -293,8 +293,8 @@ def test_parse_workers_read_a_file_another_ingest_archives_meanwhile(tmp_path):
 
 def test_a_parse_worker_s_failure_is_a_one_line_error_naming_it(tmp_path):
     from roleforge.tasks.ingest import ParseWorkers
-    from roleforge.tasks.staging import Staging
-    from roleforge.tasks.store import STAGED_LAYOUT
+    from roleforge.storage.staging import Staging
+    from roleforge.storage.store import STAGED_LAYOUT
 
     source = tmp_path / "feedback.jsonl"
     source.write_text("".join(json.dumps(row) + "\n" for row in GOOD))
@@ -306,8 +306,8 @@ def test_a_parse_worker_s_failure_is_a_one_line_error_naming_it(tmp_path):
 
 @pytest.mark.parametrize("digest", ["0" * 64, "7" + "f" * 63, "8" + "0" * 63, "f" * 64, "9e1f" * 16])
 def test_the_content_key_is_the_hash_s_first_eight_bytes_as_a_signed_integer(digest):
-    from roleforge.tasks.feedback_rows import content_keys
-    from roleforge.tasks.store import content_key
+    from roleforge.ingest.rows import content_keys
+    from roleforge.storage.store import content_key
 
     assert content_key(digest) == int.from_bytes(bytes.fromhex(digest[:16]), "big", signed=True)
     assert content_keys([digest, "0" * 64, digest]) == [content_key(digest), 0, content_key(digest)]
@@ -315,7 +315,7 @@ def test_the_content_key_is_the_hash_s_first_eight_bytes_as_a_signed_integer(dig
 
 def test_a_worker_s_staging_file_belongs_to_the_ingest_process(tmp_path):
     """Named for the process that inserts it, so that remove_stale_staging keeps it while that process runs."""
-    from roleforge.tasks import store
+    from roleforge.storage import store
     from roleforge.tasks.ingest import ParseWorkers
 
     source = tmp_path / "feedback.jsonl"
@@ -330,8 +330,8 @@ def test_a_worker_s_staging_file_belongs_to_the_ingest_process(tmp_path):
 def test_staging_files_stored_together_are_one_transaction_in_file_order(tmp_path):
     """Several staged chunks per insert: ids follow the files' order, a key held by another file's row is a
     collision, a repeat is a duplicate, and a failure stores none of them."""
-    from roleforge.tasks import store
-    from roleforge.tasks.feedback_rows import to_stored_row
+    from roleforge.storage import store
+    from roleforge.ingest.rows import to_stored_row
 
     def staged(*rows: tuple[dict, int]) -> Path:
         stored = []
@@ -368,14 +368,14 @@ def test_a_parse_worker_stages_rows_without_sqlalchemy_or_pandas(tmp_path):
     import subprocess
     import sys
 
-    from roleforge.tasks import store
+    from roleforge.storage import store
 
     source = tmp_path / "feedback.jsonl"
     source.write_text("".join(json.dumps(row) + "\n" for row in GOOD))
     script = (
-        "import sys; from pathlib import Path; from roleforge.tasks.feedback_rows import parse_lines, light_worker; "
+        "import sys; from pathlib import Path; from roleforge.ingest.rows import parse_lines, light_worker; "
         "light_worker(); "
-        "from roleforge.tasks.staging import Staging; "
+        "from roleforge.storage.staging import Staging; "
         f"chunk = parse_lines('f', 1, Path({str(source)!r}).read_bytes(), {sorted(ROLES)!r}, "
         f"Staging(Path({str(tmp_path)!r}), {store.STAGED_LAYOUT!r})); "
         "print(chunk.staged, chunk.good, [m for m in ('sqlalchemy', 'pandas', 'prefect') if m in sys.modules])")
@@ -418,8 +418,8 @@ def test_an_ingest_leaves_its_log_checkpointed_and_its_connections_as_they_were(
 
 
 def _staged_rows(directory: Path, first: int, count: int) -> Path:
-    from roleforge.tasks import store
-    from roleforge.tasks.feedback_rows import to_stored_row
+    from roleforge.storage import store
+    from roleforge.ingest.rows import to_stored_row
 
     empty = dict.fromkeys(["response_a", "response_b", "preference", "event_id", "rater", "confidence", "metadata",
                            "timestamp"])
@@ -430,7 +430,7 @@ def _staged_rows(directory: Path, first: int, count: int) -> Path:
 def test_a_commit_never_waits_for_a_running_checkpoint_and_close_checkpoints_what_came_after(tmp_path):
     import threading
 
-    from roleforge.tasks import store
+    from roleforge.storage import store
 
     engine = engine_for(f"sqlite:///{tmp_path / 'store.db'}")
     release, started = threading.Event(), []
@@ -455,7 +455,7 @@ def test_a_commit_never_waits_for_a_running_checkpoint_and_close_checkpoints_wha
 
 
 def test_a_log_past_its_bound_is_checkpointed_by_the_commit_and_a_failed_checkpoint_is_raised(tmp_path):
-    from roleforge.tasks import store
+    from roleforge.storage import store
 
     engine = engine_for(f"sqlite:///{tmp_path / 'store.db'}")
     with store.WalCheckpoints(engine, max_wal_bytes=0) as checkpoints:

@@ -59,7 +59,7 @@ def test_line_spans_cut_a_file_where_its_lines_end(content, lines, block_size):
     last fewer), line ends where iterating over the file puts them."""
     import io
 
-    from roleforge.tasks.feedback_rows import line_spans
+    from roleforge.ingest.rows import line_spans
 
     spans = list(line_spans(io.BytesIO(content), lines, block_size))
     assert b"".join(content[offset:offset + length] for offset, length, _ in spans) == content
@@ -80,7 +80,7 @@ def test_a_file_s_last_spans_are_cut_where_lines_end(content, lines, last, parts
     at most ceil(its lines / parts) lines; the spans before are left whole."""
     import io
 
-    from roleforge.tasks.feedback_rows import line_spans, tapered_spans
+    from roleforge.ingest.rows import line_spans, tapered_spans
 
     whole = list(line_spans(io.BytesIO(content), lines))
     spans = list(tapered_spans(iter(whole), lambda at, length: content[at:at + length], len(content), last, parts))
@@ -117,8 +117,8 @@ def test_a_staged_insert_finds_the_rows_it_skipped(stored, deleted, files, searc
     gaps. Where the largest id is taken, SQLite gives new rows random ids, and the search must not be trusted."""
     from unittest import mock
 
-    from roleforge.tasks import store
-    from roleforge.tasks.feedback_rows import to_stored_row
+    from roleforge.storage import store
+    from roleforge.ingest.rows import to_stored_row
 
     fields = dict.fromkeys(["rating", "response", "response_a", "response_b", "preference", "event_id", "rater",
                             "confidence", "metadata", "timestamp"])

@@ -2,7 +2,7 @@
 
 from roleforge.tasks.label import build_dataset, load_split, resolve_pairs, split_of
 from roleforge.tasks.labelers.human import HumanChoiceLabeler, RatingGapLabeler
-from roleforge.tasks.settings import LabelingConfig
+from roleforge.config.settings import LabelingConfig
 
 CONFIG = LabelingConfig()
 

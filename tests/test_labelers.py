@@ -12,7 +12,7 @@ from roleforge.tasks.labelers.generator import FORMAT_FAILURE_MODES, RejectedRes
 from roleforge.tasks.labelers.heuristics import HeuristicLabeler, is_refusal
 from roleforge.tasks.labelers.human import HumanChoiceLabeler
 from roleforge.tasks.labelers.judge import HttpJudge, JudgeLabeler, LocalJudge, combine
-from roleforge.tasks.tool_use import check_tool_use
+from roleforge.evaluation.tool_use import check_tool_use
 from roleforge.tasks.validate import validate_pairs
 
 GOOD_CALL = 'Thought: arithmetic, so the calculator.\nAction:\n```json\n{"tool": "calculator", "args": {"expression": "6 * 7"}}\n```'
@@ -93,7 +93,7 @@ def test_judge_labeler_judges_only_undecided_pairs_and_abstains_on_position_bias
 
 
 def test_local_judge_gives_probabilities(tiny_model_dir):
-    from roleforge.tasks.models import load_model, load_tokenizer
+    from roleforge.models.base import load_model, load_tokenizer
 
     judge = LocalJudge(load_model(tiny_model_dir), load_tokenizer(tiny_model_dir), batch_size=2)
     probabilities = judge.prefer_a("You are the CEO.", [("Grow?", "Yes.", "No."), ("Hire?", "Decision: hire two.", "Maybe.")] * 2)

@@ -6,8 +6,8 @@ import sys
 import pytest
 
 from roleforge.deployments.serve import build_deployments, deployment_specs
-from roleforge.tasks.settings import load_settings
-from roleforge.tasks.tracking import mlflow_client
+from roleforge.config.settings import load_settings
+from roleforge.registry.tracking import mlflow_client
 from tests.conftest import SAMPLE
 
 
@@ -23,7 +23,7 @@ def test_prefect_yaml_deployments_load_with_their_schedules():
 
 @pytest.mark.slow
 def test_served_deployment_runs_when_triggered_through_the_api(home, tmp_path):
-    from roleforge.deployments.local_server import (
+    from tests.support.local_server import (
         deployment, prefect_server, press_run, roleforge_serve, scheduled_runs, wait_for_run, wait_until)
 
     subprocess.run([sys.executable, "-m", "roleforge.cli", "ingest", str(SAMPLE / "ceo.jsonl")], check=True, capture_output=True)

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from roleforge.tasks.pii import luhn_valid, scrub
+from roleforge.ingest.pii import luhn_valid, scrub
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -37,7 +37,7 @@ def test_luhn():
 
 def reference_scrub(text: str) -> str:
     """Every pattern on every text, in order: what `scrub` must equal however it skips work."""
-    from roleforge.tasks import pii
+    from roleforge.ingest import pii
 
     text = pii.CARD.sub(pii._card, text)
     text = pii.IBAN.sub(pii._iban, text)
@@ -86,6 +86,6 @@ def test_labelled_corpus_recall_and_false_positives():
 @given(st.lists(st.one_of(st.just(""), st.text(max_size=30), st.lists(pieces, max_size=6).map("".join)),
                 min_size=60, max_size=120))
 def test_scrubbing_many_texts_at_once_is_scrubbing_each(texts):
-    from roleforge.tasks.pii import scrub_all
+    from roleforge.ingest.pii import scrub_all
 
     assert scrub_all(texts) == [scrub(text) for text in texts]

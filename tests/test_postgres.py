@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from roleforge.tasks.ingest import ingest_files
-from roleforge.tasks.store import FEEDBACK_COLUMNS, engine_for, feedback_counts, feedback_for_role
+from roleforge.storage.store import FEEDBACK_COLUMNS, engine_for, feedback_counts, feedback_for_role
 
 pytestmark = pytest.mark.slow  # needs a real server
 
@@ -51,7 +51,7 @@ def stored(url: str) -> dict[str, list[dict]]:
 
 @pytest.mark.parametrize("workers", [2, 0], ids=["parse-workers", "in-process"])
 def test_a_postgresql_store_holds_exactly_what_a_sqlite_store_holds(tmp_path, monkeypatch, postgres_url, workers):
-    from roleforge.tasks import store
+    from roleforge.storage import store
 
     copies = []  # what each PostgreSQL transaction was given: the text of a COPY, for every chunk
     insert_copied = store.insert_copied
@@ -90,7 +90,8 @@ def test_a_postgresql_store_holds_exactly_what_a_sqlite_store_holds(tmp_path, mo
 def test_postgresql_rows_whose_store_keys_collide_are_quarantined_not_lost(tmp_path, monkeypatch, postgres_url, copy):
     import sqlalchemy as sa
 
-    from roleforge.tasks import feedback_rows, store
+    from roleforge.ingest import rows as feedback_rows
+    from roleforge.storage import store
 
     # Four distinct keys for 24 distinct rows: most rows collide with a stored row or one earlier in their batch.
     monkeypatch.setattr(feedback_rows, "content_keys", lambda digests: [int(digest[0], 16) % 4 for digest in digests])
@@ -121,8 +122,8 @@ def test_postgresql_rows_whose_store_keys_collide_are_quarantined_not_lost(tmp_p
 
 
 def test_a_failed_copy_stores_nothing_of_its_transaction(postgres_url):
-    from roleforge.tasks import store
-    from roleforge.tasks.feedback_rows import to_stored_row
+    from roleforge.storage import store
+    from roleforge.ingest.rows import to_stored_row
 
     empty = dict.fromkeys(["response_a", "response_b", "preference", "event_id", "rater", "confidence", "metadata",
                            "timestamp"])
@@ -153,7 +154,7 @@ def test_a_postgresql_store_written_before_content_keys_is_migrated_once(tmp_pat
     import sqlalchemy as sa
 
     from roleforge.tasks.ingest import content_hash
-    from roleforge.tasks.store import content_key
+    from roleforge.storage.store import content_key
 
     old = {"agent_role": "ceo", "kind": "rating", "prompt": "Expand?", "response": "Decision: yes.", "rating": 5}
     with sa.create_engine(postgres_url).begin() as connection:  # the schema as it was, unique on content_hash
@@ -214,9 +215,9 @@ def test_a_role_trains_and_is_promoted_with_its_store_and_registry_on_postgresql
     from roleforge.flows.params import SelfLearningRun
     from roleforge.flows.self_learning import self_learning
     from roleforge.tasks.promote import CHAMPION, alias_version
-    from roleforge.tasks.settings import load_settings
-    from roleforge.tasks.status import role_status
-    from roleforge.tasks.tracking import mlflow_client
+    from roleforge.config.settings import load_settings
+    from roleforge.ops.status import role_status
+    from roleforge.registry.tracking import mlflow_client
     from tests.conftest import SAMPLE
     from tests.test_flow import GATES
 

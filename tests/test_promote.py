@@ -4,11 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from roleforge.tasks.errors import RoleforgeError
+from roleforge.ops.errors import RoleforgeError
 from roleforge.tasks.evaluate import Evaluation, ModelScore
 from roleforge.tasks.promote import CHAMPION, PREVIOUS, alias_version, decide, gate, rollback
-from roleforge.tasks.settings import GateConfig
-from roleforge.tasks.tracking import experiment_id, mlflow_client
+from roleforge.config.settings import GateConfig
+from roleforge.registry.tracking import experiment_id, mlflow_client
 from roleforge.tasks.train import Candidate
 
 NAME = "roleforge-ceo"
@@ -115,7 +115,7 @@ def test_a_crash_between_registering_and_the_alias_move_leaves_the_champion_and_
 def test_status_reads_the_same_champions_as_the_mlflow_client(home, monkeypatch):
     """`roleforge status` reads the embedded registry without MLflow (seconds of imports): it must agree with the
     client, tags included, and follow a rollback."""
-    from roleforge.tasks import status
+    from roleforge.ops import status
 
     uri = f"sqlite:///{home / 'mlflow.db'}"
     models = {"ceo": NAME, "cfo": "roleforge-cfo"}

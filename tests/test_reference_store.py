@@ -4,7 +4,7 @@ import logging
 import os
 import time
 
-from roleforge.tasks.reference_store import KEEP_DAYS, ReferenceStore, files_identity, reference_identity
+from roleforge.training.reference_store import KEEP_DAYS, ReferenceStore, files_identity, reference_identity
 
 PREFIX = [1, 2, 3]
 

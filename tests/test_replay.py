@@ -21,14 +21,14 @@ def test_replay_pairs_set_the_base_answer_against_the_role_shape():
 
 
 def test_reference_answers_are_generated_once_and_read_back(tiny_model_dir, tmp_path, monkeypatch):
-    from roleforge.tasks import infer
-    from roleforge.tasks.models import load_model, load_tokenizer
+    from roleforge.models import generation
+    from roleforge.models.base import load_model, load_tokenizer
 
     model, tokenizer = load_model(tiny_model_dir).eval(), load_tokenizer(tiny_model_dir)
     prompts = ["What is a river?", "Name a colour."]
     first = reference_answers(model, tokenizer, "You are helpful.", prompts, 6, tmp_path, "tiny")
     assert set(first) == set(prompts)
-    monkeypatch.setattr(infer, "generate_answers", lambda *a, **k: (_ for _ in ()).throw(AssertionError("generated again")))
+    monkeypatch.setattr(generation, "generate_answers", lambda *a, **k: (_ for _ in ()).throw(AssertionError("generated again")))
     assert reference_answers(model, tokenizer, "You are helpful.", prompts, 6, tmp_path, "tiny") == first
     # An answer cut off at the token limit is not replayed: it would teach stopping mid-sentence.
     assert finished({"a": "word " * 20, "b": "ok"}, tokenizer, 6) == {"b": "ok"}

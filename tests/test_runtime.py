@@ -6,13 +6,15 @@ from pathlib import Path
 
 from roleforge import runtime
 
-TASKS = Path(__file__).resolve().parent.parent / "tasks"
+ROOT = Path(__file__).resolve().parent.parent
+# The stages, and the building blocks they call.
+STAGE_CODE = (ROOT / "tasks", ROOT / "roleforge")
 
 
 def test_every_name_the_stages_take_from_transformers_peft_and_trl_is_imported_ahead():
     """A name missing from STAGE_IMPORTS would be imported lazily by whichever thread asks first, outside the lock."""
     taken: dict[str, set[str]] = {}
-    for path in TASKS.rglob("*.py"):
+    for path in (path for folder in STAGE_CODE for path in folder.rglob("*.py")):
         for module, names in re.findall(r"^\s*from (transformers|peft|trl) import ([\w, ]+)$", path.read_text(), re.M):
             taken.setdefault(module, set()).update(name.strip() for name in names.split(","))
     assert taken["trl"] and taken["transformers"]

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from roleforge.deployments.azure_ml import compute_spec, training_folder, training_job_spec, wait_for_job
-from roleforge.tasks.errors import Preempted
-from roleforge.tasks.settings import AzureMLSettings
+from roleforge.ops.errors import Preempted
+from roleforge.config.settings import AzureMLSettings
 from tests.conftest import SAMPLE
 
 DASK = """
@@ -24,7 +24,7 @@ dask_workers = 2
 def test_the_fan_out_runs_every_role_on_a_dask_cluster(home, prefect_harness, tmp_path):
     from roleforge.flows.params import SelfLearningRun
     from roleforge.flows.self_learning import self_learning
-    from roleforge.tasks.status import read_training_status
+    from roleforge.ops.status import read_training_status
 
     (tmp_path / "roleforge.toml").write_text((tmp_path / "roleforge.toml").read_text() + DASK)
     outcomes = self_learning(SelfLearningRun(feedback=[str(SAMPLE / "ceo.jsonl"), str(SAMPLE / "tool-agent.jsonl")],

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from roleforge.tasks.errors import RoleforgeError
+from roleforge.ops.errors import RoleforgeError
 from tests.conftest import SAMPLE
 
 SOURCE_DIRS = ["tasks", "flows", "roleforge", "deployments", "data_contracts"]
@@ -35,7 +35,7 @@ def test_no_unsafe_loading_in_the_source(pattern):
 def test_a_pickled_adapter_is_refused_without_being_unpickled(tmp_path, tiny_model_dir, monkeypatch):
     import torch
 
-    from roleforge.tasks.models import attach_adapter, load_model
+    from roleforge.models.base import attach_adapter, load_model
 
     adapter = tmp_path / "adapter"
     adapter.mkdir()
@@ -49,7 +49,7 @@ def test_a_pickled_adapter_is_refused_without_being_unpickled(tmp_path, tiny_mod
 def test_a_base_model_with_only_pickled_weights_is_refused(tmp_path, tiny_model_dir, monkeypatch):
     import torch
 
-    from roleforge.tasks.models import load_model
+    from roleforge.models.base import load_model
 
     model_dir = tmp_path / "pickled"
     shutil.copytree(tiny_model_dir, model_dir)
@@ -63,7 +63,7 @@ def test_a_base_model_with_only_pickled_weights_is_refused(tmp_path, tiny_model_
 
 
 def test_remote_code_in_a_model_directory_never_runs(tmp_path, tiny_model_dir):
-    from roleforge.tasks.models import load_model, load_tokenizer
+    from roleforge.models.base import load_model, load_tokenizer
 
     model_dir = tmp_path / "remote-code"
     shutil.copytree(tiny_model_dir, model_dir)
@@ -101,7 +101,7 @@ def test_prefect_servers_started_by_roleforge_listen_on_loopback_only(tmp_path):
 
     from prefect.server.api.server import SubprocessASGIServer
 
-    from roleforge.deployments.local_server import free_port, prefect_server, wait_until
+    from tests.support.local_server import free_port, prefect_server, wait_until
 
     with prefect_server(tmp_path / "prefect", tmp_path / "server.log") as api_url:
         import psutil
@@ -157,8 +157,8 @@ def test_secrets_never_reach_logs_databases_params_or_artifacts(home, prefect_ha
 
     from roleforge.flows.params import SelfLearningRun
     from roleforge.flows.self_learning import self_learning
-    from roleforge.tasks.settings import load_settings
-    from roleforge.tasks.tracking import mlflow_client
+    from roleforge.config.settings import load_settings
+    from roleforge.registry.tracking import mlflow_client
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Teacher)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -192,8 +192,8 @@ def test_one_roles_feedback_never_reaches_another_roles_dataset(home):
 
     from roleforge.cli import main
     from roleforge.tasks.label import label_stored
-    from roleforge.tasks.settings import load_settings
-    from roleforge.tasks.store import engine_for, feedback_for_role
+    from roleforge.config.settings import load_settings
+    from roleforge.storage.store import engine_for, feedback_for_role
 
     assert main(["ingest", str(SAMPLE)]) == 0
     settings = load_settings()

@@ -5,11 +5,11 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from roleforge.tasks.errors import RoleforgeError
+from roleforge.ops.errors import RoleforgeError
 from roleforge.tasks.label import build_dataset
-from roleforge.tasks.recipes import build_configs, role_recipe
-from roleforge.tasks.settings import LabelingConfig, load_settings
-from roleforge.tasks.tracking import experiment_id, mlflow_client
+from roleforge.config.recipes import build_configs, role_recipe
+from roleforge.config.settings import LabelingConfig, load_settings
+from roleforge.registry.tracking import experiment_id, mlflow_client
 from roleforge.tasks.train import train_adapter
 
 RECIPE_OVERRIDES = {"dpo": {"num_train_epochs": 1, "per_device_train_batch_size": 4, "learning_rate": 0.01, "save_steps": 2},
@@ -67,7 +67,7 @@ def base_fingerprint(model) -> float:
 
 
 def test_roles_train_in_turn_on_one_base_model_that_stays_plain(home, tiny_model_dir):
-    from roleforge.tasks.models import BASE_MODELS, compute_dtype, is_clean
+    from roleforge.models.base import BASE_MODELS, compute_dtype, is_clean
 
     loads = BASE_MODELS.loads
     first = train(home, tiny_model_dir)
@@ -85,7 +85,7 @@ def make_sft_adapter(tiny_model_dir: Path, target: Path, r: int = 4) -> Path:
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from roleforge.tasks.models import load_model
+    from roleforge.models.base import load_model
 
     torch.manual_seed(1)
     model = get_peft_model(load_model(tiny_model_dir), LoraConfig(r=r, lora_alpha=8, target_modules=["q_proj", "v_proj"],
@@ -147,8 +147,8 @@ def test_sigterm_writes_a_checkpoint_and_a_rerun_resumes_from_it(home, tiny_mode
     import threading
     import time
 
-    from roleforge.tasks import preemption
-    from roleforge.tasks.errors import Preempted
+    from roleforge.training import preemption
+    from roleforge.ops.errors import Preempted
 
     long_run = {"dpo": {**RECIPE_OVERRIDES["dpo"], "per_device_train_batch_size": 1, "save_steps": 1000}, "data": {"max_train_pairs": 32}}
 
@@ -173,9 +173,9 @@ def test_sigterm_writes_a_checkpoint_and_a_rerun_resumes_from_it(home, tiny_mode
 
 
 def test_preemption_and_code_errors_have_separate_retry_budgets():
-    from roleforge.tasks import preemption
-    from roleforge.tasks.errors import Preempted
-    from roleforge.tasks.preemption import RetryPolicy
+    from roleforge.training import preemption
+    from roleforge.ops.errors import Preempted
+    from roleforge.training.preemption import RetryPolicy
 
     class Failed:
         def __init__(self, error):
@@ -203,7 +203,7 @@ def test_a_gpu_with_bf16_trains_in_bf16(monkeypatch):
     """On a CUDA machine the bf16 decision comes from the GPU (this path never runs on the CPU-only CI machine)."""
     import torch
 
-    from roleforge.tasks.recipes import bf16_supported
+    from roleforge.config.recipes import bf16_supported
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     for answer in (True, False):
@@ -214,7 +214,7 @@ def test_a_gpu_with_bf16_trains_in_bf16(monkeypatch):
 def test_a_later_training_takes_the_reference_log_probs_it_has_seen_from_the_earlier_one(home, tiny_model_dir, monkeypatch):
     import json
 
-    from roleforge.tasks import fast_dpo
+    from roleforge.training import fast_dpo
 
     real, computed = fast_dpo.reference_logps, []
 

@@ -9,11 +9,11 @@ import pytest
 
 from roleforge.evaluation.contracts import Compliance
 from roleforge.flows.params import TuneRun
-from roleforge.tasks.errors import RoleforgeError
+from roleforge.ops.errors import RoleforgeError
 from roleforge.tasks.evaluate import Evaluation
-from roleforge.tasks.recipes import role_recipe
-from roleforge.tasks.scoring import ModelScore
-from roleforge.tasks.settings import load_settings
+from roleforge.config.recipes import role_recipe
+from roleforge.evaluation.scoring import ModelScore
+from roleforge.config.settings import load_settings
 from roleforge.tasks.tune import REFUSED_PENALTY, TrialResult, TuneResult, check_search_space, objective
 from roleforge.training.search import SEARCH_SPACE, trial_overrides
 from tests.conftest import SAMPLE
@@ -96,7 +96,7 @@ def test_a_tune_saves_only_a_passing_recipe_and_a_second_tune_continues_the_stud
     from roleforge.flows.tune import tune_role
     from roleforge.tasks import train
     from roleforge.tasks.ingest import ingest_configured
-    from roleforge.tasks.tracking import experiment_id, mlflow_client
+    from roleforge.registry.tracking import experiment_id, mlflow_client
 
     config = tmp_path / "roleforge.toml"
     config.write_text(TUNE_CONFIG + NOTHING_PASSES)

@@ -14,7 +14,7 @@ from pydantic import BaseModel, computed_field
 from scipy.stats import binomtest
 
 from roleforge.sample import CAPABILITIES
-from roleforge.tasks.errors import RoleforgeError
+from roleforge.ops.errors import RoleforgeError
 from roleforge.tasks.labelers.heuristics import is_refusal
 
 

@@ -27,7 +27,7 @@ class OutputContract(BaseModel):
     json_schema: dict[str, Any] | None = Field(
         default=None, description="A JSON schema the answer (or its ```json block) must validate against.")
     tool_call: bool = Field(default=False, description="The answer is a tool call: a Thought line, Action: and a JSON "
-                                                       "block naming a known tool (tasks/tool_use.py).")
+                                                       "block naming a known tool (roleforge/evaluation/tool_use.py).")
 
     @field_validator("patterns")
     @classmethod
@@ -89,7 +89,7 @@ class OutputContract(BaseModel):
         if self.json_schema is not None:
             missing.extend(_schema_violations(answer, self.json_schema))
         if self.tool_call:
-            from roleforge.tasks.tool_use import check_tool_use
+            from roleforge.evaluation.tool_use import check_tool_use
 
             check = check_tool_use(answer)
             if not check.compliant():
@@ -139,7 +139,7 @@ def compliance(contract: OutputContract, answers: list[str], confidence: float =
     """The share of answers that follow the contract, and the interval of that share."""
     from collections import Counter
 
-    from roleforge.tasks.ab import wilson_interval
+    from roleforge.evaluation.ab import wilson_interval
 
     problems = [contract.violations(answer) for answer in answers]
     compliant = sum(not found for found in problems)

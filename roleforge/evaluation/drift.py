@@ -16,8 +16,8 @@ def mean_token_kl(model: Any, tokenizer: Any, system_prompt: str, prompts: list[
     import torch
     import torch.nn.functional as F
 
-    from roleforge.tasks.fast_dpo import pad_sequences
-    from roleforge.tasks.models import chat_prompts, inference_autocast
+    from roleforge.training.fast_dpo import pad_sequences
+    from roleforge.models.base import chat_prompts, inference_autocast
 
     texts = chat_prompts(tokenizer, system_prompt, prompts)
     total, tokens = 0.0, 0

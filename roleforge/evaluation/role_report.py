@@ -19,7 +19,7 @@ def role_prompts(role: str, path: Path | None, contract: OutputContract) -> list
     import json
 
     from roleforge.sample import ROLE_EVAL, TOOL_USE_EVAL
-    from roleforge.tasks.errors import RoleforgeError
+    from roleforge.ops.errors import RoleforgeError
 
     source = path or (TOOL_USE_EVAL if contract.tool_call else ROLE_EVAL)
     rows = [json.loads(line) for line in Path(source).read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -34,8 +34,8 @@ def role_report(base_model: Path, adapter: Path | None, system_prompt: str, cont
                 confidence: float = 0.95, capability: bool = True) -> dict[str, Any]:
     """Both models' answers to `rows` and (with `capability`) to the retained-capability questions, and what they
     make of each."""
-    from roleforge.tasks.infer import generate_answers, tool_use_rates
-    from roleforge.tasks.models import BASE_MODELS, attach_adapter, load_tokenizer
+    from roleforge.models.base import BASE_MODELS, attach_adapter, load_tokenizer
+    from roleforge.models.generation import generate_answers, tool_use_rates
 
     tokenizer = load_tokenizer(base_model)
     items = capability_items() if capability else []

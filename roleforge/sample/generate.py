@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from roleforge.tasks.tool_use import content_words, evaluate_expression
+from roleforge.evaluation.tool_use import content_words, evaluate_expression
 
 OUT_DIR = Path(__file__).parent / "feedback"
 SEED = 20261122

@@ -1,1 +1,1 @@
-"""Building blocks of the train stage: replay of the base model's own answers, and what training needs beyond TRL."""
+"""Building blocks of the train stage: the DPO engines (roleforge's own and TRL's), reference log-probs, replay of the base model's answers, preemption."""

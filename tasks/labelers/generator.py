@@ -16,7 +16,7 @@ from typing import Any
 
 from roleforge.data_contracts.preference import PreferencePair
 from roleforge.tasks.labelers import LabelResult, preferred
-from roleforge.tasks.tool_use import (
+from roleforge.evaluation.tool_use import (
     TOOLS,
     ExpressionError,
     check_tool_use,

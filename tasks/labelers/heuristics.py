@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from roleforge.tasks.labelers import Comparison, LabelResult, comparisons
-from roleforge.tasks.tool_use import check_tool_use
+from roleforge.evaluation.tool_use import check_tool_use
 
 REFUSAL = re.compile(
     r"\b(I\s+(cannot|can't|can not|am unable to|won't)\s+(help|assist|answer|do|provide|give|make)|"

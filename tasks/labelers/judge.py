@@ -48,7 +48,7 @@ class LocalJudge:
     def prefer_a(self, system_prompt: str, items: Sequence[tuple[str, str, str]]) -> list[float | str]:
         import torch
 
-        from roleforge.tasks.models import decoder_and_head, inference_autocast
+        from roleforge.models.base import decoder_and_head, inference_autocast
 
         decoder, lm_head = decoder_and_head(self.model)
         letters = [self.tokenizer.encode(letter, add_special_tokens=False)[0] for letter in ("A", "B")]

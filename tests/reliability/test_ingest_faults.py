@@ -20,7 +20,7 @@ import pytest
 
 from roleforge.bench import write_feedback_file
 from roleforge.tasks.ingest import parse_records
-from roleforge.tasks.settings import DEFAULT_ROLES
+from roleforge.config.settings import DEFAULT_ROLES
 
 
 def feedback_files(folder: Path, work: Path, rows: int = 48_000) -> list[Path]:

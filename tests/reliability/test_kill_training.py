@@ -54,7 +54,7 @@ def test_sigkill_mid_training_then_rerun_resumes_and_finishes(home, tmp_path):
     assert json.loads((home / "status" / "tool-agent.json").read_text())["state"] == "ready"
     from peft import PeftModel
 
-    from roleforge.tasks.models import load_model
+    from roleforge.models.base import load_model
 
     PeftModel.from_pretrained(load_model(Path(os.environ["ROLEFORGE_BASE_MODEL"])), outcome_adapter(home))  # it loads
 

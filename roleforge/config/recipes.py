@@ -10,7 +10,7 @@ import copy
 import sys
 from typing import Any
 
-from roleforge.tasks.errors import RoleforgeError
+from roleforge.ops.errors import RoleforgeError
 
 LORA_DEFAULTS: dict[str, Any] = {
     "r": 16, "lora_alpha": 32, "lora_dropout": 0.0, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 
 # Staging files are written by ingest's parse workers too, which import that light module alone.
-from roleforge.tasks.staging import (STAGING_PREFIX, Staging, copy_csv, json_text,  # noqa: F401  (STAGING_PREFIX: API)
+from roleforge.storage.staging import (STAGING_PREFIX, Staging, copy_csv, json_text,  # noqa: F401  (STAGING_PREFIX: API)
                                      stage_columns)
 
 metadata = sa.MetaData()
@@ -278,7 +278,7 @@ def _staged_kind(column: sa.Column) -> str:
     return "real" if isinstance(column.type, sa.Float) else "text"
 
 
-# The staged table's columns: those of an insert, each with its kind (tasks/staging.py).
+# The staged table's columns: those of an insert, each with its kind (roleforge/storage/staging.py).
 STAGED_LAYOUT = tuple((name, _staged_kind(feedback.c[name])) for name in FEEDBACK_COLUMNS)
 
 

@@ -22,8 +22,8 @@ from pydantic import ValidationError
 
 from roleforge.data_contracts.feedback import (FeedbackRecord, FeedbackRow, decode_record, describe_error, fast_fields,
                                                record_of)
-from roleforge.tasks import pii
-from roleforge.tasks.staging import Staging, copy_csv, stage_columns
+from roleforge.ingest import pii
+from roleforge.storage.staging import Staging, copy_csv, stage_columns
 
 HASHED_FIELDS = ("agent_role", "prompt", "response", "rating", "response_a", "response_b", "preference", "rater")
 SCRUBBED_FIELDS = ("prompt", "response", "response_a", "response_b", "rater")

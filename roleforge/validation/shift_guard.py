@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from roleforge.tasks.settings import ShiftGuardConfig
+from roleforge.config.settings import ShiftGuardConfig
 from roleforge.tasks.validate import ContractResult, ExpectationOutcome
 
 

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from roleforge.tasks.errors import RoleforgeError
+from roleforge.ops.errors import RoleforgeError
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -131,9 +131,9 @@ def pooled_attention() -> str:
 
     if torch.cuda.is_available():
         return "sdpa"
-    from roleforge.tasks.packed_attention import register
+    from roleforge.training.packed_attention import register
 
-    return register()  # eager attention, and padding-free preference batches in training (tasks/packed_attention.py)
+    return register()  # eager attention, and padding-free preference batches in training (roleforge/training/packed_attention.py)
 
 
 def decoder_and_head(model: Any) -> tuple[Any, Any]:
@@ -147,7 +147,7 @@ def inference_autocast() -> Any:
     """bf16 autocast where the hardware has it (AMX on CPU, any recent GPU); a no-op elsewhere."""
     import torch
 
-    from roleforge.tasks.recipes import bf16_supported
+    from roleforge.config.recipes import bf16_supported
 
     return torch.autocast(model_device(), dtype=torch.bfloat16, enabled=bf16_supported())
 
@@ -216,14 +216,14 @@ def compute_dtype() -> str:
     Inference (evaluation, serving) still runs its matmuls in bf16 under autocast (inference_autocast)."""
     import torch
 
-    from roleforge.tasks.recipes import bf16_supported
+    from roleforge.config.recipes import bf16_supported
 
     return "bfloat16" if torch.cuda.is_available() and bf16_supported() else "float32"
 
 
 def matmul_dtype() -> str:
     """The dtype training and inference matmuls run in: bf16 where the hardware computes in it (autocast on a CPU)."""
-    from roleforge.tasks.recipes import bf16_supported
+    from roleforge.config.recipes import bf16_supported
 
     return "bfloat16" if bf16_supported() else "float32"
 

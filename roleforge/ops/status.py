@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from roleforge.tasks.settings import Settings
-from roleforge.tasks.tracking import CHAMPION
+from roleforge.config.settings import Settings
+from roleforge.registry.tracking import CHAMPION
 
 
 def latest_snapshot_pairs(datasets_dir: Path, role: str) -> tuple[int, str | None]:
@@ -21,7 +21,7 @@ def latest_snapshot_pairs(datasets_dir: Path, role: str) -> tuple[int, str | Non
 
 
 def role_status(settings: Settings) -> dict[str, dict[str, Any]]:
-    from roleforge.tasks.store import engine_for, feedback_counts
+    from roleforge.storage.store import engine_for, feedback_counts
 
     counts = feedback_counts(engine_for(settings.resolved_store_url))
     champions = champions_of(settings.resolved_tracking_uri, {role: settings.registered_model_name(role) for role in settings.roles})
@@ -63,7 +63,7 @@ def last_decisions(home: Path) -> dict[str, dict[str, Any]]:
     """Per role, the audit log's latest promotion, hold or rollback: its action, version (the candidate's; for a
     rollback, the champion it went back to), reason, and time. A log that cannot be read (`roleforge audit` says
     why) gives none."""
-    from roleforge.tasks import audit
+    from roleforge.ops import audit
 
     try:
         entries = audit.read(home)
@@ -89,7 +89,7 @@ def champions_of(tracking_uri: str, models: dict[str, str]) -> dict[str, tuple[s
         if fast is not None:
             return fast
     from roleforge.tasks.promote import alias_version
-    from roleforge.tasks.tracking import mlflow_client
+    from roleforge.registry.tracking import mlflow_client
 
     client = mlflow_client(tracking_uri)
     found = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from roleforge.tasks.models import CHATML_TEMPLATE, is_converted
+from roleforge.models.base import CHATML_TEMPLATE, is_converted
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from roleforge.tasks.errors import Preempted, is_transient
+from roleforge.ops.errors import Preempted, is_transient
 
 _shutdown = threading.Event()
 _training = threading.Event()

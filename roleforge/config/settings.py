@@ -11,8 +11,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from roleforge.evaluation.contracts import OutputContract
 from roleforge.sample import TOOL_USE_HELDOUT
-from roleforge.tasks.errors import RoleforgeError
-from roleforge.tasks.tool_use import TOOL_AGENT_SYSTEM_PROMPT
+from roleforge.ops.errors import RoleforgeError
+from roleforge.evaluation.tool_use import TOOL_AGENT_SYSTEM_PROMPT
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 

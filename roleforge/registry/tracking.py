@@ -19,7 +19,7 @@ def mlflow_client(tracking_uri: str) -> Any:
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # schema migrations of a new database are not news
 
-    from roleforge.tasks.store import ensure_sqlite_parent
+    from roleforge.storage.store import ensure_sqlite_parent
 
     mlflow.set_tracking_uri(tracking_uri)
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)

@@ -1,5 +1,5 @@
 """Training engines for one DPO LoRA adapter: stock TRL DPOTrainer, and roleforge's shared-prefix path
-(tasks/fast_dpo.py). Free of orchestration imports, so benchmarks and remote jobs can use them alone."""
+(roleforge/training/fast_dpo.py). Free of orchestration imports, so benchmarks and remote jobs can use them alone."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from roleforge.tasks.reference_store import ReferenceStore, reference_identity
+from roleforge.training.reference_store import ReferenceStore, reference_identity
 
 
 def conversation_records(pairs: list[dict[str, Any]], system_prompt: str) -> list[dict[str, Any]]:
@@ -29,7 +29,7 @@ def trl_trainer(base: Any, dpo_config: Any, lora_config: Any, base_adapter: Path
 
     model, peft_config = base, lora_config
     if base_adapter is not None:
-        from roleforge.tasks.models import attach_adapter
+        from roleforge.models.base import attach_adapter
 
         model, peft_config = attach_adapter(base, base_adapter, is_trainable=True), None
     try:
@@ -44,12 +44,12 @@ def trl_trainer(base: Any, dpo_config: Any, lora_config: Any, base_adapter: Path
 def roleforge_trainer(base: Any, dpo_config: Any, lora_config: Any, base_adapter: Path | None, tokenizer: Any,
                       pairs: list[dict[str, Any]], system_prompt: str, callbacks: list[Any], reference_cache: Path,
                       kept_references: ReferenceStore | None = None) -> Any:
-    """roleforge's path (tasks/fast_dpo.py): the adapter attached here, reference log-probs computed once (adapter
+    """roleforge's path (roleforge/training/fast_dpo.py): the adapter attached here, reference log-probs computed once (adapter
     off, or the SFT adapter as a frozen "ref" copy) and cached beside the checkpoints; with `kept_references`, a
     pair's value from an earlier training under the same reference is taken from there instead of computed."""
     from peft import get_peft_model
 
-    from roleforge.tasks.fast_dpo import SharedPrefixDPOTrainer, cached_reference, check_losses, reference_logps, tokenize_pairs
+    from roleforge.training.fast_dpo import SharedPrefixDPOTrainer, cached_reference, check_losses, reference_logps, tokenize_pairs
 
     losses, weights = check_losses({"loss_type": dpo_config.loss_type, "loss_weights": dpo_config.loss_weights})
     # Activations of a short-sequence DPO batch usually fit in memory, so the recipes keep them (recomputing only
@@ -58,7 +58,7 @@ def roleforge_trainer(base: Any, dpo_config: Any, lora_config: Any, base_adapter
     if base_adapter is None:
         model = get_peft_model(base, lora_config)
     else:
-        from roleforge.tasks.models import attach_adapter
+        from roleforge.models.base import attach_adapter
 
         model = attach_adapter(attach_adapter(base, base_adapter, is_trainable=True), base_adapter, adapter_name="ref")
     try:

@@ -9,15 +9,15 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from roleforge.tasks.errors import RoleforgeError
-from roleforge.tasks.settings import Settings
+from roleforge.ops.errors import RoleforgeError
+from roleforge.config.settings import Settings
 
 
 class RoleRouter:
     """Greedy, batched generation for many roles on one copy of the base model."""
 
     def __init__(self, base_model: Path, adapters: dict[str, Path]) -> None:
-        from roleforge.tasks.models import attach_adapter, load_model, load_tokenizer
+        from roleforge.models.base import attach_adapter, load_model, load_tokenizer
 
         self.tokenizer = load_tokenizer(base_model)
         model = load_model(base_model)
@@ -45,7 +45,7 @@ def generate_answers(model: Any, tokenizer: Any, system_prompt: str, prompts: li
     new_tokens is given, each answer's count of generated tokens (up to its end-of-sequence) is appended to it."""
     import torch
 
-    from roleforge.tasks.models import chat_prompts, inference_autocast
+    from roleforge.models.base import chat_prompts, inference_autocast
 
     texts = chat_prompts(tokenizer, system_prompt, prompts)
     answers: list[str] = []
@@ -72,7 +72,7 @@ def generate_answers(model: Any, tokenizer: Any, system_prompt: str, prompts: li
 def champion_adapters(settings: Settings, roles: list[str]) -> dict[str, tuple[Path, str]]:
     """Each role's champion adapter directory and version, for the roles that have one."""
     from roleforge.tasks.promote import champion_adapter
-    from roleforge.tasks.tracking import mlflow_client
+    from roleforge.registry.tracking import mlflow_client
 
     client = mlflow_client(settings.resolved_tracking_uri)
     found = {}
@@ -95,7 +95,7 @@ def tool_use_rates(answers: list[str], rows_or_tools: list[dict[str, Any]] | lis
     `args_valid_rate` is the share of right-tool calls whose arguments pass, over the `args_checked` answers whose
     rows state something checkable; it is 0.0 when none do (a list of tool names states nothing).
     """
-    from roleforge.tasks.tool_use import check_tool_use
+    from roleforge.evaluation.tool_use import check_tool_use
 
     rows = [{"tool": r} if isinstance(r, str) else r for r in rows_or_tools]
     checks = [check_tool_use(answer) for answer in answers]
@@ -138,7 +138,7 @@ def read_prompts(path: str | Path, key: str) -> list[dict[str, Any]]:
 def read_tool_use_prompts(path: str | Path) -> list[dict[str, Any]]:
     """Tool-use requests: JSONL rows with `request` (the user's text) and `tool` (the tool that should be called),
     and optionally what a right call does (`answer`, `query_terms`, calendar `action`/`title`/`date`/`time`)."""
-    from roleforge.tasks.tool_use import request_row_problem
+    from roleforge.evaluation.tool_use import request_row_problem
 
     rows = read_prompts(path, "request")
     if any(not isinstance(r.get("tool"), str) for r in rows):

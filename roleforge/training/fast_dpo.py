@@ -6,7 +6,7 @@ What it saves, measured one lever at a time with `roleforge bench dpo` (see docs
 - the role's system prompt is the same for every pair: its keys and values are computed once per batch (with
   gradients, since the LoRA adapter changes them) and shared by every chosen and rejected sequence; on a CPU
   each pair's prompt also runs once for both of its completions, and the batch runs as one packed row without
-  padding (tasks/packed_attention.py; on an accelerator a packed or second pass costs more kernel launches than
+  padding (roleforge/training/packed_attention.py; on an accelerator a packed or second pass costs more kernel launches than
   the tokens it saves);
 - the reference log-probabilities are computed once, before training, with the adapter off (or the SFT
   adapter on), in large no-grad batches, and cached next to the checkpoints;
@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer
 
-from roleforge.tasks.errors import RoleforgeError
+from roleforge.ops.errors import RoleforgeError
 
 SUPPORTED_LOSSES = ("sigmoid", "sft", "ipo", "hinge")
 log = logging.getLogger(__name__)
@@ -133,16 +133,16 @@ def collate(examples: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tens
 def logps_path(model: Any, batch: dict[str, torch.Tensor]) -> str:
     """How sequence_logps runs a batch:
     - "checkpointed": prefix and prompt in front of every row (a checkpointed layer drops any KV cache);
-    - "packed": on a CPU, with a model loaded with the packed attention (tasks/packed_attention.py): the batch's
+    - "packed": on a CPU, with a model loaded with the packed attention (roleforge/training/packed_attention.py): the batch's
       prompts and completions in one row with no padding, each pair's prompt once for both completions;
     - "shared_prompt": each pair's prompt once for both completions, on a CPU, where time goes with tokens (17%
       fewer tokens on the sample tool-use pairs), in two padded passes (models without the packed attention);
     - "rows": each row's prompt and completion in one pass after the shared prefix, on an accelerator, where a
       second pass per layer costs more in kernel launches than the prompt tokens it saves (H100, 1.7B shape:
       64.7 vs 77.1 pairs/s at batch 64, 8.3 vs 11.1 at batch 4; docs/perf-notes.md)."""
-    from roleforge.tasks.models import decoder_and_head
+    from roleforge.models.base import decoder_and_head
 
-    from roleforge.tasks.packed_attention import supports
+    from roleforge.training.packed_attention import supports
 
     decoder, _ = decoder_and_head(model)
     if decoder.training and decoder.is_activation_checkpointing:
@@ -165,7 +165,7 @@ def sequence_logps(model: Any, prefix: torch.Tensor | None, batch: dict[str, tor
     """Per row: the summed log-probability of its completion tokens and their count. The prefix runs once and its
     keys/values are shared by every row; on a CPU each pair's prompt also runs once for its chosen and rejected
     completions (gradients flow back through both caches)."""
-    from roleforge.tasks.models import decoder_and_head
+    from roleforge.models.base import decoder_and_head
 
     decoder, lm_head = decoder_and_head(model)
     path = logps_path(model, batch)
@@ -206,7 +206,7 @@ def _row_logps(decoder: Any, lm_head: Any, prefix: torch.Tensor | None, batch: d
 
 def _packed_logps(decoder: Any, lm_head: Any, prefix: torch.Tensor | None, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """The batch's prompts and completions in one row without padding, after the prefix's keys and values."""
-    from roleforge.tasks.packed_attention import pack, packed
+    from roleforge.training.packed_attention import pack, packed
 
     prefix_tokens = 0 if prefix is None else prefix.numel()
     packing = pack({key: value.cpu() for key, value in batch.items()}, prefix_tokens)
@@ -465,7 +465,7 @@ def check_losses(dpo: dict[str, Any]) -> tuple[list[str], list[float]]:
 def reference_logps(model: Any, prefix_ids: list[int], examples: list[dict[str, Any]], pad_id: int,
                     batch_size: int = 32) -> list[tuple[float, float]]:
     """(chosen, rejected) log-probs of every pair under the current model state (the reference), no grad."""
-    from roleforge.tasks.models import inference_autocast
+    from roleforge.models.base import inference_autocast
 
     prefix = torch.tensor(prefix_ids, dtype=torch.long, device=next(model.parameters()).device)
     order = length_buckets(examples, batch_size, 0)

@@ -1,6 +1,7 @@
 """A local Prefect server and the UI's own API calls: start it, wait for it, press "Run", watch the run.
 
-Used by the end-to-end test and by `scripts/ui_screenshot.py`. Every process started here is ended here, by its pid.
+Used by the end-to-end tests and by `scripts/ui_screenshot.py` (run as `python -m scripts.ui_screenshot`). Every
+process started here is ended here, by its pid.
 """
 
 from __future__ import annotations

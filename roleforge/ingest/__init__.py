@@ -1,0 +1,1 @@
+"""Building blocks of the ingest stage: feedback lines to contract-checked, PII-scrubbed, hashed rows."""

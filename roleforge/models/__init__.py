@@ -1,0 +1,1 @@
+"""The base model and its adapters: loading, the shared base-model pool, and generation."""
