@@ -15,11 +15,14 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from roleforge.ops.errors import Preempted, RoleforgeError
 from roleforge.config.settings import AzureMLSettings, Settings
+from roleforge.ops.errors import Preempted, RoleforgeError
+from roleforge.storage.snapshots import PreferenceDataset
+from roleforge.training.candidate import Candidate, recipe_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -134,11 +137,10 @@ def ensure_compute(client: Any, config: AzureMLSettings) -> None:
         client.compute.begin_create_or_update(compute_spec(config)).result()
 
 
-def train_on_azure_ml(settings: Settings, dataset: Any, profile: str, tracking: Any, experiment: str,
-                      tags: dict[str, str]) -> Any:
+def train_on_azure_ml(settings: Settings, dataset: PreferenceDataset, profile: str, tracking: Any, experiment: str,
+                      tags: dict[str, str]) -> Candidate:
     """Submit the role's training, wait for it, download the adapter and record it in the local MLflow run."""
     from roleforge.config.recipes import role_recipe
-    from roleforge.tasks.train import Candidate, recipe_fingerprint
 
     config = settings.azure_ml
     recipe = role_recipe(profile, settings.role_training(dataset.role), dataset.role)
@@ -164,6 +166,18 @@ def train_on_azure_ml(settings: Settings, dataset: Any, profile: str, tracking: 
     return Candidate(**{**trained, "adapter_path": str(adapter_path), "mlflow_experiment_id": experiment,
                         "mlflow_run_id": run.info.run_id, "dataset_path": dataset.path,
                         "train_seconds": round(time.monotonic() - started, 2)})
+
+
+@dataclass(frozen=True)
+class AzureMLTraining:
+    """The training backend (roleforge/training/backends.py) of `training.backend = "azure_ml"`: each training a
+    command job on the workspace's low-priority cluster."""
+
+    settings: Settings
+
+    def __call__(self, dataset: PreferenceDataset, profile: str, client: Any, experiment: str,
+                 tags: dict[str, str]) -> Candidate:
+        return train_on_azure_ml(self.settings, dataset, profile, client, experiment, tags)
 
 
 def model_spec(role: str, version: str, adapter_dir: Path, tags: dict[str, str]) -> Any:

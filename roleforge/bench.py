@@ -330,7 +330,8 @@ def tool_use_pairs(held_out_fraction: float = 0.2) -> tuple[list[dict[str, Any]]
     """The sample tool-agent feedback labeled as the pipeline labels it (humans, ratings, heuristics, generated
     rejections): (train pairs, held-out pairs), split by prompt hash, in a fixed order."""
     from roleforge.sample import SAMPLE_FEEDBACK
-    from roleforge.tasks.label import label_rows, labelers_for, split_of
+    from roleforge.storage.snapshots import split_of
+    from roleforge.tasks.label import label_rows, labelers_for
     from roleforge.config.settings import DEFAULT_ROLES, TeacherConfig
 
     config = DEFAULT_ROLES["tool-agent"]

@@ -222,11 +222,11 @@ def cmd_train_job(args: argparse.Namespace) -> int:
 
     import pyarrow.parquet as pq
 
-    from roleforge.tasks.label import PreferenceDataset
+    from roleforge.storage.snapshots import PreferenceDataset
     from roleforge.models.base import ensure_base_model
     from roleforge.config.recipes import role_recipe
     from roleforge.registry.tracking import experiment_id, mlflow_client
-    from roleforge.tasks.train import train_adapter
+    from roleforge.training.local import train_adapter
 
     snapshot, output = Path(args.snapshot), Path(args.output)
     if not (snapshot / "train.parquet").exists():

@@ -19,11 +19,11 @@ from roleforge.runtime import MODEL_MODULES, import_for_stages
 from roleforge.evaluation.ab import GenerationAB, paired_bootstrap
 from roleforge.ops.errors import retry_transient
 from roleforge.models.generation import generate_answers
-from roleforge.tasks.label import load_split
+from roleforge.storage.snapshots import load_split
 from roleforge.training.reference_store import reference_identity
 from roleforge.evaluation.scoring import ModelScore, completion_logps, pair_correct, score
 from roleforge.config.settings import EvaluationConfig, load_settings
-from roleforge.tasks.train import Candidate
+from roleforge.training.candidate import Candidate
 from roleforge.ops.timing import STAGES
 from roleforge.training.replay import general_prompts, reference_answers
 
@@ -225,9 +225,8 @@ def evaluation_metrics(evaluation: Evaluation) -> dict[str, float]:
 def evaluate_role(candidate: Candidate, profile: str) -> Evaluation:
     """A/B the candidate against the role's champion (or the base model) and log the scores to its MLflow run."""
     import_for_stages(MODEL_MODULES)
-    from roleforge.tasks.promote import champion_adapter
     from roleforge.config.recipes import role_recipe
-    from roleforge.registry.tracking import mlflow_client
+    from roleforge.registry.tracking import champion_adapter, mlflow_client
 
     settings = load_settings()
     config = settings.role(candidate.role)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -14,10 +13,11 @@ from pydantic import BaseModel
 from roleforge.ops.errors import RoleforgeError, retry_transient
 from roleforge.tasks.evaluate import Evaluation
 from roleforge.config.settings import GateConfig, load_settings
-from roleforge.tasks.train import Candidate
+from roleforge.training.candidate import Candidate
 from roleforge.ops import audit
 from roleforge.ops.timing import STAGES
-from roleforge.registry.tracking import CHAMPION, PREVIOUS
+from roleforge.registry.mirror import PromotionMirror, promotion_mirror
+from roleforge.registry.tracking import CHAMPION, PREVIOUS, alias_version, current_flow_run, local_adapter_path, mlflow_client
 
 REPLACED_TAG = "roleforge.replaced_version"
 
@@ -82,48 +82,6 @@ def output_contract_broken(evaluation: Evaluation, config: GateConfig) -> list[s
         reasons.append(f"drifted {evaluation.drift_kl:.3f} nats/token from the base model on general prompts "
                        f"(limit {config.max_drift_kl:.3f})")
     return reasons
-
-
-def alias_version(client: Any, name: str, alias: str) -> Any | None:
-    """The model version an alias points at, or None when the model or alias does not exist."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return client.get_model_version_by_alias(name, alias)
-    except MlflowException:
-        return None
-
-
-def local_adapter_path(client: Any, version: Any, cache_dir: Path) -> Path:
-    """A local directory holding a version's adapter (downloaded once for remote artifact stores)."""
-    parsed = urlparse(version.source)
-    if parsed.scheme in ("", "file"):
-        return Path(unquote(parsed.path))
-    import mlflow
-
-    target = cache_dir / version.name / str(version.version)
-    if not target.exists():
-        mlflow.artifacts.download_artifacts(artifact_uri=version.source, dst_path=str(target))
-    return target
-
-
-def champion_adapter(client: Any, name: str, cache_dir: Path) -> tuple[Path | None, str | None]:
-    champion = alias_version(client, name, CHAMPION)
-    if champion is None:
-        return None, None
-    return local_adapter_path(client, champion, cache_dir), str(champion.version)
-
-
-def last_trained_snapshot(client: Any, name: str) -> str | None:
-    """The dataset hash of the role's newest registered version: what its last training saw."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        versions = client.search_model_versions(f"name='{name}'")
-    except MlflowException:
-        return None
-    newest = max(versions, key=lambda v: int(v.version), default=None)
-    return newest.tags.get("roleforge.dataset_hash") if newest is not None else None
 
 
 def register_candidate(client: Any, name: str, candidate: Candidate, evaluation: Evaluation, tags: dict[str, str]) -> str:
@@ -258,7 +216,6 @@ def promote_role(candidate: Candidate, evaluation: Evaluation, contract_passed: 
     from prefect.events import emit_event
 
     from roleforge.tasks.report import role_resource
-    from roleforge.registry.tracking import current_flow_run, mlflow_client
 
     settings = load_settings()
     tags = {**current_flow_run(), "roleforge.contract": "passed" if contract_passed else "failed"}
@@ -277,23 +234,22 @@ def promote_role(candidate: Candidate, evaluation: Evaluation, contract_passed: 
     client = mlflow_client(settings.resolved_tracking_uri)
     name = settings.registered_model_name(candidate.role)
     decision = decide(client, name, candidate, evaluation, settings.role(candidate.role).gate, tags, record)
-    if decision.promoted and settings.azure_ml.mirror_promotions:
-        mirror(settings, client, name, candidate, decision)
+    mirror_to = promotion_mirror(settings)
+    if decision.promoted and mirror_to is not None:
+        mirror(mirror_to, client, name, candidate, decision, settings.path("registry-cache"))
     get_run_logger().info("role %s v%s: %s (%s)", candidate.role, decision.version,
                           "promoted" if decision.promoted else "not promoted", decision.reason)
     return decision
 
 
-def mirror(settings: Any, client: Any, name: str, candidate: Candidate, decision: Decision) -> None:
+def mirror(mirror_to: PromotionMirror, client: Any, name: str, candidate: Candidate, decision: Decision,
+           cache_dir: Path) -> None:
     """Register the new champion in Azure ML too. The MLflow registry stays the source of truth: a failed mirror
     is logged and tagged on the version, and does not undo the promotion."""
-    from roleforge.deployments.azure_ml import mirror_promotion
-
     version = client.get_model_version(name, decision.version)
     lineage = {k: v for k, v in version.tags.items() if k.startswith(("roleforge.", "prefect."))}
     try:
-        asset = mirror_promotion(settings.azure_ml, candidate.role, decision.version,
-                                 local_adapter_path(client, version, settings.path("registry-cache")), lineage)
+        asset = mirror_to(candidate.role, decision.version, local_adapter_path(client, version, cache_dir), lineage)
     except Exception as error:  # noqa: BLE001 - reported, and the local promotion stands
         get_run_logger().warning("role %s v%s: Azure ML mirror failed: %s", candidate.role, decision.version, error)
         client.set_model_version_tag(name, decision.version, "roleforge.azure_ml_mirror", f"failed: {error}"[:500])
@@ -307,7 +263,6 @@ def rollback_role(role: str) -> dict[str, str | None]:
     from prefect.events import emit_event
 
     from roleforge.tasks.report import role_resource
-    from roleforge.registry.tracking import mlflow_client
 
     settings = load_settings()
     settings.role(role)

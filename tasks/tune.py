@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from roleforge.runtime import MODEL_MODULES, import_for_stages
 from roleforge.ops.errors import Preempted, retry_transient
 from roleforge.tasks.evaluate import Evaluation
-from roleforge.tasks.label import PreferenceDataset
+from roleforge.storage.snapshots import PreferenceDataset
 from roleforge.training.preemption import shutdown_requested
 from roleforge.config.settings import Settings, load_settings
 
@@ -96,7 +96,7 @@ def run_trial(dataset: PreferenceDataset, profile: str, overrides: dict[str, dic
     from roleforge.tasks.promote import gate
     from roleforge.config.recipes import role_recipe
     from roleforge.registry.tracking import current_flow_run, experiment_id, mlflow_client
-    from roleforge.tasks.train import train_adapter
+    from roleforge.training.backends import LocalTraining
 
     settings = load_settings()
     config = settings.role(dataset.role)
@@ -105,10 +105,7 @@ def run_trial(dataset: PreferenceDataset, profile: str, overrides: dict[str, dic
     client = mlflow_client(settings.resolved_tracking_uri)
     tags = {"roleforge.stage": "tune", "roleforge.tune.study": study, "roleforge.tune.trial": str(number), **current_flow_run()}
     # The shared checkpoints folder: trials reuse the reference log-probs and replay answers of every training before.
-    candidate = train_adapter(
-        dataset, config.system_prompt, recipe, base_model, settings.path("checkpoints"), settings.path("adapters"), client,
-        experiment_id(client, settings.path("mlartifacts")), tags, base_adapter=config.base_adapter,
-        min_pairs=config.min_pairs, max_parallel=settings.training.max_parallel_roles, engine=settings.training.engine)
+    candidate = LocalTraining(settings).train(dataset, recipe, client, experiment_id(client, settings.path("mlartifacts")), tags)
     judge, calibration = evaluation_judge(settings, config.evaluation) if config.evaluation.generation_prompts else (None, None)
     evaluation = evaluate_candidate(candidate, config.system_prompt, base_model, None, None, recipe["data"]["max_eval_pairs"],
                                     config.base_adapter, config.evaluation, judge, config.gate.confidence, config.output,

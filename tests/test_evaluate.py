@@ -4,7 +4,7 @@ guardrails and the tool-use task metrics, all logged as flat metrics."""
 from __future__ import annotations
 
 from roleforge.tasks.evaluate import evaluate_candidate, evaluation_metrics
-from roleforge.tasks.train import Candidate
+from roleforge.training.candidate import Candidate
 from tests.conftest import SAMPLE
 
 
@@ -35,8 +35,9 @@ def test_evaluation_scores_generates_judges_and_guards(home, tiny_model_dir, tmp
                           snapshot_hash=dataset.snapshot_hash, dataset_path=dataset.path, train_pairs=dataset.train_pairs,
                           steps=1, resumed_from_step=None, train_seconds=0.0, train_metrics={})
     role = settings.role("tool-agent")
-    config = role.evaluation.model_copy(update={"generation_prompts": 3, "contract_prompts": 3, "drift_prompts": 4, "max_new_tokens": 8, "max_task_prompts": 4,
-                                                "capability_checks": True})
+    # The tool agent's own configuration measures no drift: asked for here, so that the drift path runs too.
+    config = role.evaluation.model_copy(update={"generation_prompts": 3, "contract_prompts": 3, "max_new_tokens": 8, "max_task_prompts": 4,
+                                                "capability_checks": True, "drift_prompts": 4})
     judge = LocalJudge(load_model(tiny_model_dir), load_tokenizer(tiny_model_dir), batch_size=4)
     trusted = JudgeCalibration(judge="local_judge", agreement=0.9, pairs=40, order_flips=0, min_agreement=0.75, passed=True)
     evaluation = evaluate_candidate(candidate, role.system_prompt, tiny_model_dir, None, None, 8, None, config, judge,

@@ -6,7 +6,7 @@ from pathlib import Path
 from roleforge.flows.params import SelfLearningRun
 from roleforge.flows.self_learning import self_learning
 from roleforge.ops import audit
-from roleforge.tasks.promote import CHAMPION, alias_version
+from roleforge.registry.tracking import CHAMPION, alias_version
 from roleforge.config.settings import load_settings
 from roleforge.ops.status import role_status
 from roleforge.storage.store import engine_for, feedback

@@ -1,6 +1,7 @@
 """Labeling: human choices and rating gaps become pairs with provenance; conflicts and splits follow fixed rules."""
 
-from roleforge.tasks.label import build_dataset, load_split, resolve_pairs, split_of
+from roleforge.storage.snapshots import load_split, split_of
+from roleforge.tasks.label import build_dataset, resolve_pairs
 from roleforge.tasks.labelers.human import HumanChoiceLabeler, RatingGapLabeler
 from roleforge.config.settings import LabelingConfig
 

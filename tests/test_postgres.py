@@ -214,7 +214,7 @@ def test_a_role_trains_and_is_promoted_with_its_store_and_registry_on_postgresql
     from roleforge.bench import scratch_database
     from roleforge.flows.params import SelfLearningRun
     from roleforge.flows.self_learning import self_learning
-    from roleforge.tasks.promote import CHAMPION, alias_version
+    from roleforge.registry.tracking import CHAMPION, alias_version
     from roleforge.config.settings import load_settings
     from roleforge.ops.status import role_status
     from roleforge.registry.tracking import mlflow_client

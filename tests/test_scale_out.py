@@ -113,3 +113,42 @@ def test_a_promoted_adapter_is_mirrored_as_an_azure_ml_model_with_its_lineage(tm
     client = type("Client", (), {"models": Models()})()
     assert mirror_promotion(AzureMLSettings(mirror_promotions=True), "cfo", "7", adapter, {}, client) == "azureml:roleforge-cfo:7"
     assert Models.created[0].name == "roleforge-cfo"
+
+
+def test_settings_choose_the_training_backend_and_the_promotion_mirror_and_no_stage_imports_deployments(tmp_path: Path):
+    from roleforge.config.settings import Settings
+    from roleforge.deployments.azure_ml import AzureMLTraining
+    from roleforge.registry.mirror import promotion_mirror
+    from roleforge.training.backends import LocalTraining, training_backend
+
+    assert isinstance(training_backend(Settings(home=tmp_path)), LocalTraining)
+    assert isinstance(training_backend(Settings(home=tmp_path, training={"backend": "azure_ml"})), AzureMLTraining)
+    assert promotion_mirror(Settings(home=tmp_path)) is None
+    assert callable(promotion_mirror(Settings(home=tmp_path, azure_ml={"mirror_promotions": True})))
+    # The stages receive their backends: tasks/ never imports deployments/ (which imports the training building blocks).
+    tasks = Path(__file__).resolve().parents[1] / "tasks"
+    assert [path.name for path in tasks.rglob("*.py") if "roleforge.deployments" in path.read_text()] == []
+
+
+def test_the_train_stage_trains_with_the_backend_it_is_given(home: Path):
+    from prefect.logging import disable_run_logger
+
+    from roleforge.ops.status import read_training_status
+    from roleforge.storage.snapshots import PreferenceDataset
+    from roleforge.tasks.train import train_role_adapter
+    from roleforge.training.candidate import Candidate
+
+    dataset = PreferenceDataset(role="cfo", snapshot_hash="abc", path=str(home / "datasets"), train_pairs=16,
+                                held_out_pairs=4, by_source={}, conflicts=0)
+    asked = []
+
+    def backend(dataset, profile, client, experiment, tags):
+        asked.append((dataset.role, profile))
+        return Candidate(role=dataset.role, adapter_path=str(home / "adapter"), mlflow_experiment_id=experiment,
+                         mlflow_run_id="run", snapshot_hash=dataset.snapshot_hash, dataset_path=dataset.path,
+                         train_pairs=16, steps=4, resumed_from_step=None, train_seconds=1.0, train_metrics={})
+
+    with disable_run_logger():
+        candidate = train_role_adapter.fn(dataset, "quick", backend)
+    assert asked == [("cfo", "quick")] and candidate.mlflow_run_id == "run"
+    assert read_training_status(home, "cfo")["state"] == "ready"

@@ -10,7 +10,7 @@ from roleforge.tasks.label import build_dataset
 from roleforge.config.recipes import build_configs, role_recipe
 from roleforge.config.settings import LabelingConfig, load_settings
 from roleforge.registry.tracking import experiment_id, mlflow_client
-from roleforge.tasks.train import train_adapter
+from roleforge.training.local import train_adapter
 
 RECIPE_OVERRIDES = {"dpo": {"num_train_epochs": 1, "per_device_train_batch_size": 4, "learning_rate": 0.01, "save_steps": 2},
                     "data": {"max_train_pairs": 16}}

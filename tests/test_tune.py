@@ -94,7 +94,7 @@ def test_a_tune_saves_only_a_passing_recipe_and_a_second_tune_continues_the_stud
                                                                                    capsys):
     from roleforge.cli import build_parser
     from roleforge.flows.tune import tune_role
-    from roleforge.tasks import train
+    from roleforge.training import local
     from roleforge.tasks.ingest import ingest_configured
     from roleforge.registry.tracking import experiment_id, mlflow_client
 
@@ -102,14 +102,14 @@ def test_a_tune_saves_only_a_passing_recipe_and_a_second_tune_continues_the_stud
     config.write_text(TUNE_CONFIG + NOTHING_PASSES)
     settings = load_settings()
     ingest_configured(settings, [str(SAMPLE / "ceo.jsonl")])
-    trained = train.train_adapter
+    trained = local.train_adapter
 
     def trial_zero_fails(*args, **kwargs):
         if inspect.signature(trained).bind(*args, **kwargs).arguments["run_tags"]["roleforge.tune.trial"] == "0":
             raise RuntimeError("out of memory, as it happens")
         return trained(*args, **kwargs)
 
-    monkeypatch.setattr(train, "train_adapter", trial_zero_fails)
+    monkeypatch.setattr(local, "train_adapter", trial_zero_fails)
     refused = tune_role(TuneRun(role="ceo", trials=2, profile="quick"))
     assert (refused.study, refused.trials, refused.passed, refused.best_trial, refused.saved_to) == ("ceo-quick", 2, 0, None, None)
     assert [r.split(":")[0] for r in refused.reasons] == ["trial 0", "trial 1", "no trial of study ceo-quick passed the gate"]
@@ -117,7 +117,7 @@ def test_a_tune_saves_only_a_passing_recipe_and_a_second_tune_continues_the_stud
     assert "below +2.000" in refused.reasons[1] and not settings.tuned_recipe_path("ceo").exists()
 
     # As if a tune was killed while its trial 2 ran: the next tune fails it and runs its recipe again first.
-    monkeypatch.setattr(train, "train_adapter", trained)
+    monkeypatch.setattr(local, "train_adapter", trained)
     study = optuna.load_study(study_name="ceo-quick", storage=f"sqlite:///{home / 'tune.db'}")
     killed = study.ask()
     trial_overrides(killed)

@@ -88,7 +88,7 @@ def champions_of(tracking_uri: str, models: dict[str, str]) -> dict[str, tuple[s
         fast = _sqlite_champions(Path(tracking_uri.removeprefix("sqlite:///")), models)
         if fast is not None:
             return fast
-    from roleforge.tasks.promote import alias_version
+    from roleforge.registry.tracking import alias_version
     from roleforge.registry.tracking import mlflow_client
 
     client = mlflow_client(tracking_uri)

@@ -1,4 +1,5 @@
-"""MLflow at the edge: one client per tracking URI, the experiment's artifacts kept under ROLEFORGE_HOME."""
+"""MLflow at the edge: one client per tracking URI, the experiment's artifacts kept under ROLEFORGE_HOME, and the
+registry's aliases (a role's champion and the version before it)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import functools
 import logging
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 EXPERIMENT = "roleforge"
 # Registry aliases: the version a role serves, and the one before it (rollback's target).
@@ -62,3 +64,46 @@ def current_flow_run() -> dict[str, str]:
     if ui_url:
         tags["prefect.flow_run_url"] = ui_url
     return tags
+
+
+def alias_version(client: Any, name: str, alias: str) -> Any | None:
+    """The model version an alias points at, or None when the model or alias does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def local_adapter_path(client: Any, version: Any, cache_dir: Path) -> Path:
+    """A local directory holding a version's adapter (downloaded once for remote artifact stores)."""
+    parsed = urlparse(version.source)
+    if parsed.scheme in ("", "file"):
+        return Path(unquote(parsed.path))
+    import mlflow
+
+    target = cache_dir / version.name / str(version.version)
+    if not target.exists():
+        mlflow.artifacts.download_artifacts(artifact_uri=version.source, dst_path=str(target))
+    return target
+
+
+def champion_adapter(client: Any, name: str, cache_dir: Path) -> tuple[Path | None, str | None]:
+    """The local directory of a role's champion adapter and its version; (None, None) when it has none."""
+    champion = alias_version(client, name, CHAMPION)
+    if champion is None:
+        return None, None
+    return local_adapter_path(client, champion, cache_dir), str(champion.version)
+
+
+def last_trained_snapshot(client: Any, name: str) -> str | None:
+    """The dataset hash of the role's newest registered version: what its last training saw."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = client.search_model_versions(f"name='{name}'")
+    except MlflowException:
+        return None
+    newest = max(versions, key=lambda v: int(v.version), default=None)
+    return newest.tags.get("roleforge.dataset_hash") if newest is not None else None
