@@ -17,7 +17,7 @@ from roleforge.evaluation.drift import mean_token_kl
 from roleforge.evaluation.judging import JudgeCalibration, judge_generation
 from roleforge.runtime import MODEL_MODULES, import_for_stages
 from roleforge.evaluation.ab import GenerationAB, paired_bootstrap
-from roleforge.ops.errors import retry_transient
+from roleforge.ops.retries import retry_transient
 from roleforge.models.generation import generate_answers
 from roleforge.storage.snapshots import load_split
 from roleforge.training.reference_store import reference_identity
@@ -294,9 +294,8 @@ def evaluation_judge(settings: Any, config: EvaluationConfig) -> tuple[Any, Judg
 
     from roleforge.evaluation.judging import JUDGE_CALIBRATION, judge_calibration
     from roleforge.tasks.label import local_judge, teacher_judge
-    from roleforge.models.base import ensure_base_model
 
-    base_model = ensure_base_model(settings.resolved_base_model, is_default=settings.base_model is None)
+    base_model = settings.base_model_dir()
     judge = teacher_judge(settings.teacher, base_model) or local_judge(base_model, settings.teacher.batch_size)
     local_model = None if settings.teacher.kind == "http" else (
         settings.teacher.model if settings.teacher.kind == "local" and settings.teacher.model else base_model)

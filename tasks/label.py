@@ -20,7 +20,8 @@ from roleforge.tasks.labelers.generator import RejectedResponseGenerator
 from roleforge.tasks.labelers.heuristics import HeuristicLabeler
 from roleforge.tasks.labelers.human import HumanChoiceLabeler, RatingGapLabeler
 from roleforge.tasks.labelers.judge import HttpJudge, Judge, JudgeLabeler, LocalJudge
-from roleforge.ops.errors import RoleforgeError, retry_transient
+from roleforge.ops.errors import RoleforgeError
+from roleforge.ops.retries import retry_transient
 from roleforge.config.settings import LabelingConfig, Settings, TeacherConfig, load_settings
 from roleforge.tasks.validate import ContractResult, validate_pairs
 from roleforge.ops.timing import STAGES
@@ -160,14 +161,13 @@ def label_stored(role: str, settings: Settings) -> tuple[PreferenceDataset, list
     """Label what the store holds for a role with the labelers its configuration names; check the pairs against
     their contract and the feedback since the role's last training against the shift guard."""
     from roleforge.validation.shift_guard import shift_guard
-    from roleforge.models.base import ensure_base_model
     from roleforge.ops.status import read_training_status
-    from roleforge.storage.store import engine_for, feedback_for_role
+    from roleforge.storage.schema import engine_for, feedback_for_role
 
     config = settings.role(role)
     judge = None
     if config.labeling.teacher and settings.teacher.kind != "none":
-        base_model = ensure_base_model(settings.resolved_base_model, is_default=settings.base_model is None)
+        base_model = settings.base_model_dir()
         judge = teacher_judge(settings.teacher, base_model)
     rows = feedback_for_role(engine_for(settings.resolved_store_url), role)
     outcome = label_rows(rows, labelers_for(config.labeling, judge, config.system_prompt, settings.teacher, config.output),

@@ -10,7 +10,8 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
-from roleforge.ops.errors import RoleforgeError, retry_transient
+from roleforge.ops.errors import RoleforgeError
+from roleforge.ops.retries import retry_transient
 from roleforge.tasks.evaluate import Evaluation
 from roleforge.config.settings import GateConfig, load_settings
 from roleforge.training.candidate import Candidate

@@ -9,13 +9,13 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from roleforge.config.settings import load_settings
-from roleforge.ops.errors import Preempted, retry_transient
+from roleforge.ops.errors import Preempted
+from roleforge.ops.retries import RetryPolicy, retry_transient
 from roleforge.ops.timing import STAGES
 from roleforge.runtime import MODEL_MODULES, import_for_stages
 from roleforge.storage.snapshots import PreferenceDataset, load_split
 from roleforge.training.backends import TrainingBackend, training_backend
 from roleforge.training.candidate import Candidate
-from roleforge.training.preemption import RetryPolicy
 
 # Retries of a training: Preempted and transient errors each have a budget in settings.training (RetryPolicy);
 # the task's own count is only the ceiling. Backoff doubles from 10 s to at most 10 min, with +-50% jitter.

@@ -15,7 +15,8 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from roleforge.runtime import MODEL_MODULES, import_for_stages
-from roleforge.ops.errors import Preempted, retry_transient
+from roleforge.ops.errors import Preempted
+from roleforge.ops.retries import retry_unless_stopping
 from roleforge.tasks.evaluate import Evaluation
 from roleforge.storage.snapshots import PreferenceDataset
 from roleforge.training.preemption import shutdown_requested
@@ -92,7 +93,6 @@ def run_trial(dataset: PreferenceDataset, profile: str, overrides: dict[str, dic
     from mlflow.entities import Metric, Param, RunTag
 
     from roleforge.tasks.evaluate import REFERENCE_ANSWERS, evaluate_candidate, evaluation_judge, evaluation_metrics
-    from roleforge.models.base import ensure_base_model
     from roleforge.tasks.promote import gate
     from roleforge.config.recipes import role_recipe
     from roleforge.registry.tracking import current_flow_run, experiment_id, mlflow_client
@@ -101,7 +101,7 @@ def run_trial(dataset: PreferenceDataset, profile: str, overrides: dict[str, dic
     settings = load_settings()
     config = settings.role(dataset.role)
     recipe = role_recipe(profile, under_configuration(overrides, config.training), dataset.role)
-    base_model = ensure_base_model(settings.resolved_base_model, is_default=settings.base_model is None)
+    base_model = settings.base_model_dir()
     client = mlflow_client(settings.resolved_tracking_uri)
     tags = {"roleforge.stage": "tune", "roleforge.tune.study": study, "roleforge.tune.trial": str(number), **current_flow_run()}
     # The shared checkpoints folder: trials reuse the reference log-probs and replay answers of every training before.
@@ -123,14 +123,9 @@ def run_trial(dataset: PreferenceDataset, profile: str, overrides: dict[str, dic
     return result
 
 
-def _retry_unless_stopping(task: object, task_run: object, state: object) -> bool:
-    """Transient errors retry, but not while the process shuts down: a preempted trial is asked again next tune."""
-    return not shutdown_requested() and retry_transient(task, task_run, state)
-
-
 # A plain module-level function under the task, so that Dask pickles it by reference (flows/self_learning.py).
 tune_trial = task(name="tune-trial", task_run_name="trial-{number}", retries=2, retry_delay_seconds=5,
-                  retry_condition_fn=_retry_unless_stopping, cache_policy=NO_CACHE)(run_trial)
+                  retry_condition_fn=retry_unless_stopping, cache_policy=NO_CACHE)(run_trial)
 
 
 def open_study(settings: Settings, role: str, profile: str, seed: int) -> Any:

@@ -11,7 +11,7 @@ from prefect import get_run_logger, task
 from pydantic import BaseModel
 
 from roleforge.runtime import import_for_stages
-from roleforge.ops.errors import retry_transient
+from roleforge.ops.retries import retry_transient
 from roleforge.config.settings import load_settings
 from roleforge.ops.timing import STAGES
 
@@ -77,7 +77,7 @@ def validate_feedback(role: str, rows: list[dict[str, Any]]) -> ContractResult:
     import pandas as pd
 
     from roleforge.data_contracts.suites import feedback_suite
-    from roleforge.storage.store import FEEDBACK_COLUMNS
+    from roleforge.storage.schema import FEEDBACK_COLUMNS
 
     frame = pd.DataFrame(rows, columns=FEEDBACK_COLUMNS).drop(columns=["metadata"])
     return run_suite(role, frame, lambda: feedback_suite(role))
@@ -106,7 +106,7 @@ def check_contract(role: str) -> ContractResult:
     from prefect.events import emit_event
 
     from roleforge.tasks.report import artifact_key, role_resource
-    from roleforge.storage.store import engine_for, feedback_for_role
+    from roleforge.storage.schema import engine_for, feedback_for_role
 
     result = validate_feedback(role, feedback_for_role(engine_for(load_settings().resolved_store_url), role))
     create_table_artifact(

@@ -79,7 +79,7 @@ def postgres_server() -> Iterator[str]:
 @pytest.fixture()
 def postgres_url(postgres_server: str, tmp_path: Path) -> Iterator[str]:
     """A new, empty database on the throwaway server, for one test (dropped after it)."""
-    from roleforge.bench import scratch_database
+    from roleforge.bench.ingest import scratch_database
 
     with scratch_database(postgres_server, tmp_path / "unused.db") as url:
         yield url

@@ -52,7 +52,7 @@ def test_cli_ingest_is_audited(home):
 
 
 def test_status_names_each_roles_latest_promotion_hold_or_rollback(tmp_path):
-    from roleforge.cli import decision_line
+    from roleforge.cli.status import decision_line
     from roleforge.ops.status import last_decisions
 
     assert last_decisions(tmp_path) == {}

@@ -109,11 +109,11 @@ def test_bench_dpo_bad_pairs_file_is_a_one_line_error(home, tmp_path):
 
 
 def test_random_model_of_a_named_shape_loads_with_the_tokenizer(tiny_model_dir, tmp_path, monkeypatch):
-    from roleforge import bench
+    from roleforge.bench import dpo
     from roleforge.models.base import load_model, load_tokenizer
 
-    monkeypatch.setitem(bench.MODEL_SHAPES, "wide", {"hidden_size": 96, "intermediate_size": 192, "num_hidden_layers": 3})
-    directory = bench.random_model("wide", tiny_model_dir, tmp_path / "wide")
+    monkeypatch.setitem(dpo.MODEL_SHAPES, "wide", {"hidden_size": 96, "intermediate_size": 192, "num_hidden_layers": 3})
+    directory = dpo.random_model("wide", tiny_model_dir, tmp_path / "wide")
     model = load_model(directory)
     assert (model.config.hidden_size, model.config.num_hidden_layers) == (96, 3)
     assert load_tokenizer(directory).vocab_size == load_tokenizer(tiny_model_dir).vocab_size
@@ -142,7 +142,7 @@ def test_peak_memory_counts_child_processes(tmp_path):
     """bench ingest's peak counts the parse workers: a child holding 200 MB shows in it."""
     import time
 
-    from roleforge.bench import PeakRss
+    from roleforge.bench.common import PeakRss
 
     ready = tmp_path / "ready"
     script = f"import pathlib, time; block = bytearray(200 * 2**20); pathlib.Path({str(ready)!r}).touch(); time.sleep(3)"

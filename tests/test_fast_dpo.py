@@ -7,8 +7,11 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from roleforge.tasks.evaluate import completion_logps
-from roleforge.training.fast_dpo import (collate, completion_token_logps, dpo_losses, glibc, length_buckets, logps_path,
-                                      sequence_logps, tokenize_pairs, tokens_through)
+from roleforge.ops.memory import glibc
+from roleforge.training.dpo_batches import collate, length_buckets, tokenize_pairs
+from roleforge.training.frozen_head import completion_token_logps
+from roleforge.training.losses import dpo_losses
+from roleforge.training.sequence_logps import logps_path, sequence_logps, tokens_through
 from roleforge.models.base import chat_prompts, load_model, load_tokenizer, pooled_attention
 
 SYSTEM = "You are a tool-using agent. Answer with a Thought line and a JSON action."
@@ -236,7 +239,7 @@ def test_the_benchmark_counts_the_matmul_flops_a_training_step_runs(tiny_model_d
     those positions' work on a 30-layer model)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from roleforge.bench import matmul_params, training_flops
+    from roleforge.bench.dpo import matmul_params, training_flops
 
     tokenizer, model = load_tokenizer(tiny_model_dir), load_model(tiny_model_dir)
     model.requires_grad_(False).enable_input_require_grads()
@@ -254,7 +257,7 @@ def test_the_benchmark_counts_the_matmul_flops_a_training_step_runs(tiny_model_d
 
 HEAP_PROBE = """
 import json, resource, torch
-from roleforge.training.fast_dpo import M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, glibc, heap_kept
+from roleforge.ops.memory import M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, glibc, heap_kept
 
 def faults_of_ten_buffers():
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt

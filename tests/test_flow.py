@@ -9,7 +9,7 @@ from roleforge.ops import audit
 from roleforge.registry.tracking import CHAMPION, alias_version
 from roleforge.config.settings import load_settings
 from roleforge.ops.status import role_status
-from roleforge.storage.store import engine_for, feedback
+from roleforge.storage.schema import engine_for, feedback
 from roleforge.registry.tracking import mlflow_client
 from tests.conftest import SAMPLE
 

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from roleforge.ops.errors import RoleforgeError
-from roleforge.ingest.rows import Quarantined, quarantine_lines
+from roleforge.ingest.quarantine import Quarantined, quarantine_lines
 from roleforge.tasks.ingest import ingest_files
-from roleforge.storage.store import engine_for, feedback_for_role
+from roleforge.storage.schema import engine_for, feedback_for_role
 
 ROLES = {"ceo", "cfo", "coo", "tool-agent"}
 GOOD = [
@@ -79,7 +79,7 @@ def stored_cells(url: str) -> list[tuple]:
     """Every stored row with each cell's SQLite storage class, ids and ingest times left out."""
     import sqlite3
 
-    from roleforge.storage.store import FEEDBACK_COLUMNS
+    from roleforge.storage.schema import FEEDBACK_COLUMNS
 
     cells = ", ".join(f"{name}, typeof({name})" for name in FEEDBACK_COLUMNS)
     with sqlite3.connect(url.removeprefix("sqlite:///")) as connection:
@@ -87,8 +87,8 @@ def stored_cells(url: str) -> list[tuple]:
 
 
 def test_bulk_staged_insert_stores_what_the_row_by_row_insert_stores(tmp_path, monkeypatch):
-    from roleforge.storage import store
-    from roleforge.tasks.ingest import to_stored_row
+    from roleforge.storage import inserts, schema, staging
+    from roleforge.ingest.rows import to_stored_row
 
     base = {"agent_role": "ceo", "prompt": "p", "response": "r", "rating": 3, "response_a": None,
             "response_b": None, "preference": None, "event_id": None, "rater": None, "confidence": None, "metadata": None,
@@ -101,29 +101,29 @@ def test_bulk_staged_insert_stores_what_the_row_by_row_insert_stores(tmp_path, m
         base,  # a duplicate inside the batch: stored once, the first one
     ], start=1)]
     staged, plain = f"sqlite:///{tmp_path / 'staged.db'}", f"sqlite:///{tmp_path / 'plain.db'}"
-    assert store.insert_new_feedback(store.engine_for(staged), rows) == (4, [])
-    assert store.insert_new_feedback(store.engine_for(staged), rows[:2]) == (0, [])  # already stored
+    assert inserts.insert_new_feedback(schema.engine_for(staged), rows) == (4, [])
+    assert inserts.insert_new_feedback(schema.engine_for(staged), rows[:2]) == (0, [])  # already stored
     with monkeypatch.context() as patched:
-        patched.setattr(store, "stage_rows", lambda *_: None)  # the row-by-row fallback
-        assert store.insert_new_feedback(store.engine_for(plain), rows) == (4, [])
+        patched.setattr(inserts, "stage_rows", lambda *_: None)  # the row-by-row fallback
+        assert inserts.insert_new_feedback(schema.engine_for(plain), rows) == (4, [])
     assert stored_cells(staged) == stored_cells(plain)
     assert [row[-2] for row in stored_cells(staged)] == [1, 2, 3, 4]  # source_line: file order kept in the ids
-    assert not list(tmp_path.glob(f"{store.STAGING_PREFIX}*"))
+    assert not list(tmp_path.glob(f"{staging.STAGING_PREFIX}*"))
 
 
 def test_a_failed_bulk_insert_leaves_no_staging_file_and_nothing_stored(tmp_path):
-    from roleforge.storage import store
-    from roleforge.tasks.ingest import to_stored_row
+    from roleforge.storage import inserts, schema, staging
+    from roleforge.ingest.rows import to_stored_row
 
     url = f"sqlite:///{tmp_path / 'store.db'}"
-    engine = store.engine_for(url)
+    engine = schema.engine_for(url)
     with engine.begin() as connection:  # a trigger that fails every insert, after the staging file was written
         connection.exec_driver_sql("CREATE TRIGGER refuse BEFORE INSERT ON feedback BEGIN SELECT RAISE(ABORT, 'refused'); END")
     fields = {"agent_role": "ceo", "prompt": "p", "response": "r", "rating": 3, "response_a": None, "response_b": None,
               "preference": None, "event_id": None, "rater": None, "confidence": None, "metadata": None, "timestamp": None}
     with pytest.raises(Exception, match="refused"):
-        store.insert_new_feedback(engine, [to_stored_row(fields, "f.jsonl", 1)])
-    assert not list(tmp_path.glob(f"{store.STAGING_PREFIX}*"))
+        inserts.insert_new_feedback(engine, [to_stored_row(fields, "f.jsonl", 1)])
+    assert not list(tmp_path.glob(f"{staging.STAGING_PREFIX}*"))
     with engine.connect() as connection:
         assert connection.exec_driver_sql("SELECT count(*) FROM feedback").scalar() == 0
 
@@ -132,28 +132,28 @@ def test_staging_files_of_dead_processes_are_removed(tmp_path):
     import subprocess
     import sys
 
-    from roleforge.storage import store
+    from roleforge.storage import inserts, schema, staging
 
-    engine = store.engine_for(f"sqlite:///{tmp_path / 'store.db'}")
+    engine = schema.engine_for(f"sqlite:///{tmp_path / 'store.db'}")
     finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
-    dead = tmp_path / f"{store.STAGING_PREFIX}{finished.stdout.strip()}-abc.db"
-    alive = tmp_path / f"{store.STAGING_PREFIX}{os.getpid()}-def.db"
+    dead = tmp_path / f"{staging.STAGING_PREFIX}{finished.stdout.strip()}-abc.db"
+    alive = tmp_path / f"{staging.STAGING_PREFIX}{os.getpid()}-def.db"
     other = tmp_path / "notes.db"
     for path in (dead, alive, other):
         path.write_bytes(b"x")
-    assert store.remove_stale_staging(engine) == [dead]
+    assert inserts.remove_stale_staging(engine) == [dead]
     assert alive.exists() and other.exists() and not dead.exists()
 
 
 @pytest.mark.parametrize("path", ["staged", "row_by_row", "generic"])
 def test_rows_whose_store_keys_collide_are_quarantined_not_lost(tmp_path, monkeypatch, path):
     from roleforge.ingest import rows as feedback_rows
-    from roleforge.storage import store
+    from roleforge.storage import inserts
 
     # Four distinct keys for 24 distinct rows: most rows collide with a stored row or one earlier in their batch.
     monkeypatch.setattr(feedback_rows, "content_keys", lambda digests: [int(digest[0], 16) % 4 for digest in digests])
     if path != "staged":
-        monkeypatch.setattr(store, "stage_rows", lambda *_: None)
+        monkeypatch.setattr(inserts, "stage_rows", lambda *_: None)
     if path == "generic":
         monkeypatch.setattr(type(engine_for(f"sqlite:///{tmp_path / 'store.db'}").dialect), "name", "generic")
     source = tmp_path / "feedback.jsonl"
@@ -176,8 +176,8 @@ def test_rows_whose_store_keys_collide_are_quarantined_not_lost(tmp_path, monkey
 def test_a_store_written_before_content_keys_is_migrated_once(tmp_path):
     import sqlite3
 
-    from roleforge.tasks.ingest import content_hash
-    from roleforge.storage.store import content_key
+    from roleforge.ingest.hashing import content_hash
+    from roleforge.storage.schema import content_key
 
     database = tmp_path / "store.db"
     with sqlite3.connect(database) as connection:  # the schema as it was, unique on content_hash
@@ -209,7 +209,7 @@ def test_a_store_written_before_content_keys_is_migrated_once(tmp_path):
 def test_a_new_store_has_large_pages_and_keeps_them(tmp_path):
     import sqlite3
 
-    from roleforge.storage.store import STORE_PAGE_SIZE
+    from roleforge.storage.schema import STORE_PAGE_SIZE
 
     ingest(tmp_path, write_mixed(tmp_path / "feedback.jsonl"))
     engine_for.cache_clear()
@@ -276,13 +276,13 @@ def test_quarantine_lines_are_utf8_json_even_for_text_utf8_cannot_hold():
 def test_parse_workers_read_a_file_another_ingest_archives_meanwhile(tmp_path):
     """The workers read the file the ingest holds open, not its name: moved away mid-ingest (another ingest of the
     same inbox archived it), every chunk is still parsed."""
-    from roleforge.storage import store
-    from roleforge.tasks.ingest import PARSE_PARTS, ParseWorkers
+    from roleforge.storage import inserts
+    from roleforge.ingest.parse_workers import PARSE_PARTS, ParseWorkers
 
     source = tmp_path / "feedback.jsonl"
     rows = [{**GOOD[0], "prompt": f"Question {n}?"} for n in range(12)]
     source.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    with ParseWorkers(1, store.staging_for(engine_for(f"sqlite:///{tmp_path / 'store.db'}"))) as workers:
+    with ParseWorkers(1, inserts.staging_for(engine_for(f"sqlite:///{tmp_path / 'store.db'}"))) as workers:
         chunks = workers.chunks(str(source), ROLES, 2 * PARSE_PARTS)  # a worker parses chunks of two lines
         first = next(chunks)
         source.rename(tmp_path / "archived.jsonl")
@@ -292,9 +292,9 @@ def test_parse_workers_read_a_file_another_ingest_archives_meanwhile(tmp_path):
 
 
 def test_a_parse_worker_s_failure_is_a_one_line_error_naming_it(tmp_path):
-    from roleforge.tasks.ingest import ParseWorkers
+    from roleforge.ingest.parse_workers import ParseWorkers
     from roleforge.storage.staging import Staging
-    from roleforge.storage.store import STAGED_LAYOUT
+    from roleforge.storage.inserts import STAGED_LAYOUT
 
     source = tmp_path / "feedback.jsonl"
     source.write_text("".join(json.dumps(row) + "\n" for row in GOOD))
@@ -306,8 +306,8 @@ def test_a_parse_worker_s_failure_is_a_one_line_error_naming_it(tmp_path):
 
 @pytest.mark.parametrize("digest", ["0" * 64, "7" + "f" * 63, "8" + "0" * 63, "f" * 64, "9e1f" * 16])
 def test_the_content_key_is_the_hash_s_first_eight_bytes_as_a_signed_integer(digest):
-    from roleforge.ingest.rows import content_keys
-    from roleforge.storage.store import content_key
+    from roleforge.ingest.hashing import content_keys
+    from roleforge.storage.schema import content_key
 
     assert content_key(digest) == int.from_bytes(bytes.fromhex(digest[:16]), "big", signed=True)
     assert content_keys([digest, "0" * 64, digest]) == [content_key(digest), 0, content_key(digest)]
@@ -315,22 +315,22 @@ def test_the_content_key_is_the_hash_s_first_eight_bytes_as_a_signed_integer(dig
 
 def test_a_worker_s_staging_file_belongs_to_the_ingest_process(tmp_path):
     """Named for the process that inserts it, so that remove_stale_staging keeps it while that process runs."""
-    from roleforge.storage import store
-    from roleforge.tasks.ingest import ParseWorkers
+    from roleforge.storage import inserts, staging
+    from roleforge.ingest.parse_workers import ParseWorkers
 
     source = tmp_path / "feedback.jsonl"
     source.write_text("".join(json.dumps(row) + "\n" for row in GOOD))
-    with ParseWorkers(1, store.staging_for(engine_for(f"sqlite:///{tmp_path / 'store.db'}"))) as workers:
+    with ParseWorkers(1, inserts.staging_for(engine_for(f"sqlite:///{tmp_path / 'store.db'}"))) as workers:
         (chunk,) = workers.chunks(str(source), ROLES, 10)
-    assert chunk.staged.name.startswith(f"{store.STAGING_PREFIX}{os.getpid()}-") and chunk.good == 3
-    assert store.remove_stale_staging(engine_for(f"sqlite:///{tmp_path / 'store.db'}")) == []
-    assert store.insert_staged(engine_for(f"sqlite:///{tmp_path / 'store.db'}"), chunk.staged).inserted == 3
+    assert chunk.staged.name.startswith(f"{staging.STAGING_PREFIX}{os.getpid()}-") and chunk.good == 3
+    assert inserts.remove_stale_staging(engine_for(f"sqlite:///{tmp_path / 'store.db'}")) == []
+    assert inserts.insert_staged(engine_for(f"sqlite:///{tmp_path / 'store.db'}"), chunk.staged).inserted == 3
 
 
 def test_staging_files_stored_together_are_one_transaction_in_file_order(tmp_path):
     """Several staged chunks per insert: ids follow the files' order, a key held by another file's row is a
     collision, a repeat is a duplicate, and a failure stores none of them."""
-    from roleforge.storage import store
+    from roleforge.storage import inserts
     from roleforge.ingest.rows import to_stored_row
 
     def staged(*rows: tuple[dict, int]) -> Path:
@@ -340,13 +340,13 @@ def test_staging_files_stored_together_are_one_transaction_in_file_order(tmp_pat
                                                   "event_id", "rater", "confidence", "metadata", "timestamp"]),
                                  **fields}, "feedback.jsonl", key)
             stored.append({**row, "content_key": key})
-        return store.stage_rows(stored, tmp_path)
+        return inserts.stage_rows(stored, tmp_path)
 
     first, second, third = ({"agent_role": "ceo", "prompt": f"Question {n}?", "response": "Yes.", "rating": 4}
                             for n in range(3))
     engine = engine_for(f"sqlite:///{tmp_path / 'store.db'}")
     files = [staged((first, 1), (second, 2)), staged((third, 1), (second, 2), ({**third, "rating": 5}, 3))]
-    result = store.insert_staged(engine, files)
+    result = inserts.insert_staged(engine, files)
     assert result.inserted == 3 and not any(path.exists() for path in files)
     assert [(row["prompt"], row["content_key"]) for row, _ in result.collided] == [("Question 2?", 1)]
     held = feedback_for_role(engine, "ceo")
@@ -358,7 +358,7 @@ def test_staging_files_stored_together_are_one_transaction_in_file_order(tmp_pat
     broken.write_bytes(b"")  # an empty database: no staged table
     files = [staged(({**first, "prompt": "New?"}, 7)), broken]
     with pytest.raises(Exception, match="no such table"):
-        store.insert_staged(engine, files)
+        inserts.insert_staged(engine, files)
     assert len(feedback_for_role(engine, "ceo")) == 3 and not any(path.exists() for path in files)
 
 
@@ -368,16 +368,17 @@ def test_a_parse_worker_stages_rows_without_sqlalchemy_or_pandas(tmp_path):
     import subprocess
     import sys
 
-    from roleforge.storage import store
+    from roleforge.storage import inserts, schema
 
     source = tmp_path / "feedback.jsonl"
     source.write_text("".join(json.dumps(row) + "\n" for row in GOOD))
     script = (
-        "import sys; from pathlib import Path; from roleforge.ingest.rows import parse_lines, light_worker; "
+        "import sys; from pathlib import Path; from roleforge.ingest.rows import parse_lines; "
+        "from roleforge.ingest.worker import light_worker; "
         "light_worker(); "
         "from roleforge.storage.staging import Staging; "
         f"chunk = parse_lines('f', 1, Path({str(source)!r}).read_bytes(), {sorted(ROLES)!r}, "
-        f"Staging(Path({str(tmp_path)!r}), {store.STAGED_LAYOUT!r})); "
+        f"Staging(Path({str(tmp_path)!r}), {inserts.STAGED_LAYOUT!r})); "
         "print(chunk.staged, chunk.good, [m for m in ('sqlalchemy', 'pandas', 'prefect') if m in sys.modules])")
     staged, good, heavy = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                                          check=True).stdout.split(maxsplit=2)
@@ -386,8 +387,8 @@ def test_a_parse_worker_stages_rows_without_sqlalchemy_or_pandas(tmp_path):
 
     with sqlite3.connect(staged) as connection:
         columns = [row[1] for row in connection.execute("PRAGMA table_info(staged)")]
-    assert columns == store.FEEDBACK_COLUMNS
-    assert store.insert_staged(engine_for(f"sqlite:///{tmp_path / 'store.db'}"), Path(staged)).inserted == 3
+    assert columns == schema.FEEDBACK_COLUMNS
+    assert inserts.insert_staged(engine_for(f"sqlite:///{tmp_path / 'store.db'}"), Path(staged)).inserted == 3
 
 
 def _database_holds_every_page(database: Path) -> bool:
@@ -418,23 +419,23 @@ def test_an_ingest_leaves_its_log_checkpointed_and_its_connections_as_they_were(
 
 
 def _staged_rows(directory: Path, first: int, count: int) -> Path:
-    from roleforge.storage import store
+    from roleforge.storage import inserts
     from roleforge.ingest.rows import to_stored_row
 
     empty = dict.fromkeys(["response_a", "response_b", "preference", "event_id", "rater", "confidence", "metadata",
                            "timestamp"])
-    return store.stage_rows([to_stored_row({**empty, **GOOD[0], "prompt": f"Question {n}?"}, "feedback.jsonl", n)
+    return inserts.stage_rows([to_stored_row({**empty, **GOOD[0], "prompt": f"Question {n}?"}, "feedback.jsonl", n)
                              for n in range(first, first + count)], directory)
 
 
 def test_a_commit_never_waits_for_a_running_checkpoint_and_close_checkpoints_what_came_after(tmp_path):
     import threading
 
-    from roleforge.storage import store
+    from roleforge.storage import inserts, wal
 
     engine = engine_for(f"sqlite:///{tmp_path / 'store.db'}")
     release, started = threading.Event(), []
-    with store.WalCheckpoints(engine) as checkpoints:
+    with wal.WalCheckpoints(engine) as checkpoints:
         passive = checkpoints.checkpoint
 
         def slow_checkpoint() -> tuple[int, int, int]:
@@ -443,8 +444,8 @@ def test_a_commit_never_waits_for_a_running_checkpoint_and_close_checkpoints_wha
             return passive()
 
         checkpoints.checkpoint = slow_checkpoint
-        assert store.insert_staged(engine, _staged_rows(tmp_path, 0, 50), checkpoints).inserted == 50
-        second = threading.Thread(target=store.insert_staged, args=(engine, _staged_rows(tmp_path, 50, 50), checkpoints))
+        assert inserts.insert_staged(engine, _staged_rows(tmp_path, 0, 50), checkpoints).inserted == 50
+        second = threading.Thread(target=inserts.insert_staged, args=(engine, _staged_rows(tmp_path, 50, 50), checkpoints))
         second.start()
         second.join(10)
         assert not second.is_alive(), "a commit waited for the checkpoint that was running"
@@ -455,18 +456,18 @@ def test_a_commit_never_waits_for_a_running_checkpoint_and_close_checkpoints_wha
 
 
 def test_a_log_past_its_bound_is_checkpointed_by_the_commit_and_a_failed_checkpoint_is_raised(tmp_path):
-    from roleforge.storage import store
+    from roleforge.storage import inserts, wal
 
     engine = engine_for(f"sqlite:///{tmp_path / 'store.db'}")
-    with store.WalCheckpoints(engine, max_wal_bytes=0) as checkpoints:
-        store.insert_staged(engine, _staged_rows(tmp_path, 0, 50), checkpoints)
+    with wal.WalCheckpoints(engine, max_wal_bytes=0) as checkpoints:
+        inserts.insert_staged(engine, _staged_rows(tmp_path, 0, 50), checkpoints)
         assert checkpoints.running is None and _database_holds_every_page(tmp_path / "store.db")
 
     def failing() -> tuple[int, int, int]:
         raise OSError("disk I/O error")
 
-    checkpoints = store.WalCheckpoints(engine)
+    checkpoints = wal.WalCheckpoints(engine)
     checkpoints.checkpoint = failing
-    store.insert_staged(engine, _staged_rows(tmp_path, 50, 50), checkpoints)  # starts the checkpoint
+    inserts.insert_staged(engine, _staged_rows(tmp_path, 50, 50), checkpoints)  # starts the checkpoint
     with pytest.raises(OSError, match="disk I/O error"):
         checkpoints.close()

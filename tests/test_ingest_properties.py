@@ -8,7 +8,9 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from roleforge.tasks.ingest import ingest_files, parse_records, read_records
+from roleforge.ingest.readers import read_records
+from roleforge.ingest.rows import parse_records
+from roleforge.tasks.ingest import ingest_files
 
 ROLES = {"ceo", "tool-agent"}
 json_values = st.recursive(
@@ -46,7 +48,7 @@ def test_every_line_is_stored_quarantined_or_blank(content):
 @given(st.lists(st.one_of(st.none(), st.integers(), st.text()), max_size=8))
 def test_content_hash_form_is_the_json_module_s(values):
     """Stores filled before the hash used orjson keep deduplicating: the hashed bytes are json.dumps' compact form."""
-    from roleforge.tasks.ingest import canonical_json
+    from roleforge.ingest.hashing import canonical_json
 
     expected = json.dumps(values, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
     assert canonical_json(values) == expected
@@ -59,7 +61,7 @@ def test_line_spans_cut_a_file_where_its_lines_end(content, lines, block_size):
     last fewer), line ends where iterating over the file puts them."""
     import io
 
-    from roleforge.ingest.rows import line_spans
+    from roleforge.ingest.readers import line_spans
 
     spans = list(line_spans(io.BytesIO(content), lines, block_size))
     assert b"".join(content[offset:offset + length] for offset, length, _ in spans) == content
@@ -80,7 +82,7 @@ def test_a_file_s_last_spans_are_cut_where_lines_end(content, lines, last, parts
     at most ceil(its lines / parts) lines; the spans before are left whole."""
     import io
 
-    from roleforge.ingest.rows import line_spans, tapered_spans
+    from roleforge.ingest.readers import line_spans, tapered_spans
 
     whole = list(line_spans(io.BytesIO(content), lines))
     spans = list(tapered_spans(iter(whole), lambda at, length: content[at:at + length], len(content), last, parts))
@@ -117,7 +119,7 @@ def test_a_staged_insert_finds_the_rows_it_skipped(stored, deleted, files, searc
     gaps. Where the largest id is taken, SQLite gives new rows random ids, and the search must not be trusted."""
     from unittest import mock
 
-    from roleforge.storage import store
+    from roleforge.storage import collisions, inserts, schema
     from roleforge.ingest.rows import to_stored_row
 
     fields = dict.fromkeys(["rating", "response", "response_a", "response_b", "preference", "event_id", "rater",
@@ -129,7 +131,7 @@ def test_a_staged_insert_finds_the_rows_it_skipped(stored, deleted, files, searc
         stage = [{**to_stored_row({**fields, "agent_role": "ceo", "prompt": f"Q{line}?", "response": "Yes.",
                                    "rating": 4}, "f.jsonl", line), "content_key": key, "content_hash": str(content) * 64}
                  for line, key, content in numbered]
-        return store.stage_rows(stage, directory), numbered
+        return inserts.stage_rows(stage, directory), numbered
 
     held: dict[int, tuple[int, int]] = {}  # the model: key -> (content, id)
     last_id = 0
@@ -146,12 +148,12 @@ def test_a_staged_insert_finds_the_rows_it_skipped(stored, deleted, files, searc
         return inserted, collided
 
     with tempfile.TemporaryDirectory() as name, \
-            mock.patch.object(store, "SKIPPED_SEARCH_SHARE", 1.0 if search else 0.0):
+            mock.patch.object(collisions, "SKIPPED_SEARCH_SHARE", 1.0 if search else 0.0):
         directory = Path(name)
-        engine = store.engine_for(f"sqlite:///{directory / 'store.db'}")
+        engine = schema.engine_for(f"sqlite:///{directory / 'store.db'}")
         if stored:
             path, numbered = staged(directory, stored)
-            store.insert_staged(engine, path)
+            inserts.insert_staged(engine, path)
             model(numbered)
         with engine.begin() as connection:
             for key in deleted & held.keys():
@@ -168,7 +170,7 @@ def test_a_staged_insert_finds_the_rows_it_skipped(stored, deleted, files, searc
             paths.append(path)
             inserted, collided = model(numbered)
             expected_inserted, expected = expected_inserted + inserted, expected + collided
-        result = store.insert_staged(engine, paths)
+        result = inserts.insert_staged(engine, paths)
         with engine.connect() as connection:
             holders = [connection.exec_driver_sql("SELECT content_key, content_hash FROM feedback WHERE id = ?",
                                                   (holder,)).one() for _, holder in result.collided]

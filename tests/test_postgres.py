@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from roleforge.tasks.ingest import ingest_files
-from roleforge.storage.store import FEEDBACK_COLUMNS, engine_for, feedback_counts, feedback_for_role
+from roleforge.storage.schema import FEEDBACK_COLUMNS, engine_for, feedback_counts, feedback_for_role
 
 pytestmark = pytest.mark.slow  # needs a real server
 
@@ -51,11 +51,11 @@ def stored(url: str) -> dict[str, list[dict]]:
 
 @pytest.mark.parametrize("workers", [2, 0], ids=["parse-workers", "in-process"])
 def test_a_postgresql_store_holds_exactly_what_a_sqlite_store_holds(tmp_path, monkeypatch, postgres_url, workers):
-    from roleforge.storage import store
+    from roleforge.storage import inserts
 
     copies = []  # what each PostgreSQL transaction was given: the text of a COPY, for every chunk
-    insert_copied = store.insert_copied
-    monkeypatch.setattr(store, "insert_copied", lambda engine, payloads: copies.append(
+    insert_copied = inserts.insert_copied
+    monkeypatch.setattr(inserts, "insert_copied", lambda engine, payloads: copies.append(
         [type(payload) for payload in payloads]) or insert_copied(engine, payloads))
     source = feedback_file(tmp_path / "feedback.jsonl")
     reports = {}
@@ -91,15 +91,15 @@ def test_postgresql_rows_whose_store_keys_collide_are_quarantined_not_lost(tmp_p
     import sqlalchemy as sa
 
     from roleforge.ingest import rows as feedback_rows
-    from roleforge.storage import store
+    from roleforge.storage import inserts
 
     # Four distinct keys for 24 distinct rows: most rows collide with a stored row or one earlier in their batch.
     monkeypatch.setattr(feedback_rows, "content_keys", lambda digests: [int(digest[0], 16) % 4 for digest in digests])
     if copy == "row_by_row":  # rows that Arrow cannot hold are copied one by one
-        monkeypatch.setattr(store, "copy_csv", lambda *_: None)
+        monkeypatch.setattr(inserts, "copy_csv", lambda *_: None)
     if copy == "other_driver":  # a PostgreSQL driver other than psycopg 3: the generic path, no COPY
         monkeypatch.setattr(type(sa.create_engine(postgres_url).dialect), "driver", "psycopg2")
-        monkeypatch.setattr(store, "insert_copied", None)
+        monkeypatch.setattr(inserts, "insert_copied", None)
     source = tmp_path / "feedback.jsonl"
     rows = [{"agent_role": "ceo", "prompt": f"Question {n}?", "response": "Decision: yes.", "rating": 4,
              "metadata": {"n": n}} for n in range(24)]
@@ -122,24 +122,24 @@ def test_postgresql_rows_whose_store_keys_collide_are_quarantined_not_lost(tmp_p
 
 
 def test_a_failed_copy_stores_nothing_of_its_transaction(postgres_url):
-    from roleforge.storage import store
+    from roleforge.storage import inserts
     from roleforge.ingest.rows import to_stored_row
 
     empty = dict.fromkeys(["response_a", "response_b", "preference", "event_id", "rater", "confidence", "metadata",
                            "timestamp"])
     good = to_stored_row({**empty, "agent_role": "ceo", "prompt": "p", "response": "r", "rating": 4}, "f.jsonl", 1)
     engine = engine_for(postgres_url)
-    text = store.copy_csv({name: [good[name]] for name in FEEDBACK_COLUMNS}, store.STAGED_LAYOUT)
+    text = inserts.copy_csv({name: [good[name]] for name in FEEDBACK_COLUMNS}, inserts.STAGED_LAYOUT)
     with pytest.raises(Exception, match="invalid input syntax"):
-        store.insert_copied(engine, [text, b"not,a,row\n"])
+        inserts.insert_copied(engine, [text, b"not,a,row\n"])
     assert feedback_counts(engine) == {}
-    assert store.insert_copied(engine, [text, text]) == store.Stored(1, [])
+    assert inserts.insert_copied(engine, [text, text]) == inserts.Stored(1, [])
 
 
 def test_the_ingest_benchmark_runs_against_a_postgresql_server_and_leaves_nothing_there(tmp_path, postgres_server):
     import sqlalchemy as sa
 
-    from roleforge.bench import ingest_benchmark
+    from roleforge.bench.ingest import ingest_benchmark
 
     report = ingest_benchmark(2000, 0.02, tmp_path, repeats=2, server_url=postgres_server)
     assert report["store"] == "postgresql" and report["all_rows_accounted"]
@@ -153,8 +153,8 @@ def test_the_ingest_benchmark_runs_against_a_postgresql_server_and_leaves_nothin
 def test_a_postgresql_store_written_before_content_keys_is_migrated_once(tmp_path, postgres_url):
     import sqlalchemy as sa
 
-    from roleforge.tasks.ingest import content_hash
-    from roleforge.storage.store import content_key
+    from roleforge.ingest.hashing import content_hash
+    from roleforge.storage.schema import content_key
 
     old = {"agent_role": "ceo", "kind": "rating", "prompt": "Expand?", "response": "Decision: yes.", "rating": 5}
     with sa.create_engine(postgres_url).begin() as connection:  # the schema as it was, unique on content_hash
@@ -211,7 +211,7 @@ def test_a_role_trains_and_is_promoted_with_its_store_and_registry_on_postgresql
     """The self-learning flow with the feedback store and MLflow's tracking store and model registry both on the
     server (MLflow through SQLAlchemy, its own tables in a database of their own): the champion is registered there,
     and `status` finds it there."""
-    from roleforge.bench import scratch_database
+    from roleforge.bench.ingest import scratch_database
     from roleforge.flows.params import SelfLearningRun
     from roleforge.flows.self_learning import self_learning
     from roleforge.registry.tracking import CHAMPION, alias_version

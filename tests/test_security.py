@@ -193,7 +193,7 @@ def test_one_roles_feedback_never_reaches_another_roles_dataset(home):
     from roleforge.cli import main
     from roleforge.tasks.label import label_stored
     from roleforge.config.settings import load_settings
-    from roleforge.storage.store import engine_for, feedback_for_role
+    from roleforge.storage.schema import engine_for, feedback_for_role
 
     assert main(["ingest", str(SAMPLE)]) == 0
     settings = load_settings()

@@ -175,7 +175,7 @@ def test_sigterm_writes_a_checkpoint_and_a_rerun_resumes_from_it(home, tiny_mode
 def test_preemption_and_code_errors_have_separate_retry_budgets():
     from roleforge.training import preemption
     from roleforge.ops.errors import Preempted
-    from roleforge.training.preemption import RetryPolicy
+    from roleforge.ops.retries import RetryPolicy
 
     class Failed:
         def __init__(self, error):
@@ -231,3 +231,21 @@ def test_a_later_training_takes_the_reference_log_probs_it_has_seen_from_the_ear
     first, second = (json.loads(path.read_text())["logps"]
                      for path in sorted((home / "checkpoints" / "tool-agent").glob("*/reference_logps.json")))
     assert sorted(first) == sorted(second) and len(first) == 16
+
+
+def test_one_classifier_decides_what_every_stage_retries():
+    from roleforge.ops.errors import Preempted
+    from roleforge.ops.retries import retry_kind, retry_transient
+
+    class Failed:
+        def __init__(self, error):
+            self.error = error
+
+        def result(self):
+            raise self.error
+
+    assert [retry_kind(error) for error in (Preempted("evicted"), OSError("Database is locked"), ValueError("a bug"))] == [
+        "preempted", "transient", None]
+    assert retry_transient(None, None, Failed(OSError("connection refused")))
+    assert not retry_transient(None, None, Failed(KeyError("a bug"))) and not retry_transient(None, None, type(
+        "Completed", (), {"result": lambda self: 1})())

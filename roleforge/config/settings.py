@@ -285,6 +285,12 @@ class Settings(BaseSettings):
     def resolved_base_model(self) -> Path:
         return self.base_model or self.home / "models" / DEFAULT_MODEL_NAME
 
+    def base_model_dir(self) -> Path:
+        """The base model's directory, ready to load: `base_model`, or the default model, converted on first use."""
+        from roleforge.models.base import ensure_base_model
+
+        return ensure_base_model(self.resolved_base_model, is_default=self.base_model is None)
+
     def path(self, *parts: str) -> Path:
         """A directory under home, created on first use."""
         directory = self.home.joinpath(*parts)

@@ -20,7 +20,8 @@ def completion_logps(model: Any, tokenizer: Any, prompts: list[str], completions
     """(sum of log-probs, token count) of each completion given its prompt; logits only for completion tokens."""
     import torch
 
-    from roleforge.training.fast_dpo import pad_sequences, sequence_logps
+    from roleforge.training.dpo_batches import pad_sequences
+    from roleforge.training.sequence_logps import sequence_logps
     from roleforge.models.base import inference_autocast
 
     results: list[tuple[float, int]] = []

@@ -3,16 +3,13 @@ reasons. Light to import (no Prefect, no MLflow): ingest's parse workers run it 
 
 from __future__ import annotations
 
-import base64
 import collections
-import csv
 import hashlib
 import io
 import itertools
 import json
 import operator
-import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,45 +20,12 @@ from pydantic import ValidationError
 from roleforge.data_contracts.feedback import (FeedbackRecord, FeedbackRow, decode_record, describe_error, fast_fields,
                                                record_of)
 from roleforge.ingest import pii
+from roleforge.ingest.hashing import HASHED_FIELDS, canonical_json, content_keys
+from roleforge.ingest.quarantine import Quarantined, quarantine_lines
 from roleforge.storage.staging import Staging, copy_csv, stage_columns
 
-HASHED_FIELDS = ("agent_role", "prompt", "response", "rating", "response_a", "response_b", "preference", "rater")
+
 SCRUBBED_FIELDS = ("prompt", "response", "response_a", "response_b", "rater")
-
-
-@dataclass
-class Quarantined:
-    source: str
-    line: int
-    reason: str
-    raw: bytes | str
-
-    def as_record(self) -> dict[str, Any]:
-        record: dict[str, Any] = {"source": self.source, "line": self.line, "reason": self.reason}
-        if isinstance(self.raw, str):
-            record["raw"] = self.raw
-            return record
-        try:
-            record["raw"] = self.raw.decode("utf-8")
-        except UnicodeDecodeError:
-            # Keep the exact bytes too: the readable form alone would lose them.
-            record["raw"] = self.raw.decode("utf-8", errors="backslashreplace")
-            record["raw_base64"] = base64.b64encode(self.raw).decode("ascii")
-        return record
-
-
-def quarantine_lines(entries: Iterable[Quarantined]) -> bytes:
-    """The quarantine file's lines for these entries: one JSON object per line (a line end inside a text is escaped),
-    UTF-8, non-ASCII text kept as is."""
-    return b"".join(map(_quarantine_line, entries))
-
-
-def _quarantine_line(entry: Quarantined) -> bytes:
-    record = entry.as_record()
-    try:
-        return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
-    except TypeError:  # a lone surrogate, which orjson refuses: JSON escapes keep the line valid UTF-8
-        return json.dumps(record).encode("ascii") + b"\n"
 
 
 @dataclass
@@ -69,37 +33,6 @@ class ParsedBatch:
     rows: list[dict[str, Any]] = field(default_factory=list)
     quarantined: list[Quarantined] = field(default_factory=list)
     blank: int = 0
-
-
-def read_records(path: str) -> Iterator[tuple[int, bytes | dict[str, Any]]]:
-    """(line number, raw line or record) for each row of a JSONL, CSV or Parquet file, local or fsspec URL."""
-    import fsspec
-
-    with fsspec.open(path, "rb") as handle:
-        if path.endswith(".parquet"):
-            import pyarrow.parquet as pq
-
-            for index, record in enumerate(pq.read_table(handle).to_pylist(), start=1):
-                yield index, {k: v for k, v in record.items() if v is not None}
-        elif path.endswith(".csv"):
-            reader = csv.DictReader(io.TextIOWrapper(handle, encoding="utf-8", newline=""))
-            for record in reader:
-                yield reader.line_num, {k: v for k, v in record.items() if v not in ("", None)}
-        else:
-            for index, line in enumerate(handle, start=1):
-                yield index, line
-
-
-def canonical_json(values: list[Any] | tuple[Any, ...]) -> bytes:
-    """The hashed form: compact JSON, non-ASCII kept as UTF-8 (orjson writes exactly what json.dumps would)."""
-    try:
-        return orjson.dumps(values)
-    except TypeError:  # e.g. a lone surrogate, which orjson refuses
-        return json.dumps(values, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
-
-
-def content_hash(row: dict[str, Any]) -> str:
-    return hashlib.sha256(canonical_json([row.get(name) for name in HASHED_FIELDS])).hexdigest()
 
 
 def to_stored_row(fields: dict[str, Any], source: str, line: int) -> dict[str, Any]:
@@ -133,14 +66,6 @@ def stored_columns(records: list[FeedbackRecord], lines: list[int], source: str)
         hashes = [sha256(canonical_json(values)).hexdigest() for values in zip(*(columns[name] for name in HASHED_FIELDS))]
     columns["content_hash"], columns["content_key"] = hashes, content_keys(hashes)
     return columns
-
-
-def content_keys(hashes: list[str]) -> list[int]:
-    """[store.content_key(h) for h in hashes], by numpy: each hash's first 16 hex digits as a signed big-endian
-    64-bit integer."""
-    import numpy as np
-
-    return np.frombuffer(bytes.fromhex("".join([hash_[:16] for hash_ in hashes])), dtype=">i8").tolist()
 
 
 def rows_of(columns: dict[str, list[Any]]) -> list[dict[str, Any]]:
@@ -268,203 +193,3 @@ def _undecodable(raw: bytes, error: orjson.JSONDecodeError) -> str:
     except json.JSONDecodeError as decoded:
         return f"malformed JSON: {decoded.msg} (column {decoded.colno})"
     return f"malformed JSON: {error}"  # valid to Python but not to RFC 8259 (NaN, lone surrogates, huge numbers)
-
-
-
-
-# Parse workers talk in frames: an 8-byte big-endian length, then that many bytes. A request is a JSON header frame
-# (source, first_line, roles, staging) and a frame of raw lines; an answer is one JSON frame, and then, where its
-# "copy" is true, a frame with the chunk's COPY text. No pickle: nothing that crosses the pipe can run code.
-FRAME_LENGTH = 8
-
-
-def write_frame(stream: Any, payload: bytes) -> None:
-    stream.write(len(payload).to_bytes(FRAME_LENGTH, "big"))
-    stream.write(payload)
-
-
-def read_frame(stream: Any) -> bytes | None:
-    """The next frame; None at a clean end of the stream."""
-    header = stream.read(FRAME_LENGTH)
-    if not header:
-        return None
-    size = int.from_bytes(header, "big")
-    payload = stream.read(size)
-    if len(header) != FRAME_LENGTH or len(payload) != size:
-        raise EOFError("a parse worker's stream ended inside a frame")
-    return payload
-
-
-def encode_request(source: str, first_line: int, lines: int, data: bytes | tuple[str, int, int], roles: set[str],
-                   staging: Staging | None) -> bytes:
-    """A request to parse `lines` lines of `source` starting at line `first_line`: their bytes, or (path, offset,
-    length) of them in a local file, for the worker to read itself (nothing then goes through the pipe)."""
-    header = {"source": source, "first_line": first_line, "lines": lines, "roles": sorted(roles),
-              "staging": None if staging is None else [staging.directory and str(staging.directory), staging.layout,
-                                                       staging.target], "span": None}
-    if isinstance(data, tuple):
-        header["span"], data = data, b""
-    encoded = orjson.dumps(header)
-    return b"".join((len(encoded).to_bytes(FRAME_LENGTH, "big"), encoded, len(data).to_bytes(FRAME_LENGTH, "big"), data))
-
-
-def read_span(path: str, offset: int, length: int) -> bytes:
-    """`length` bytes of a local file from `offset`; an error if the file is shorter (it changed under the ingest)."""
-    with open(path, "rb") as handle:
-        handle.seek(offset)
-        data = handle.read(length)
-    if len(data) != length:
-        raise EOFError("the file is shorter than when it was split into chunks (it changed during the ingest)")
-    return data
-
-
-def shared_path(handle: Any) -> str | None:
-    """A path by which a child process opens the very file behind this process's open `handle`, even once another
-    ingest has moved it to the archive (Linux's /proc/<pid>/fd/<fd>); None where there is no such path."""
-    path = f"/proc/{os.getpid()}/fd/{handle.fileno()}"
-    try:
-        return path if os.path.samestat(os.stat(path), os.fstat(handle.fileno())) else None
-    except OSError:
-        return None
-
-
-LINE_END = 10  # b"\n"
-# Into how many pieces tapered_spans cuts each of a file's last spans.
-TAPER_PARTS = 4
-
-
-def line_spans(handle: Any, lines: int, block_size: int = 8 * 2**20) -> Iterator[tuple[int, int, int]]:
-    """(offset, length, line count) of consecutive spans of a binary file, `lines` lines each but the last, lines
-    split as iterating over the file splits them (a last line without its line end counts). Lines are counted by
-    bytes.count, and numpy finds a span's last line end: no Python work per line."""
-    import numpy as np
-
-    start = offset = counted = 0  # where the open span starts, where the block starts, whole lines in the span
-    last = b""
-    while block := handle.read(block_size):
-        ends = block.count(b"\n")
-        if counted + ends >= lines:
-            positions = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == LINE_END)
-            used = 0
-            while counted + ends - used >= lines:
-                used += lines - counted
-                end = offset + int(positions[used - 1]) + 1
-                yield start, end - start, lines
-                start, counted = end, 0
-            counted = ends - used
-        else:
-            counted += ends
-        offset += len(block)
-        last = block[-1:]
-    if offset > start:
-        yield start, offset - start, counted + (last != b"\n")
-
-
-def tapered_spans(spans: Iterable[tuple[int, int, int]], read_at: Any, size: int, last: int,
-                  parts: int = TAPER_PARTS) -> Iterator[tuple[int, int, int]]:
-    """`spans` (line_spans' of a file of `size` bytes) with each of the file's last `last` spans cut into `parts`
-    spans of as many lines (the last one fewer), found in the span's bytes, `read_at(offset, length)`. Ingest gives
-    its `last` workers the file's end in small pieces: the serial writer then stores the last rows as they come in
-    small transactions, instead of taking the last large chunks alone with a core idle."""
-    import numpy as np
-
-    for offset, length, lines in spans:
-        # Among the last `last`: fewer bytes after it than `last` - 1 spans of its size, and half a span to spare.
-        if parts < 2 or lines < parts or size - offset - length >= (last - 0.5) * length:
-            yield offset, length, lines
-            continue
-        ends = np.flatnonzero(np.frombuffer(read_at(offset, length), dtype=np.uint8) == LINE_END) + 1
-        step, start = -(-lines // parts), 0
-        cuts = range(step, lines, step)
-        for cut in cuts:
-            end = int(ends[cut - 1])
-            yield offset + start, end - start, step
-            start = end
-        yield offset + start, length - start, lines - step * len(cuts)
-
-
-def encode_chunk(chunk: ParsedChunk) -> bytes:
-    """A worker's answer frame (the COPY text, if any, goes in a frame of its own after it)."""
-    return orjson.dumps({
-        "status": "ok", "source": chunk.source, "rows": chunk.rows,
-        "staged": None if chunk.staged is None else str(chunk.staged), "good": chunk.good, "blank": chunk.blank,
-        "by_role": chunk.by_role, "quarantine": chunk.quarantine.decode("utf-8"), "copy": chunk.copy is not None,
-    })
-
-
-def decode_chunk(payload: bytes, copy: Any = None) -> ParsedChunk:
-    """A worker's answer; `copy()` reads the frame of its COPY text where it has one. A worker's error is raised as a
-    RuntimeError naming the file and lines."""
-    answer = orjson.loads(payload)
-    if answer["status"] != "ok":
-        raise RuntimeError(f"an ingest parse worker failed: {answer['error']}")
-    text = None
-    if answer.get("copy"):
-        text = copy() if copy is not None else None
-        if text is None:
-            raise RuntimeError("an ingest parse worker's answer ended before its COPY text")
-    return ParsedChunk(answer["source"], answer["rows"], None if answer["staged"] is None else Path(answer["staged"]),
-                       answer["good"], answer["quarantine"].encode("utf-8"), answer["blank"], answer["by_role"], text)
-
-
-class _WithoutPandas:
-    """An import hook that finds no pandas (see light_worker)."""
-
-    @staticmethod
-    def find_spec(name: str, *_: Any) -> None:
-        if name.partition(".")[0] == "pandas":
-            raise ModuleNotFoundError("a parse worker does not import pandas", name=name)
-
-
-def light_worker() -> None:
-    """Keep pandas out of this process, which never uses it: pyarrow imports it (0.4 s of a worker's start) only to
-    check whether the lists it converts are pandas objects, and takes it as not installed when the import fails."""
-    import sys
-
-    if "pandas" not in sys.modules and _WithoutPandas not in sys.meta_path:
-        sys.meta_path.insert(0, _WithoutPandas)
-
-
-def serve_parse_requests() -> None:
-    """A parse worker: parse_lines on each request read from stdin, its ParsedChunk (or the error) written to
-    stdout, until stdin closes (the ingest finished, or died). Anything else printed goes to stderr."""
-    import sys
-    import traceback
-
-    light_worker()
-    answers = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)
-    requests = sys.stdin.buffer
-    while (header := read_frame(requests)) is not None:
-        request, data = orjson.loads(header), read_frame(requests)
-        try:
-            if request["span"] is not None:
-                data = read_span(*request["span"])
-            staging = None
-            if request["staging"] is not None:
-                directory, layout, target = request["staging"]
-                staging = Staging(directory and Path(directory), tuple(map(tuple, layout)), target)
-            # The staging file belongs to the ingest that inserts it, not to this worker.
-            chunk = parse_lines(request["source"], request["first_line"], data or b"", set(request["roles"]), staging,
-                                os.getppid())
-            frames = [encode_chunk(chunk)] + ([] if chunk.copy is None else [chunk.copy])
-        except Exception as error:  # the ingest raises it as one line; the traceback goes to stderr
-            traceback.print_exc()
-            last = request["first_line"] + request["lines"] - 1
-            message = " ".join(f"{type(error).__name__}: {error}".split())
-            frames = [orjson.dumps({
-                "status": "error", "error": f"{request['source']} lines {request['first_line']}-{last}: {message}"})]
-        for frame in frames:
-            write_frame(answers, frame)
-        answers.flush()
-
-
-if __name__ == "__main__":
-    serve_parse_requests()
-    # Every answer is flushed and every staging file closed: leave without the interpreter's teardown, which frees a
-    # worker's millions of objects one by one (a tenth of a second and more) while the ingest waits for it to exit,
-    # as multiprocessing's own children do.
-    import sys
-
-    sys.stderr.flush()
-    os._exit(0)

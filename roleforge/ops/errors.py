@@ -11,23 +11,6 @@ class Preempted(Exception):
     """The machine is going away (spot eviction, SIGTERM): retry elsewhere, from the last checkpoint."""
 
 
-def is_transient(error: BaseException) -> bool:
-    """Errors that heal on retry: preemption and a database that is busy or briefly unreachable."""
-    if isinstance(error, Preempted):
-        return True
-    message = str(error).lower()
-    return any(sign in message for sign in ("database is locked", "database is busy", "connection refused", "timed out"))
-
-
-def retry_transient(task: object, task_run: object, state: object) -> bool:
-    """Prefect retry_condition_fn: retry what can heal, fail fast on everything else."""
-    try:
-        state.result()  # type: ignore[attr-defined]
-    except Exception as error:  # noqa: BLE001 - the state's own exception, classified here
-        return is_transient(error)
-    return False
-
-
 STORAGE_ERRNOS = {
     errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
     errno.EFBIG: "file size limit reached", errno.EROFS: "read-only file system",

@@ -21,7 +21,7 @@ def latest_snapshot_pairs(datasets_dir: Path, role: str) -> tuple[int, str | Non
 
 
 def role_status(settings: Settings) -> dict[str, dict[str, Any]]:
-    from roleforge.storage.store import engine_for, feedback_counts
+    from roleforge.storage.schema import engine_for, feedback_counts
 
     counts = feedback_counts(engine_for(settings.resolved_store_url))
     champions = champions_of(settings.resolved_tracking_uri, {role: settings.registered_model_name(role) for role in settings.roles})
@@ -84,12 +84,14 @@ def champions_of(tracking_uri: str, models: dict[str, str]) -> dict[str, tuple[s
     The embedded SQLite registry is read directly, read-only: importing MLflow and opening its store costs seconds,
     and `roleforge status` should answer in about one. Any other registry, or a SQLite file whose tables are not
     what this reader expects, goes through the MLflow client."""
-    if tracking_uri.startswith("sqlite:///"):
-        fast = _sqlite_champions(Path(tracking_uri.removeprefix("sqlite:///")), models)
+    from roleforge.storage.urls import sqlite_file
+
+    database = sqlite_file(tracking_uri)
+    if database is not None:
+        fast = _sqlite_champions(database, models)
         if fast is not None:
             return fast
-    from roleforge.registry.tracking import alias_version
-    from roleforge.registry.tracking import mlflow_client
+    from roleforge.registry.tracking import alias_version, mlflow_client
 
     client = mlflow_client(tracking_uri)
     found = {}

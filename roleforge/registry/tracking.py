@@ -21,18 +21,19 @@ def mlflow_client(tracking_uri: str) -> Any:
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # schema migrations of a new database are not news
 
-    from roleforge.storage.store import ensure_sqlite_parent
+    from roleforge.storage.urls import sqlite_file
 
     mlflow.set_tracking_uri(tracking_uri)
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    if not tracking_uri.startswith("sqlite:"):
+    database = sqlite_file(tracking_uri)
+    if database is None:
         return client
-    ensure_sqlite_parent(tracking_uri)
+    database.parent.mkdir(parents=True, exist_ok=True)
     # Several processes (Dask workers training roles side by side) may open a new SQLite store at once: its schema
     # migrations must run in one of them at a time, or they collide.
     import fcntl
 
-    with open(f"{tracking_uri.removeprefix('sqlite:///')}.lock", "a") as lock:
+    with open(f"{database}.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             client._tracking_client.store  # noqa: B018 - opening the stores runs their migrations

@@ -36,11 +36,10 @@ class LocalTraining:
               tags: dict[str, str]) -> Candidate:
         """Train with this recipe (a tune's trial brings its own) in the shared checkpoints folder, so that the
         reference log-probs and replay answers of every earlier training are reused."""
-        from roleforge.models.base import ensure_base_model
         from roleforge.training.local import train_adapter
 
         settings, config = self.settings, self.settings.role(dataset.role)
-        base_model = ensure_base_model(settings.resolved_base_model, is_default=settings.base_model is None)
+        base_model = settings.base_model_dir()
         return train_adapter(
             dataset, config.system_prompt, recipe, base_model, settings.path("checkpoints"), settings.path("adapters"),
             client, experiment, tags, base_adapter=config.base_adapter, min_pairs=config.min_pairs,

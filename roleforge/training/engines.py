@@ -49,7 +49,9 @@ def roleforge_trainer(base: Any, dpo_config: Any, lora_config: Any, base_adapter
     pair's value from an earlier training under the same reference is taken from there instead of computed."""
     from peft import get_peft_model
 
-    from roleforge.training.fast_dpo import SharedPrefixDPOTrainer, cached_reference, check_losses, reference_logps, tokenize_pairs
+    from roleforge.training.dpo_batches import tokenize_pairs
+    from roleforge.training.fast_dpo import SharedPrefixDPOTrainer, cached_reference, reference_logps
+    from roleforge.training.losses import check_losses
 
     losses, weights = check_losses({"loss_type": dpo_config.loss_type, "loss_weights": dpo_config.loss_weights})
     # Activations of a short-sequence DPO batch usually fit in memory, so the recipes keep them (recomputing only

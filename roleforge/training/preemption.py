@@ -2,20 +2,19 @@
 
 SIGTERM (a spot eviction notice, `kill`, a scheduler stopping the run) while a role trains makes the trainer
 write a checkpoint at the end of the current step and stop; the task then raises `Preempted`. Outside training,
-SIGTERM unwinds the process like Ctrl-C. Retries of a preempted task come from their own budget (see
-`retry_policy`), separate from retries of transient infrastructure errors; code errors are never retried.
+SIGTERM unwinds the process like Ctrl-C. Retries of a preempted task come from their own budget
+(roleforge/ops/retries.py), separate from retries of transient infrastructure errors; code errors are never retried.
 """
 
 from __future__ import annotations
 
 import signal
 import threading
-from collections import Counter
 from contextlib import contextmanager
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
-from roleforge.ops.errors import Preempted, is_transient
+from roleforge.ops.errors import Preempted
 
 _shutdown = threading.Event()
 _training = threading.Event()
@@ -74,37 +73,6 @@ def checkpoint_on_shutdown_callback() -> Any:
 def raise_if_preempted(step: int) -> None:
     if _shutdown.is_set():
         raise Preempted(f"stopped by SIGTERM after a checkpoint at step {step}; a retry resumes from it")
-
-
-class RetryPolicy:
-    """Prefect retry_condition_fn with separate budgets: preemptions and transient infrastructure errors each
-    have their own count per task run; code errors fail fast. A process that is shutting down retries nothing
-    itself: the restarted run (a worker, an Azure ML job restart) resumes from the checkpoint."""
-
-    def __init__(self, budgets: Callable[[], dict[str, int]]) -> None:
-        self.budgets = budgets  # read when a retry is decided, so configuration applies without a restart
-        self.spent: Counter[tuple[str, str]] = Counter()
-        self._lock = threading.Lock()
-
-    def kind(self, error: BaseException) -> str | None:
-        if isinstance(error, Preempted):
-            return "preempted"
-        return "transient" if is_transient(error) else None
-
-    def __call__(self, task: object, task_run: Any, state: Any) -> bool:
-        try:
-            state.result()
-        except Exception as error:  # noqa: BLE001 - the state's own exception, classified here
-            kind = self.kind(error)
-            if kind is None or (kind == "preempted" and shutdown_requested()):
-                return False
-            with self._lock:
-                key = (str(getattr(task_run, "id", "")), kind)
-                if self.spent[key] >= self.budgets().get(kind, 0):
-                    return False
-                self.spent[key] += 1
-                return True
-        return False
 
 
 def reset() -> None:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from roleforge.bench import write_feedback_file
-from roleforge.tasks.ingest import parse_records
+from roleforge.bench.ingest import write_feedback_file
+from roleforge.ingest.rows import parse_records
 from roleforge.config.settings import DEFAULT_ROLES
 
 

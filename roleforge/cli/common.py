@@ -1,0 +1,84 @@
+"""What every command shares: the parser that says how to get help, the settings (checked before any work), the
+JSON line for machines and the tables for people."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+from roleforge.ops.errors import RoleforgeError
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def emit(payload: Any, as_json: bool) -> None:
+    """With --json, the last stdout line is one JSON object."""
+    if as_json:
+        sys.stdout.flush()
+        print(json.dumps(payload, default=str), flush=True)
+
+
+def command_settings() -> Any:
+    import tomllib
+
+    from pydantic import ValidationError
+
+    from roleforge.config.settings import load_settings
+    from roleforge.data_contracts.feedback import describe_error
+    from roleforge.runtime import prepare_environment
+
+    try:
+        settings = load_settings()
+    except ValidationError as error:
+        raise RoleforgeError(f"bad configuration: {describe_error(error)}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise RoleforgeError(f"bad configuration file {os.environ.get('ROLEFORGE_CONFIG', 'roleforge.toml')}: {error}") from None
+    check_writable(settings.home)
+    prepare_environment(settings.home)
+    return settings
+
+
+def check_writable(home: Path) -> None:
+    """ROLEFORGE_HOME must exist or be creatable, and take a file: else one line naming it, before any work."""
+    import tempfile
+
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=home):
+            pass
+    except OSError as error:
+        raise RoleforgeError(f"ROLEFORGE_HOME {home} is not writable: {error.strerror or error}") from None
+
+
+def rich_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=False, width=160)
+
+
+def render_table(title: str, rows: list[dict[str, Any]]) -> Any:
+    """A rich table of rows (dicts with the same keys), one column per key."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in (rows[0] if rows else {}):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*(str(v) for v in row.values()))
+    return table
+
+
+def role_names(settings: Any, names: str | None) -> list[str] | None:
+    if not names:
+        return None
+    roles = [name.strip() for name in names.split(",") if name.strip()]
+    for role in roles:
+        settings.role(role)
+    return roles

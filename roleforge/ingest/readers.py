@@ -1,0 +1,128 @@
+"""Reading feedback files: the records of a JSONL, CSV or Parquet file (local or fsspec URL), and a JSON-lines
+file cut into spans of whole lines for the parse workers, found without Python work per line."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from roleforge.ops.errors import RoleforgeError
+
+
+def read_records(path: str) -> Iterator[tuple[int, bytes | dict[str, Any]]]:
+    """(line number, raw line or record) for each row of a JSONL, CSV or Parquet file, local or fsspec URL."""
+    import fsspec
+
+    with fsspec.open(path, "rb") as handle:
+        if path.endswith(".parquet"):
+            import pyarrow.parquet as pq
+
+            for index, record in enumerate(pq.read_table(handle).to_pylist(), start=1):
+                yield index, {k: v for k, v in record.items() if v is not None}
+        elif path.endswith(".csv"):
+            reader = csv.DictReader(io.TextIOWrapper(handle, encoding="utf-8", newline=""))
+            for record in reader:
+                yield reader.line_num, {k: v for k, v in record.items() if v not in ("", None)}
+        else:
+            for index, line in enumerate(handle, start=1):
+                yield index, line
+
+
+def read_span(path: str, offset: int, length: int) -> bytes:
+    """`length` bytes of a local file from `offset`; an error if the file is shorter (it changed under the ingest)."""
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        data = handle.read(length)
+    if len(data) != length:
+        raise EOFError("the file is shorter than when it was split into chunks (it changed during the ingest)")
+    return data
+
+
+def shared_path(handle: Any) -> str | None:
+    """A path by which a child process opens the very file behind this process's open `handle`, even once another
+    ingest has moved it to the archive (Linux's /proc/<pid>/fd/<fd>); None where there is no such path."""
+    path = f"/proc/{os.getpid()}/fd/{handle.fileno()}"
+    try:
+        return path if os.path.samestat(os.stat(path), os.fstat(handle.fileno())) else None
+    except OSError:
+        return None
+
+
+LINE_END = 10  # b"\n"
+# Into how many pieces tapered_spans cuts each of a file's last spans.
+TAPER_PARTS = 4
+
+
+def line_spans(handle: Any, lines: int, block_size: int = 8 * 2**20) -> Iterator[tuple[int, int, int]]:
+    """(offset, length, line count) of consecutive spans of a binary file, `lines` lines each but the last, lines
+    split as iterating over the file splits them (a last line without its line end counts). Lines are counted by
+    bytes.count, and numpy finds a span's last line end: no Python work per line."""
+    import numpy as np
+
+    start = offset = counted = 0  # where the open span starts, where the block starts, whole lines in the span
+    last = b""
+    while block := handle.read(block_size):
+        ends = block.count(b"\n")
+        if counted + ends >= lines:
+            positions = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == LINE_END)
+            used = 0
+            while counted + ends - used >= lines:
+                used += lines - counted
+                end = offset + int(positions[used - 1]) + 1
+                yield start, end - start, lines
+                start, counted = end, 0
+            counted = ends - used
+        else:
+            counted += ends
+        offset += len(block)
+        last = block[-1:]
+    if offset > start:
+        yield start, offset - start, counted + (last != b"\n")
+
+
+def tapered_spans(spans: Iterable[tuple[int, int, int]], read_at: Any, size: int, last: int,
+                  parts: int = TAPER_PARTS) -> Iterator[tuple[int, int, int]]:
+    """`spans` (line_spans' of a file of `size` bytes) with each of the file's last `last` spans cut into `parts`
+    spans of as many lines (the last one fewer), found in the span's bytes, `read_at(offset, length)`. Ingest gives
+    its `last` workers the file's end in small pieces: the serial writer then stores the last rows as they come in
+    small transactions, instead of taking the last large chunks alone with a core idle."""
+    import numpy as np
+
+    for offset, length, lines in spans:
+        # Among the last `last`: fewer bytes after it than `last` - 1 spans of its size, and half a span to spare.
+        if parts < 2 or lines < parts or size - offset - length >= (last - 0.5) * length:
+            yield offset, length, lines
+            continue
+        ends = np.flatnonzero(np.frombuffer(read_at(offset, length), dtype=np.uint8) == LINE_END) + 1
+        step, start = -(-lines // parts), 0
+        cuts = range(step, lines, step)
+        for cut in cuts:
+            end = int(ends[cut - 1])
+            yield offset + start, end - start, step
+            start = end
+        yield offset + start, length - start, lines - step * len(cuts)
+
+
+FEEDBACK_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+
+
+def expand_paths(paths: Iterable[str]) -> list[str]:
+    """Files to read: each path as given, a directory's feedback files in name order; a missing path is an error."""
+    import fsspec
+
+    found: list[str] = []
+    for path in paths:
+        filesystem, _, (resolved,) = fsspec.get_fs_token_paths(path)
+        if not filesystem.exists(resolved):
+            raise RoleforgeError(f"no such feedback file or directory: {path}")
+        if filesystem.isdir(resolved):
+            # A dot-name is a file still being written (producers write it so, then rename it into place).
+            names = sorted(n for n in filesystem.ls(resolved, detail=False)
+                           if n.endswith(FEEDBACK_SUFFIXES) and not n.rsplit("/", 1)[-1].startswith("."))
+            found.extend(filesystem.unstrip_protocol(n) if "://" in path else n for n in names)
+        else:
+            found.append(path)
+    return found
