@@ -213,8 +213,8 @@ def decode_record(line: bytes, roles: frozenset[str] | set[str]) -> FeedbackReco
         return None
     if record.agent_role not in roles or record.prompt.isspace():
         return None
-    # Written out, as in fast_fields: 0.12 us per row, where searching each line's bytes for the escape "\u0000" took
-    # 0.39 (100,000 lines of the ingest benchmark's file).
+    # Written out, as in fast_fields: a third of the cost of searching each line's bytes for the escape "\u0000"
+    # (docs/perf-notes.md).
     if (NUL in record.agent_role or NUL in record.prompt or (record.response is not None and NUL in record.response)
             or (record.response_a is not None and NUL in record.response_a)
             or (record.response_b is not None and NUL in record.response_b)

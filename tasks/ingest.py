@@ -34,7 +34,7 @@ class IngestReport(BaseModel):
     by_role: dict[str, int]
 
 
-# Staged chunks stored per transaction (see store.insert_staged): twice `batch_rows` rows. Fewer commits, each
+# Staged chunks stored per transaction (see inserts.insert_staged): twice `batch_rows` rows. Fewer commits, each
 # rewriting fewer index pages per row, while the writer still keeps pace with the parse workers.
 STORE_GROUP_CHUNKS = 2 * PARSE_PARTS
 

@@ -68,7 +68,7 @@ def write_report(report: dict[str, Any], path: Path) -> None:
 class PeakRss:
     """Peak resident memory of this process and its child processes together (ingest's parse workers) while the
     block runs, sampled every 20 ms. The list of child processes is read every half second: reading it walks all of
-    /proc, and doing that at every sample took a tenth of a core from what is measured."""
+    /proc, and doing that at every sample took CPU from what is measured."""
 
     SAMPLE_S = 0.02
     CHILDREN_EVERY = 25  # samples

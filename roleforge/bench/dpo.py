@@ -94,7 +94,7 @@ def tool_use_pairs(held_out_fraction: float = 0.2) -> tuple[list[dict[str, Any]]
 def matmul_peak_flops(dtype: str, size: int | None = None, repeats: int = 10) -> float:
     """FLOP/s of a large matmul in `dtype` on this machine (the hardware's practical peak), CPU or GPU. Ask for the
     dtype the training path computes in: on a CPU without bf16 hardware (no AVX512-BF16/AMX) a bf16 matmul runs a
-    scalar fallback thousands of times slower (0.3 GFLOP/s on a 2-core EPYC, where fp32 gives 175)."""
+    scalar fallback thousands of times slower (docs/perf-notes.md, MFU on a CPU without bf16 hardware)."""
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"

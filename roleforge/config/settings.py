@@ -179,7 +179,7 @@ class RoleConfig(BaseModel):
 
 
 # The executives' preferred answers are a few short labelled lines where the base model writes a long paragraph: a
-# candidate that learns the shape answers at about 0.4x the base's length, which is the point, not a fault.
+# candidate that learns the shape answers at a fraction of the base's length, which is the point, not a fault.
 EXECUTIVE_GATE = GateConfig(min_length_ratio=0.25)
 
 DEFAULT_ROLES: dict[str, RoleConfig] = {
@@ -217,9 +217,8 @@ DEFAULT_ROLES: dict[str, RoleConfig] = {
 
 
 # Rows per ingest chunk, and so per store transaction (on the parse-worker path, chunks of a quarter of this and eight
-# of them per transaction, see tasks/ingest.py: PARSE_PARTS, STORE_GROUP_CHUNKS): each commit rewrites every index
-# page its rows touched (in the WAL), and random content hashes touch most of them, so larger transactions write less
-# per row (1M rows: about 57 s with 20,000-row chunks, 45 s with 100,000, peak RSS 266 vs 625 MB; docs/perf-notes.md).
+# of them per transaction: PARSE_PARTS, STORE_GROUP_CHUNKS): each commit rewrites every index page its rows touched,
+# and random content hashes touch most of them, so larger transactions write less per row (docs/perf-notes.md).
 INGEST_BATCH_ROWS = 100_000
 
 

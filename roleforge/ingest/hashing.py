@@ -26,7 +26,7 @@ def content_hash(row: dict[str, Any]) -> str:
 
 
 def content_keys(hashes: list[str]) -> list[int]:
-    """[store.content_key(h) for h in hashes], by numpy: each hash's first 16 hex digits as a signed big-endian
+    """[schema.content_key(h) for h in hashes], by numpy: each hash's first 16 hex digits as a signed big-endian
     64-bit integer."""
     import numpy as np
 

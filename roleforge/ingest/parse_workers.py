@@ -15,10 +15,8 @@ from roleforge.ops.errors import RoleforgeError
 from roleforge.storage.staging import Staging
 
 
-# A parse worker's chunk is this share of `batch_rows` lines. Smaller chunks cost a worker less per row: a chunk's
-# millions of small objects fill fresh memory that is given back when the chunk is done, and each page of it faults
-# in again for the next (1M rows: 258,000 page faults in the workers with chunks of 100,000 lines, 100,000 with
-# 25,000), and less of it stays in the caches (docs/perf-notes.md).
+# A parse worker's chunk is this share of `batch_rows` lines. Smaller chunks cost a worker less per row: fewer pages
+# of fresh memory to fault in per chunk, and more of it stays in the caches (docs/perf-notes.md).
 PARSE_PARTS = 4
 
 
@@ -150,8 +148,8 @@ class ParseWorkers:
     def _requests(path: str, batch_rows: int, workers: int) -> Iterator[tuple[int, bytes | tuple[str, int, int]]]:
         """(line count, lines) of each chunk of the file, then (0, b"") at its end, the file held open until the
         caller has collected every chunk. A local file's chunks are given as (path, offset, length) spans, which the
-        workers read themselves: the ingest process only counts line ends (a tenth of a second per million lines,
-        where reading the lines to pass them on cost a second and more). The workers open the file this process
+        workers read themselves: the ingest process only counts line ends, where reading the lines to pass them on
+        cost ten times as much (docs/perf-notes.md). The workers open the file this process
         holds open, not its name, which another ingest may archive meanwhile; where the system gives no path to an
         open file, the lines are passed on. The file's last `workers` spans go out in quarters (tapered_spans)."""
         import fsspec

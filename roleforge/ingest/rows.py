@@ -1,5 +1,6 @@
-"""Feedback lines -> stored rows: the row contract, the PII scrub and the content hash, and bad lines with their
-reasons. Light to import (no Prefect, no MLflow): ingest's parse workers run it in their own processes."""
+"""Feedback lines -> stored rows: the row contract, the PII scrub and the content hash (hashing.py), and bad lines
+with their reasons (quarantine.py). Light to import (no Prefect, no MLflow): ingest's parse workers run it in their own
+processes."""
 
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ SCRUBBED_VALUES = operator.attrgetter(*SCRUBBED_FIELDS)
 
 
 def stored_columns(records: list[FeedbackRecord], lines: list[int], source: str) -> dict[str, list[Any]]:
-    """The store's rows, a list of values per column (every column an insert gives, store.FEEDBACK_COLUMNS), from
+    """The store's rows, a list of values per column (every column an insert gives, schema.FEEDBACK_COLUMNS), from
     contract-checked records and their line numbers: every text scrubbed of PII (all of them in one pass) before it
     is hashed or written. Built by column, the way they are staged: no dict per row."""
     texts = pii.scrub_all(list(itertools.chain.from_iterable(map(SCRUBBED_VALUES, records))))
@@ -146,12 +147,13 @@ class ParsedChunk:
 
 def parse_chunk(source: str, records: Iterable[tuple[int, bytes | dict[str, Any]]], roles: set[str],
                 staging: Staging | None = None, owner: int | None = None) -> ParsedChunk:
-    """parse_records, counted by role; with `staging` (store.staging_for) the good rows go to a staging file beside
-    a sqlite store, ready for store.insert_staged, or become the text of a PostgreSQL COPY, for store.insert_copied."""
+    """parse_records, counted by role; with `staging` (inserts.staging_for) the good rows go to a staging file beside
+    a sqlite store, ready for inserts.insert_staged, or become the text of a PostgreSQL COPY, for
+    inserts.insert_copied."""
     import gc
 
     # A chunk allocates millions of short-lived objects, all freed by their reference counts; the cyclic collector,
-    # triggered by allocation counts, would walk them again and again (a fifth of the chunk's time), so it waits,
+    # triggered by allocation counts, would walk them again and again (docs/perf-notes.md), so it waits,
     # staging included (the columns' lists hold a million and a half references for it to visit).
     collecting = gc.isenabled()
     gc.disable()

@@ -25,8 +25,9 @@ class _WithoutPandas:
 
 
 def light_worker() -> None:
-    """Keep pandas out of this process, which never uses it: pyarrow imports it (0.4 s of a worker's start) only to
-    check whether the lists it converts are pandas objects, and takes it as not installed when the import fails."""
+    """Keep pandas out of this process, which never uses it: pyarrow imports it (a large part of a worker's start)
+    only to check whether the lists it converts are pandas objects, and takes it as not installed when the import
+    fails."""
     import sys
 
     if "pandas" not in sys.modules and _WithoutPandas not in sys.meta_path:
@@ -70,8 +71,7 @@ def serve_parse_requests() -> None:
 if __name__ == "__main__":
     serve_parse_requests()
     # Every answer is flushed and every staging file closed: leave without the interpreter's teardown, which frees a
-    # worker's millions of objects one by one (a tenth of a second and more) while the ingest waits for it to exit,
-    # as multiprocessing's own children do.
+    # worker's millions of objects one by one while the ingest waits for it to exit, as multiprocessing's children do.
     import sys
 
     sys.stderr.flush()

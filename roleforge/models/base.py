@@ -1,4 +1,5 @@
-"""Base models: convert the bundled GGUF default once to safetensors, and load any base model the same way."""
+"""The base model and its adapters: the bundled GGUF default converted once to safetensors, any base model loaded
+the same way, the pool that lends each role the process's copy, adapters attached and checked, and the dtypes."""
 
 from __future__ import annotations
 

@@ -25,8 +25,8 @@ def glibc() -> Any:
 def heap_kept() -> Iterator[None]:
     """Keep the memory a training step frees in the heap, for the next step. By default glibc hands buffers above a
     threshold (128 KiB, raised as large ones are freed, to at most 32 MiB) to mmap and returns the heap's free top to
-    the system past twice that, so each step's activations were faulted in, zeroed by the kernel, afresh: 32 pairs
-    of SmolLM2-135M took 1.5-2.4M page faults and 9-11 s of system CPU. Inside, every buffer up to 32 MiB comes from
+    the system past twice that, so each step's activations were faulted in, zeroed by the kernel, afresh (page
+    faults and system CPU: docs/perf-notes.md). Inside, every buffer up to 32 MiB comes from
     the heap and the heap is not trimmed. On leaving, glibc gets the thresholds its own adjustment reaches in a
     process that has freed 32 MiB buffers (any training has), and the free memory is handed back."""
     libc = glibc()

@@ -45,9 +45,9 @@ def _skipped_rows(connection: Any, schema: str, first_id: int, rows: int, insert
     not store, given that the rows it stored took the ids first_id, first_id + 1, ... A staged row r with t rows
     skipped before it was stored at id first_id + r - 1 - t exactly when that row holds r's content key: true up to
     the next skipped row, false from it on (a row stored later never shares the key of one stored or skipped before
-    it). So each skipped row costs a bisection: 17 steps of two point lookups in 100,000 staged rows, where the join of
-    every staged row with the store's key index took 0.1-0.2 s of the writer's CPU per 100,000 rows (it ran for most
-    chunks of real feedback, where a few duplicates are the rule)."""
+    it). So each skipped row costs a bisection, about 17 steps of two point lookups in 100,000 staged rows, where a
+    join of every staged row with the store's key index cost the writer far more, and ran for most chunks of real
+    feedback, where a few duplicates are the rule (docs/perf-notes.md)."""
     staged_key = f"SELECT content_key FROM {schema}.staged WHERE rowid = ?"
 
     def stored_in_place(row: int, skipped_before: int) -> bool:

@@ -137,9 +137,8 @@ def insert_staged(engine: sa.Engine, staged: Path | Sequence[Path], checkpoints:
     by Python's sqlite3: two SQLite libraries in one process must not share a database file (their POSIX locks would
     clobber each other), and a staging file is closed by ADBC before it is attached here. One transaction for
     several files costs less than one each: a commit writes every index page its rows touched, and random keys
-    touch most of them (800,000 rows in eight files: 5.9-6.6 s of CPU one file per transaction, 5.3-5.5 s two per
-    transaction, 5.0-5.3 s four). With `checkpoints`, the commit leaves the write-ahead log to them instead of
-    checkpointing it itself."""
+    touch most of them (docs/perf-notes.md). With `checkpoints`, the commit leaves the write-ahead log to them instead
+    of checkpointing it itself."""
     files = [staged] if isinstance(staged, Path) else list(staged)
     if len(files) > MAX_STAGED_PER_INSERT:
         raise ValueError(f"at most {MAX_STAGED_PER_INSERT} staging files per insert, not {len(files)}")
@@ -200,7 +199,7 @@ def insert_copied(engine: sa.Engine, payloads: Sequence[bytes | Sequence[dict[st
     their order stores the new content keys, so ids follow the payloads' order. Rows not stored whose key another
     content holds are the collisions, found by one join of the copied rows with the store, only when some row was
     not stored. The server parses the CSV and fills the indexes; this process only sends bytes, where SQLAlchemy's
-    executemany bound every row's values in Python (100,000 rows: 7.6 s; and it counted the rows inserted wrong)."""
+    executemany bound every row's values in Python (and counted the rows inserted wrong)."""
     import psycopg
 
     raw = engine.raw_connection()

@@ -22,8 +22,7 @@ feedback = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("content_hash", sa.String(64), nullable=False),
     # The dedupe key: the content hash's first 64 bits. SQLite keeps a unique index on it at less than half the cost
-    # of one on the 64-character hash (1M rows: 5.5 s vs 12.0 s); rows whose keys collide are told apart by the full
-    # hash (see collided in insert_new_feedback).
+    # of one on the 64-character hash (docs/perf-notes.md); rows whose keys collide are told apart by the full hash.
     sa.Column("content_key", sa.BigInteger, nullable=False, unique=True),
     sa.Column("agent_role", sa.String(128), nullable=False, index=True),
     sa.Column("kind", sa.String(8), nullable=False),
@@ -52,10 +51,9 @@ INSERT_COLUMNS = ", ".join(FEEDBACK_COLUMNS)
 # The same columns of a staged or copied table joined with the store as `s`.
 STAGED_COLUMNS = ", ".join("s." + name for name in FEEDBACK_COLUMNS)
 
-# A new store's page size. Bulk inserts write a third less CPU with 64 KiB pages than with SQLite's 4 KiB default
-# (800,000 rows into a fresh store: 3.4-4.2 s against 5.3-5.8 s): fewer page splits and cells per row, and fewer index
-# pages for a commit to rewrite. An existing store keeps the size it was created with (SQLite changes it only by
-# rebuilding the file).
+# A new store's page size. Bulk inserts take a third less CPU with 64 KiB pages than with SQLite's 4 KiB default
+# (docs/perf-notes.md): fewer page splits and cells per row, and fewer index pages for a commit to rewrite. An existing
+# store keeps the size it was created with (SQLite changes it only by rebuilding the file).
 STORE_PAGE_SIZE = 65536
 
 # The write-ahead log's file is kept at most this large once checkpointed: SQLite's automatic checkpoints (every
@@ -68,7 +66,7 @@ BUSY_TIMEOUT_S = 30
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets readers run beside one writer; busy_timeout turns "database is locked" into a short wait; a page
-    # cache of up to 64 MiB (allocated as used; 256 MiB measured no faster on a 1M-row ingest).
+    # cache of up to 64 MiB (allocated as used; a larger one was no faster).
     # busy_timeout comes first: switching to WAL takes a lock that another process may hold for a moment. The page
     # size comes before WAL, which writes the first page of a new file.
     cursor = dbapi_connection.cursor()
@@ -88,7 +86,7 @@ def _switch_to_wal(cursor: Any) -> None:
     On a store file no connection has written yet, the switch reads the empty first page and then upgrades to a
     write lock to mark the file WAL. If another process is doing the same, SQLite answers "database is locked" at
     once instead of calling the busy handler (waiting with a read lock held could deadlock), so several processes
-    opening a new store together failed one time in six (4 processes, 300 tries). Once the file is WAL the pragma
+    opening a new store together often failed. Once the file is WAL the pragma
     reads its header and writes nothing, and this loop runs once."""
     deadline = time.monotonic() + BUSY_TIMEOUT_S
     delay = 0.001
@@ -170,8 +168,8 @@ def content_key(content_hash: str) -> int:
 
 
 # A session's memory for temporary tables (8 MB by default) and a transaction's for the sort of its copied rows into
-# file order (4 MB): 200,000 copied rows are about 85 MB, and past these both spill to files (200,000 rows, fresh
-# store: COPY 1.56 -> 0.96 s, INSERT ... SELECT 3.42 -> 2.00 s). Allocated as used, up to this.
+# file order (4 MB): a transaction's copied rows outgrow both, which then spill to files (docs/perf-notes.md).
+# Allocated as used, up to this.
 POSTGRESQL_TEMP_BUFFERS = "256MB"
 
 

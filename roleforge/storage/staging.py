@@ -1,7 +1,7 @@
 """Staging: a chunk's rows written, column by column, as the table `staged` of a scratch sqlite file beside the
-store, for store.insert_staged to copy in, or as the CSV text of a PostgreSQL COPY, for store.insert_copied. Light to
-import (pyarrow and ADBC's driver manager; no SQLAlchemy, no DB-API layer, which pulls in pyarrow.dataset and pandas):
-ingest's parse workers stage their chunks, and each one starts in a fraction of a second."""
+store, for inserts.insert_staged to copy in, or as the CSV text of a PostgreSQL COPY, for inserts.insert_copied.
+Light to import (pyarrow and ADBC's driver manager; no SQLAlchemy, no DB-API layer, which pulls in pyarrow.dataset and
+pandas): ingest's parse workers stage their chunks, and each one starts in a fraction of a second."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 from typing import Any, NamedTuple
 
-# A staging file's name: the prefix, then the id of the process that will insert it (see store.remove_stale_staging).
+# A staging file's name: the prefix, then the id of the process that will insert it (see inserts.remove_stale_staging).
 STAGING_PREFIX = ".roleforge-staging-"
 # The file is scratch, read once and removed (a crash leaves its rows in the inbox): no journal, no fsync, and large
 # pages (a fifth less CPU per chunk than SQLite's defaults).

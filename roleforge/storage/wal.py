@@ -19,8 +19,8 @@ MAX_DEFERRED_WAL_BYTES = 2**30
 class WalCheckpoints:
     """Checkpoints of a sqlite store's write-ahead log on a thread of their own, for a bulk writer (insert_staged
     with `checkpoints`). SQLite checkpoints in the committing connection by default: it copies the committed pages
-    into the database file and syncs both files, and meanwhile the writer, the serial stage of an ingest, waits (on a
-    1M-row ingest: 0.4-1.3 s of its CPU and 1.4-2.6 s in all). Here each commit only starts a passive checkpoint, which
+    into the database file and syncs both files, and meanwhile the writer, the serial stage of an ingest, waits
+    (docs/perf-notes.md). Here each commit only starts a passive checkpoint, which
     copies what is committed without blocking the writer, whose next transaction runs meanwhile. The log then grows
     (SQLite writes it from its start again only when a checkpoint caught up before a transaction began), up to
     MAX_DEFERRED_WAL_BYTES, past which the commit checkpoints it itself; `close` waits for a last checkpoint, and

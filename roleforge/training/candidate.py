@@ -25,7 +25,8 @@ class Candidate(BaseModel):
     train_seconds: float
     train_metrics: dict[str, float]
     # Of train_pairs, those whose reference log-probs this training computed; the rest were kept from an earlier
-    # training under the same reference (roleforge/training/reference_store.py). None for stock TRL, which computes its own.
+    # training under the same reference (roleforge/training/reference_store.py). None for stock TRL, which computes its
+    # own.
     reference_pairs_computed: int | None = None
     replay_pairs: int = 0  # general prompts with the base model's own answers, trained on beside train_pairs
 

@@ -47,9 +47,7 @@ def length_buckets(examples: list[dict[str, Any]], batch_size: int, seed: int,
     With `group_batches`, the pairs are shuffled and cut into groups of that many batches, each sorted by length
     (transformers' group_by_length does the same with groups of 50): padding stays low and each batch stays a fair
     sample of the data. Sorting all the pairs at once (None, right for the no-grad reference pass) puts alike pairs
-    together, and training on such batches cost held-out accuracy: `roleforge bench dpo --pairs 64 --held-out 146`
-    gave 0.884 sorted at once, 0.911 in groups of 4 batches, 0.918 unsorted (TRL: 0.904), at 1.22, 1.25 and 0.97
-    pairs/s (docs/perf-notes.md)."""
+    together, and training on such batches cost held-out accuracy (docs/perf-notes.md, Batch order)."""
     rng = random.Random(seed)
 
     def length(index: int) -> int:

@@ -44,9 +44,9 @@ def trl_trainer(base: Any, dpo_config: Any, lora_config: Any, base_adapter: Path
 def roleforge_trainer(base: Any, dpo_config: Any, lora_config: Any, base_adapter: Path | None, tokenizer: Any,
                       pairs: list[dict[str, Any]], system_prompt: str, callbacks: list[Any], reference_cache: Path,
                       kept_references: ReferenceStore | None = None) -> Any:
-    """roleforge's path (roleforge/training/fast_dpo.py): the adapter attached here, reference log-probs computed once (adapter
-    off, or the SFT adapter as a frozen "ref" copy) and cached beside the checkpoints; with `kept_references`, a
-    pair's value from an earlier training under the same reference is taken from there instead of computed."""
+    """roleforge's path (fast_dpo.py): the adapter attached here, reference log-probs computed once (adapter off, or
+    the SFT adapter as a frozen "ref" copy) and cached beside the checkpoints; with `kept_references`, a pair's value
+    from an earlier training under the same reference is taken from there instead of computed."""
     from peft import get_peft_model
 
     from roleforge.training.dpo_batches import tokenize_pairs

@@ -1,20 +1,22 @@
 """roleforge's DPO training path: the same objective as TRL's DPOTrainer, with the work a role's data makes redundant
 taken out. It runs inside transformers' Trainer, so checkpoints, resume, schedulers, callbacks and logging are the
-ones the rest of the pipeline relies on.
+ones the rest of the pipeline relies on. This module holds the trainer and the reference pass; the pieces beside it:
+dpo_batches.py (token ids, batches by length), sequence_logps.py (the forward paths), frozen_head.py (the vocabulary
+head), losses.py, and roleforge/ops/memory.py (the heap kept between steps).
 
-What it saves, measured one lever at a time with `roleforge bench dpo` (see docs/perf-notes.md):
+What it saves, each lever measured on its own with `roleforge bench dpo` (docs/perf-notes.md):
 - the role's system prompt is the same for every pair: its keys and values are computed once per batch (with
   gradients, since the LoRA adapter changes them) and shared by every chosen and rejected sequence; on a CPU
   each pair's prompt also runs once for both of its completions, and the batch runs as one packed row without
-  padding (roleforge/training/packed_attention.py; on an accelerator a packed or second pass costs more kernel launches than
-  the tokens it saves);
+  padding (packed_attention.py; on an accelerator a packed or second pass costs more kernel launches than the
+  tokens it saves);
 - the reference log-probabilities are computed once, before training, with the adapter off (or the SFT
   adapter on), in large no-grad batches, and cached next to the checkpoints;
 - the vocabulary projection runs only at positions that predict a completion token;
 - batches are built from pairs of similar length (sorted within random groups of four batches), so little is
   spent on padding;
 - the frozen base is kept in bf16 on a GPU that has it, while the LoRA weights and the optimizer stay in fp32 (on a
-  CPU it stays in fp32: models.compute_dtype);
+  CPU it stays in fp32: roleforge/models/base.py, compute_dtype);
 - the vocabulary logits are made a chunk at a time, their gradient in the same pass (the head is frozen);
 - the memory a step frees stays in the process's heap for the next step (glibc returns it to the system by
   default, and every step faulted its pages in again);

@@ -17,7 +17,8 @@ from roleforge.training.candidate import Candidate, recipe_fingerprint
 from roleforge.training.engines import roleforge_trainer, trl_trainer
 from roleforge.training.reference_store import ReferenceStore
 
-# Reference log-probs kept across trainings (roleforge/training/reference_store.py), a file in the checkpoints directory.
+# Reference log-probs kept across trainings (roleforge/training/reference_store.py), a file in the checkpoints
+# directory.
 KEPT_REFERENCES = "reference_logps.db"
 
 LOGGED_METRICS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen",
@@ -114,8 +115,8 @@ def train_adapter(dataset: PreferenceDataset, system_prompt: str, recipe: dict[s
     From scratch, the reference is the base model. With `base_adapter` (the role's SFT adapter), training starts
     from that adapter and uses it as the reference. Checkpoints go under `checkpoints_dir`; a run of the same
     training (same snapshot, recipe and starting point) resumes from the newest complete one. On SIGTERM it writes a
-    checkpoint and raises Preempted. `engine` is roleforge's training path (roleforge/training/fast_dpo.py) or stock TRL; the
-    former takes the reference log-probs of pairs seen by earlier trainings from `checkpoints_dir` (KEPT_REFERENCES).
+    checkpoint and raises Preempted. `engine` is roleforge's training path (fast_dpo.py) or stock TRL; the former
+    takes the reference log-probs of pairs seen by earlier trainings from `checkpoints_dir` (KEPT_REFERENCES).
     """
     from transformers import PrinterCallback
 

@@ -14,13 +14,12 @@ from roleforge.training.frozen_head import completion_token_logps
 def logps_path(model: Any, batch: dict[str, torch.Tensor]) -> str:
     """How sequence_logps runs a batch:
     - "checkpointed": prefix and prompt in front of every row (a checkpointed layer drops any KV cache);
-    - "packed": on a CPU, with a model loaded with the packed attention (roleforge/training/packed_attention.py): the batch's
-      prompts and completions in one row with no padding, each pair's prompt once for both completions;
-    - "shared_prompt": each pair's prompt once for both completions, on a CPU, where time goes with tokens (17%
-      fewer tokens on the sample tool-use pairs), in two padded passes (models without the packed attention);
+    - "packed": on a CPU, with a model loaded with the packed attention (packed_attention.py): the batch's prompts
+      and completions in one row with no padding, each pair's prompt once for both completions;
+    - "shared_prompt": each pair's prompt once for both completions, on a CPU, where time goes with tokens, in two
+      padded passes (models without the packed attention);
     - "rows": each row's prompt and completion in one pass after the shared prefix, on an accelerator, where a
-      second pass per layer costs more in kernel launches than the prompt tokens it saves (H100, 1.7B shape:
-      64.7 vs 77.1 pairs/s at batch 64, 8.3 vs 11.1 at batch 4; docs/perf-notes.md)."""
+      second pass per layer costs more in kernel launches than the prompt tokens it saves (docs/perf-notes.md)."""
     from roleforge.models.base import decoder_and_head
     from roleforge.training.packed_attention import supports
 
