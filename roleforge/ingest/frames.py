@@ -13,11 +13,7 @@ import orjson
 from roleforge.ingest.rows import ParsedChunk
 from roleforge.storage.staging import Staging
 
-
-# Parse workers talk in frames: an 8-byte big-endian length, then that many bytes. A request is a JSON header frame
-# (source, first_line, roles, staging) and a frame of raw lines; an answer is one JSON frame, and then, where its
-# "copy" is true, a frame with the chunk's COPY text. No pickle: nothing that crosses the pipe can run code.
-FRAME_LENGTH = 8
+FRAME_LENGTH = 8  # bytes of the big-endian length in front of every frame
 
 
 def write_frame(stream: Any, payload: bytes) -> None:

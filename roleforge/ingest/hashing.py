@@ -9,7 +9,6 @@ from typing import Any
 
 import orjson
 
-
 HASHED_FIELDS = ("agent_role", "prompt", "response", "rating", "response_a", "response_b", "preference", "rater")
 
 

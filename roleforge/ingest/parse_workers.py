@@ -19,13 +19,12 @@ from roleforge.storage.staging import Staging
 # of fresh memory to fault in per chunk, and more of it stays in the caches (docs/perf-notes.md).
 PARSE_PARTS = 4
 
-
 # Parse workers pay off only past a few chunks: below this, a JSONL file is parsed in the ingest process itself.
 PARALLEL_MIN_BYTES = 16 * 2**20
 
 
 class ParseWorkers:
-    """Processes that parse JSON-lines chunks (python -m roleforge.ingest.rows, fed framed chunks on stdin),
+    """Processes that parse JSON-lines chunks (python -m roleforge.ingest.worker, fed framed chunks on stdin),
     started on the first file that needs them and stopped on exit. Chunk k goes to worker k mod n, and each worker
     answers in order, so results come back in file order. They are plain subprocesses, not multiprocessing's: the
     ingest process runs threads, which fork does not carry, and spawn would re-run the caller's main script."""

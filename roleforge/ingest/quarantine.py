@@ -61,7 +61,7 @@ class QuarantineFile:
         self.count = 0
 
     def append(self, lines: bytes) -> None:
-        """Append entries, given as the file's lines (feedback_rows.quarantine_lines): one entry per line."""
+        """Append entries, given as the file's lines (quarantine_lines): one entry per line."""
         if not lines:
             return
         if self.path is None:
