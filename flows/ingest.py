@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from prefect import flow
 
+from roleforge.config.settings import load_settings
 from roleforge.flows.params import IngestRun
 from roleforge.tasks.ingest import IngestReport, ingest_feedback
-from roleforge.config.settings import load_settings
 
 
 @flow(name="ingest")

@@ -8,11 +8,11 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from roleforge.config.settings import TrainingSettings, load_settings
 from roleforge.flows.params import RoleRun, SelfLearningRun
 from roleforge.flows.train_role import run_role
 from roleforge.tasks.ingest import ingest_feedback
 from roleforge.tasks.report import RoleOutcome, publish_summary
-from roleforge.config.settings import TrainingSettings, load_settings
 
 
 # The task wraps a plain module-level function, so that Dask pickles it by reference (a decorated function is

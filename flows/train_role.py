@@ -27,9 +27,9 @@ def train_role(run: RoleRun) -> RoleOutcome:
 
 def run_role(run: RoleRun) -> RoleOutcome:
     """The train-role subflow for one role of a self-learning run, its failure turned into the role's outcome."""
-    from roleforge.training.preemption import shutdown_requested
     from roleforge.config.settings import load_settings
     from roleforge.ops.status import write_training_status
+    from roleforge.training.preemption import shutdown_requested
 
     if shutdown_requested():
         return RoleOutcome.failed(run.role, "not started: the process is shutting down (SIGTERM)")

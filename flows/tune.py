@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from prefect import flow
 
+from roleforge.config.settings import load_settings
 from roleforge.flows.params import TuneRun
 from roleforge.flows.self_learning import task_runner
 from roleforge.storage.snapshots import PreferenceDataset
 from roleforge.tasks.label import label_role
-from roleforge.config.settings import load_settings
 from roleforge.tasks.tune import TuneResult, search_recipe
 from roleforge.tasks.validate import check_contract
 

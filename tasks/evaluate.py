@@ -10,21 +10,21 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
+from roleforge.config.settings import EvaluationConfig, load_settings
+from roleforge.evaluation.ab import GenerationAB, paired_bootstrap
 from roleforge.evaluation.capability import (Guardrails, capability_items, lost_and_gained, mcnemar_p_value,
                                              measure_guardrails, passes)
 from roleforge.evaluation.contracts import Compliance, OutputContract, compliance
 from roleforge.evaluation.drift import mean_token_kl
 from roleforge.evaluation.judging import JudgeCalibration, judge_generation
-from roleforge.runtime import MODEL_MODULES, import_for_stages
-from roleforge.evaluation.ab import GenerationAB, paired_bootstrap
-from roleforge.ops.retries import retry_transient
-from roleforge.models.generation import generate_answers
-from roleforge.storage.snapshots import load_split
-from roleforge.training.reference_store import reference_identity
 from roleforge.evaluation.scoring import ModelScore, completion_logps, pair_correct, score
-from roleforge.config.settings import EvaluationConfig, load_settings
-from roleforge.training.candidate import Candidate
+from roleforge.models.generation import generate_answers
+from roleforge.ops.retries import retry_transient
 from roleforge.ops.timing import STAGES
+from roleforge.runtime import MODEL_MODULES, import_for_stages
+from roleforge.storage.snapshots import load_split
+from roleforge.training.candidate import Candidate
+from roleforge.training.reference_store import reference_identity
 from roleforge.training.replay import general_prompts, reference_answers
 
 CANDIDATE, CHAMPION, REFERENCE = "candidate", "champion", "reference"
@@ -74,8 +74,8 @@ def evaluate_candidate(candidate: Candidate, system_prompt: str, base_model: Pat
     and the reference answer the retained-capability questions, the candidate's logit drift from the reference is
     read on general prompts, and both answer the role's task prompts. The reference's answers to the fixed sets are
     kept in `cache_dir`: they never change."""
-    from roleforge.models.generation import read_tool_use_prompts
     from roleforge.models.base import BASE_MODELS, attach_adapter, chat_prompts, load_tokenizer
+    from roleforge.models.generation import read_tool_use_prompts
 
     pairs = sorted(load_split(candidate.dataset_path, "held_out"), key=lambda p: p["pair_id"])[:max_pairs]
     tokenizer = load_tokenizer(base_model)

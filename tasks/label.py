@@ -12,20 +12,20 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from roleforge.evaluation.contracts import OutputContract
-from roleforge.runtime import MODEL_MODULES, import_for_stages
+from roleforge.config.settings import LabelingConfig, Settings, TeacherConfig, load_settings
 from roleforge.data_contracts.preference import HUMAN_SOURCES, SOURCE_PRIORITY, PreferencePair
+from roleforge.evaluation.contracts import OutputContract
+from roleforge.ops.errors import RoleforgeError
+from roleforge.ops.retries import retry_transient
+from roleforge.ops.timing import STAGES
+from roleforge.runtime import MODEL_MODULES, import_for_stages
+from roleforge.storage.snapshots import PreferenceDataset, split_of, write_snapshot
 from roleforge.tasks.labelers import LabelResult, Labeler
 from roleforge.tasks.labelers.generator import RejectedResponseGenerator
 from roleforge.tasks.labelers.heuristics import HeuristicLabeler
 from roleforge.tasks.labelers.human import HumanChoiceLabeler, RatingGapLabeler
 from roleforge.tasks.labelers.judge import HttpJudge, Judge, JudgeLabeler, LocalJudge
-from roleforge.ops.errors import RoleforgeError
-from roleforge.ops.retries import retry_transient
-from roleforge.config.settings import LabelingConfig, Settings, TeacherConfig, load_settings
 from roleforge.tasks.validate import ContractResult, validate_pairs
-from roleforge.ops.timing import STAGES
-from roleforge.storage.snapshots import PreferenceDataset, split_of, write_snapshot
 
 
 def resolve_pairs(pairs: Iterable[PreferencePair]) -> tuple[list[PreferencePair], int]:
@@ -160,9 +160,9 @@ def local_judge(model_dir: Path, batch_size: int) -> LocalJudge:
 def label_stored(role: str, settings: Settings) -> tuple[PreferenceDataset, list[ContractResult]]:
     """Label what the store holds for a role with the labelers its configuration names; check the pairs against
     their contract and the feedback since the role's last training against the shift guard."""
-    from roleforge.validation.shift_guard import shift_guard
     from roleforge.ops.status import read_training_status
     from roleforge.storage.schema import engine_for, feedback_for_role
+    from roleforge.validation.shift_guard import shift_guard
 
     config = settings.role(role)
     judge = None

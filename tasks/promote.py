@@ -10,15 +10,15 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
+from roleforge.config.settings import GateConfig, load_settings
+from roleforge.ops import audit
 from roleforge.ops.errors import RoleforgeError
 from roleforge.ops.retries import retry_transient
-from roleforge.tasks.evaluate import Evaluation
-from roleforge.config.settings import GateConfig, load_settings
-from roleforge.training.candidate import Candidate
-from roleforge.ops import audit
 from roleforge.ops.timing import STAGES
 from roleforge.registry.mirror import PromotionMirror, promotion_mirror
 from roleforge.registry.tracking import CHAMPION, PREVIOUS, alias_version, current_flow_run, local_adapter_path, mlflow_client
+from roleforge.tasks.evaluate import Evaluation
+from roleforge.training.candidate import Candidate
 
 REPLACED_TAG = "roleforge.replaced_version"
 

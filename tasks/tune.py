@@ -14,13 +14,13 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
-from roleforge.runtime import MODEL_MODULES, import_for_stages
+from roleforge.config.settings import Settings, load_settings
 from roleforge.ops.errors import Preempted
 from roleforge.ops.retries import retry_unless_stopping
-from roleforge.tasks.evaluate import Evaluation
+from roleforge.runtime import MODEL_MODULES, import_for_stages
 from roleforge.storage.snapshots import PreferenceDataset
+from roleforge.tasks.evaluate import Evaluation
 from roleforge.training.preemption import shutdown_requested
-from roleforge.config.settings import Settings, load_settings
 
 # Each term of the objective is a difference of two rates, in [-1, 1], and there are at most three, so objectives
 # span at most 6: a trial the gate refuses scores more than that below its own, under every trial that passed.
@@ -92,10 +92,10 @@ def run_trial(dataset: PreferenceDataset, profile: str, overrides: dict[str, dic
     import_for_stages(MODEL_MODULES)
     from mlflow.entities import Metric, Param, RunTag
 
-    from roleforge.tasks.evaluate import REFERENCE_ANSWERS, evaluate_candidate, evaluation_judge, evaluation_metrics
-    from roleforge.tasks.promote import gate
     from roleforge.config.recipes import role_recipe
     from roleforge.registry.tracking import current_flow_run, experiment_id, mlflow_client
+    from roleforge.tasks.evaluate import REFERENCE_ANSWERS, evaluate_candidate, evaluation_judge, evaluation_metrics
+    from roleforge.tasks.promote import gate
     from roleforge.training.backends import LocalTraining
 
     settings = load_settings()

@@ -10,10 +10,10 @@ from typing import Any
 from prefect import get_run_logger, task
 from pydantic import BaseModel
 
-from roleforge.runtime import import_for_stages
-from roleforge.ops.retries import retry_transient
 from roleforge.config.settings import load_settings
+from roleforge.ops.retries import retry_transient
 from roleforge.ops.timing import STAGES
+from roleforge.runtime import import_for_stages
 
 
 class ExpectationOutcome(BaseModel):
@@ -105,8 +105,8 @@ def check_contract(role: str) -> ContractResult:
     from prefect.artifacts import create_table_artifact
     from prefect.events import emit_event
 
-    from roleforge.tasks.report import artifact_key, role_resource
     from roleforge.storage.schema import engine_for, feedback_for_role
+    from roleforge.tasks.report import artifact_key, role_resource
 
     result = validate_feedback(role, feedback_for_role(engine_for(load_settings().resolved_store_url), role))
     create_table_artifact(

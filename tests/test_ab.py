@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from roleforge.evaluation.capability import Guardrails, answers_correctly, measure_guardrails
+from roleforge.config.settings import GateConfig
 from roleforge.evaluation.ab import GenerationAB, judge_ab, paired_bootstrap, wilson_interval
+from roleforge.evaluation.capability import Guardrails, answers_correctly, measure_guardrails
+from roleforge.evaluation.scoring import ModelScore
 from roleforge.tasks.evaluate import Evaluation
 from roleforge.tasks.promote import gate
-from roleforge.evaluation.scoring import ModelScore
-from roleforge.config.settings import GateConfig
 
 
 def test_wilson_interval_matches_the_textbook_values():

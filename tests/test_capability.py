@@ -8,10 +8,10 @@ from collections import Counter
 
 import pytest
 
-from roleforge.evaluation.capability import CHECKS, capability_items, mcnemar_p_value, measure_guardrails, passes
-from roleforge.sample import GENERAL_PROMPTS
-from roleforge.ops.errors import RoleforgeError
 from roleforge.config.settings import GateConfig
+from roleforge.evaluation.capability import CHECKS, capability_items, mcnemar_p_value, measure_guardrails, passes
+from roleforge.ops.errors import RoleforgeError
+from roleforge.sample import GENERAL_PROMPTS
 
 
 def general_prompts() -> list[str]:

@@ -2,10 +2,10 @@
 
 import pytest
 
+from roleforge.config.settings import GateConfig, load_settings
 from roleforge.evaluation.contracts import OutputContract, compliance
 from roleforge.tasks.evaluate import Evaluation, ModelScore
 from roleforge.tasks.promote import gate
-from roleforge.config.settings import GateConfig, load_settings
 
 CEO = OutputContract(required_lines=["Decision:", "Reason:", "Next step:"])
 

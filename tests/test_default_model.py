@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from roleforge.models.base import ensure_base_model, is_converted
 from roleforge.config.settings import load_settings
+from roleforge.models.base import ensure_base_model, is_converted
 
 pytestmark = pytest.mark.slow
 

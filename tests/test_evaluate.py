@@ -20,12 +20,12 @@ def random_adapter(model_dir, target):
 
 def test_evaluation_scores_generates_judges_and_guards(home, tiny_model_dir, tmp_path):
     from roleforge.cli import main
-    from roleforge.evaluation.capability import capability_items
-    from roleforge.tasks.label import label_stored
-    from roleforge.evaluation.judging import JudgeCalibration
-    from roleforge.tasks.labelers.judge import LocalJudge
-    from roleforge.models.base import load_model, load_tokenizer
     from roleforge.config.settings import load_settings
+    from roleforge.evaluation.capability import capability_items
+    from roleforge.evaluation.judging import JudgeCalibration
+    from roleforge.models.base import load_model, load_tokenizer
+    from roleforge.tasks.label import label_stored
+    from roleforge.tasks.labelers.judge import LocalJudge
 
     assert main(["ingest", str(SAMPLE / "tool-agent.jsonl")]) == 0
     settings = load_settings()
@@ -73,8 +73,8 @@ def test_evaluation_scores_generates_judges_and_guards(home, tiny_model_dir, tmp
 
 
 def test_the_answer_sheet_sets_each_prompt_beside_both_answers_and_what_was_made_of_them():
-    from roleforge.evaluation.capability import measure_guardrails
     from roleforge.evaluation.ab import GenerationAB
+    from roleforge.evaluation.capability import measure_guardrails
     from roleforge.tasks.evaluate import answer_sheet
 
     asked = {"ab": ["Cut costs?", "Hire now?"], "capability": ["What is the capital of France?", "What is 2 + 2?"],

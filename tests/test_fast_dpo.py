@@ -6,13 +6,13 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
-from roleforge.tasks.evaluate import completion_logps
+from roleforge.models.base import chat_prompts, load_model, load_tokenizer, pooled_attention
 from roleforge.ops.memory import glibc
+from roleforge.tasks.evaluate import completion_logps
 from roleforge.training.dpo_batches import collate, length_buckets, tokenize_pairs
 from roleforge.training.frozen_head import completion_token_logps
 from roleforge.training.losses import dpo_losses
 from roleforge.training.sequence_logps import logps_path, sequence_logps, tokens_through
-from roleforge.models.base import chat_prompts, load_model, load_tokenizer, pooled_attention
 
 SYSTEM = "You are a tool-using agent. Answer with a Thought line and a JSON action."
 PAIRS = [{"prompt": f"What is {i} plus {i * 3}?", "chosen": f'Thought: add.\nAction:\n```json\n{{"tool": "calculator", "args": {{"expression": "{i} + {i * 3}"}}}}\n```',

@@ -3,14 +3,14 @@
 import json
 from pathlib import Path
 
+from roleforge.config.settings import load_settings
 from roleforge.flows.params import SelfLearningRun
 from roleforge.flows.self_learning import self_learning
 from roleforge.ops import audit
-from roleforge.registry.tracking import CHAMPION, alias_version
-from roleforge.config.settings import load_settings
 from roleforge.ops.status import role_status
-from roleforge.storage.schema import engine_for, feedback
+from roleforge.registry.tracking import CHAMPION, alias_version
 from roleforge.registry.tracking import mlflow_client
+from roleforge.storage.schema import engine_for, feedback
 from tests.conftest import SAMPLE
 
 GATES = """

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from roleforge.validation.shift_guard import shift_guard
 from roleforge.config.settings import ShiftGuardConfig
+from roleforge.validation.shift_guard import shift_guard
 
 
 def rows(count: int, start: int = 1, rater=lambda i: f"user-{i % 40}", source=lambda i: None, prompt=lambda i: f"q{i}"):
@@ -56,8 +56,8 @@ def test_too_few_new_rows_are_not_judged_on_shares(count):
 
 def test_sample_feedback_passes_the_guard(home):
     from roleforge.cli import main
-    from roleforge.tasks.label import label_stored
     from roleforge.config.settings import load_settings
+    from roleforge.tasks.label import label_stored
     from tests.conftest import SAMPLE
 
     assert main(["ingest", str(SAMPLE)]) == 0

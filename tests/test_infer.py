@@ -9,8 +9,8 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
-from roleforge.models.generation import RoleRouter, tool_use_rates
 from roleforge.models.base import load_model
+from roleforge.models.generation import RoleRouter, tool_use_rates
 
 GOOD = 'Thought: I will search.\nAction:\n```json\n{"tool": "search", "args": {"query": "x"}}\n```'
 

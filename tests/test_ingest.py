@@ -7,10 +7,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from roleforge.ops.errors import RoleforgeError
 from roleforge.ingest.quarantine import Quarantined, quarantine_lines
-from roleforge.tasks.ingest import ingest_files
+from roleforge.ops.errors import RoleforgeError
 from roleforge.storage.schema import engine_for, feedback_for_role
+from roleforge.tasks.ingest import ingest_files
 
 ROLES = {"ceo", "cfo", "coo", "tool-agent"}
 GOOD = [
@@ -87,8 +87,8 @@ def stored_cells(url: str) -> list[tuple]:
 
 
 def test_bulk_staged_insert_stores_what_the_row_by_row_insert_stores(tmp_path, monkeypatch):
-    from roleforge.storage import inserts, schema, staging
     from roleforge.ingest.rows import to_stored_row
+    from roleforge.storage import inserts, schema, staging
 
     base = {"agent_role": "ceo", "prompt": "p", "response": "r", "rating": 3, "response_a": None,
             "response_b": None, "preference": None, "event_id": None, "rater": None, "confidence": None, "metadata": None,
@@ -112,8 +112,8 @@ def test_bulk_staged_insert_stores_what_the_row_by_row_insert_stores(tmp_path, m
 
 
 def test_a_failed_bulk_insert_leaves_no_staging_file_and_nothing_stored(tmp_path):
-    from roleforge.storage import inserts, schema, staging
     from roleforge.ingest.rows import to_stored_row
+    from roleforge.storage import inserts, schema, staging
 
     url = f"sqlite:///{tmp_path / 'store.db'}"
     engine = schema.engine_for(url)
@@ -276,8 +276,8 @@ def test_quarantine_lines_are_utf8_json_even_for_text_utf8_cannot_hold():
 def test_parse_workers_read_a_file_another_ingest_archives_meanwhile(tmp_path):
     """The workers read the file the ingest holds open, not its name: moved away mid-ingest (another ingest of the
     same inbox archived it), every chunk is still parsed."""
-    from roleforge.storage import inserts
     from roleforge.ingest.parse_workers import PARSE_PARTS, ParseWorkers
+    from roleforge.storage import inserts
 
     source = tmp_path / "feedback.jsonl"
     rows = [{**GOOD[0], "prompt": f"Question {n}?"} for n in range(12)]
@@ -293,8 +293,8 @@ def test_parse_workers_read_a_file_another_ingest_archives_meanwhile(tmp_path):
 
 def test_a_parse_worker_s_failure_is_a_one_line_error_naming_it(tmp_path):
     from roleforge.ingest.parse_workers import ParseWorkers
-    from roleforge.storage.staging import Staging
     from roleforge.storage.inserts import STAGED_LAYOUT
+    from roleforge.storage.staging import Staging
 
     source = tmp_path / "feedback.jsonl"
     source.write_text("".join(json.dumps(row) + "\n" for row in GOOD))
@@ -315,8 +315,8 @@ def test_the_content_key_is_the_hash_s_first_eight_bytes_as_a_signed_integer(dig
 
 def test_a_worker_s_staging_file_belongs_to_the_ingest_process(tmp_path):
     """Named for the process that inserts it, so that remove_stale_staging keeps it while that process runs."""
-    from roleforge.storage import inserts, staging
     from roleforge.ingest.parse_workers import ParseWorkers
+    from roleforge.storage import inserts, staging
 
     source = tmp_path / "feedback.jsonl"
     source.write_text("".join(json.dumps(row) + "\n" for row in GOOD))
@@ -330,8 +330,8 @@ def test_a_worker_s_staging_file_belongs_to_the_ingest_process(tmp_path):
 def test_staging_files_stored_together_are_one_transaction_in_file_order(tmp_path):
     """Several staged chunks per insert: ids follow the files' order, a key held by another file's row is a
     collision, a repeat is a duplicate, and a failure stores none of them."""
-    from roleforge.storage import inserts
     from roleforge.ingest.rows import to_stored_row
+    from roleforge.storage import inserts
 
     def staged(*rows: tuple[dict, int]) -> Path:
         stored = []
@@ -419,8 +419,8 @@ def test_an_ingest_leaves_its_log_checkpointed_and_its_connections_as_they_were(
 
 
 def _staged_rows(directory: Path, first: int, count: int) -> Path:
-    from roleforge.storage import inserts
     from roleforge.ingest.rows import to_stored_row
+    from roleforge.storage import inserts
 
     empty = dict.fromkeys(["response_a", "response_b", "preference", "event_id", "rater", "confidence", "metadata",
                            "timestamp"])

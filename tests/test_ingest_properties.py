@@ -119,8 +119,8 @@ def test_a_staged_insert_finds_the_rows_it_skipped(stored, deleted, files, searc
     gaps. Where the largest id is taken, SQLite gives new rows random ids, and the search must not be trusted."""
     from unittest import mock
 
-    from roleforge.storage import collisions, inserts, schema
     from roleforge.ingest.rows import to_stored_row
+    from roleforge.storage import collisions, inserts, schema
 
     fields = dict.fromkeys(["rating", "response", "response_a", "response_b", "preference", "event_id", "rater",
                             "confidence", "metadata", "timestamp"])

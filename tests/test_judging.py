@@ -7,13 +7,13 @@ import pytest
 
 from roleforge.evaluation.judging import (JUDGE_CALIBRATION, CalibrationPair, calibrate, calibration_pairs, judge_calibration,
                                           judge_generation)
+from roleforge.config.settings import EvaluationConfig, GateConfig
 from roleforge.evaluation.ab import judge_ab, length_controlled_win_rate
+from roleforge.evaluation.scoring import ModelScore
+from roleforge.evaluation.tool_use import TOOL_AGENT_SYSTEM_PROMPT, check_tool_use
 from roleforge.ops.errors import RoleforgeError
 from roleforge.tasks.evaluate import Evaluation
 from roleforge.tasks.promote import gate
-from roleforge.evaluation.scoring import ModelScore
-from roleforge.config.settings import EvaluationConfig, GateConfig
-from roleforge.evaluation.tool_use import TOOL_AGENT_SYSTEM_PROMPT, check_tool_use
 
 
 class ScriptedJudge:
@@ -165,8 +165,8 @@ def test_a_remote_judges_calibration_is_kept_for_one_run(tmp_path):
 
 
 def test_the_local_judge_calibrates_end_to_end(tiny_model_dir):
-    from roleforge.tasks.labelers.judge import LocalJudge
     from roleforge.models.base import load_model, load_tokenizer
+    from roleforge.tasks.labelers.judge import LocalJudge
 
     judge = LocalJudge(load_model(tiny_model_dir), load_tokenizer(tiny_model_dir), batch_size=16)
     result = calibrate(judge, calibration_pairs(), margin=0.1, min_agreement=0.75)

@@ -1,9 +1,9 @@
 """Labeling: human choices and rating gaps become pairs with provenance; conflicts and splits follow fixed rules."""
 
+from roleforge.config.settings import LabelingConfig
 from roleforge.storage.snapshots import load_split, split_of
 from roleforge.tasks.label import build_dataset, resolve_pairs
 from roleforge.tasks.labelers.human import HumanChoiceLabeler, RatingGapLabeler
-from roleforge.config.settings import LabelingConfig
 
 CONFIG = LabelingConfig()
 

@@ -7,12 +7,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from roleforge.data_contracts.preference import PreferencePair
+from roleforge.evaluation.tool_use import check_tool_use
 from roleforge.tasks.label import cap_automated, label_rows
 from roleforge.tasks.labelers.generator import FORMAT_FAILURE_MODES, RejectedResponseGenerator, rejected_variant
 from roleforge.tasks.labelers.heuristics import HeuristicLabeler, is_refusal
 from roleforge.tasks.labelers.human import HumanChoiceLabeler
 from roleforge.tasks.labelers.judge import HttpJudge, JudgeLabeler, LocalJudge, combine
-from roleforge.evaluation.tool_use import check_tool_use
 from roleforge.tasks.validate import validate_pairs
 
 GOOD_CALL = 'Thought: arithmetic, so the calculator.\nAction:\n```json\n{"tool": "calculator", "args": {"expression": "6 * 7"}}\n```'

@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from roleforge.deployments.serve import build_deployments, deployment_specs
 from roleforge.config.settings import load_settings
+from roleforge.deployments.serve import build_deployments, deployment_specs
 from roleforge.registry.tracking import mlflow_client
 from tests.conftest import SAMPLE
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from roleforge.tasks.ingest import ingest_files
 from roleforge.storage.schema import FEEDBACK_COLUMNS, engine_for, feedback_counts, feedback_for_role
+from roleforge.tasks.ingest import ingest_files
 
 pytestmark = pytest.mark.slow  # needs a real server
 
@@ -122,8 +122,8 @@ def test_postgresql_rows_whose_store_keys_collide_are_quarantined_not_lost(tmp_p
 
 
 def test_a_failed_copy_stores_nothing_of_its_transaction(postgres_url):
-    from roleforge.storage import inserts
     from roleforge.ingest.rows import to_stored_row
+    from roleforge.storage import inserts
 
     empty = dict.fromkeys(["response_a", "response_b", "preference", "event_id", "rater", "confidence", "metadata",
                            "timestamp"])
@@ -212,11 +212,11 @@ def test_a_role_trains_and_is_promoted_with_its_store_and_registry_on_postgresql
     server (MLflow through SQLAlchemy, its own tables in a database of their own): the champion is registered there,
     and `status` finds it there."""
     from roleforge.bench.ingest import scratch_database
+    from roleforge.config.settings import load_settings
     from roleforge.flows.params import SelfLearningRun
     from roleforge.flows.self_learning import self_learning
-    from roleforge.registry.tracking import CHAMPION, alias_version
-    from roleforge.config.settings import load_settings
     from roleforge.ops.status import role_status
+    from roleforge.registry.tracking import CHAMPION, alias_version
     from roleforge.registry.tracking import mlflow_client
     from tests.conftest import SAMPLE
     from tests.test_flow import GATES

@@ -4,12 +4,12 @@ from pathlib import Path
 
 import pytest
 
-from roleforge.ops.errors import RoleforgeError
-from roleforge.tasks.evaluate import Evaluation, ModelScore
-from roleforge.registry.tracking import CHAMPION, PREVIOUS, alias_version
-from roleforge.tasks.promote import decide, gate, rollback
 from roleforge.config.settings import GateConfig
+from roleforge.ops.errors import RoleforgeError
+from roleforge.registry.tracking import CHAMPION, PREVIOUS, alias_version
 from roleforge.registry.tracking import experiment_id, mlflow_client
+from roleforge.tasks.evaluate import Evaluation, ModelScore
+from roleforge.tasks.promote import decide, gate, rollback
 from roleforge.training.candidate import Candidate
 
 NAME = "roleforge-ceo"

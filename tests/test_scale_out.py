@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from roleforge.config.settings import AzureMLSettings
 from roleforge.deployments.azure_ml import compute_spec, training_folder, training_job_spec, wait_for_job
 from roleforge.ops.errors import Preempted
-from roleforge.config.settings import AzureMLSettings
 from tests.conftest import SAMPLE
 
 DASK = """

@@ -155,9 +155,9 @@ def files_containing(folder: Path, secrets: list[str]) -> list[str]:
 def test_secrets_never_reach_logs_databases_params_or_artifacts(home, prefect_harness, tmp_path, monkeypatch, capfd, caplog):
     from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL
 
+    from roleforge.config.settings import load_settings
     from roleforge.flows.params import SelfLearningRun
     from roleforge.flows.self_learning import self_learning
-    from roleforge.config.settings import load_settings
     from roleforge.registry.tracking import mlflow_client
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Teacher)
@@ -191,9 +191,9 @@ def test_one_roles_feedback_never_reaches_another_roles_dataset(home):
     import pandas as pd
 
     from roleforge.cli import main
-    from roleforge.tasks.label import label_stored
     from roleforge.config.settings import load_settings
     from roleforge.storage.schema import engine_for, feedback_for_role
+    from roleforge.tasks.label import label_stored
 
     assert main(["ingest", str(SAMPLE)]) == 0
     settings = load_settings()

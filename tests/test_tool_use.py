@@ -22,10 +22,10 @@ from roleforge.sample.generate import (
     tool_call,
     tool_request,
 )
+from roleforge.evaluation.tool_use import ExpressionError, check_arguments, check_tool_use, evaluate_expression, parse_action
 from roleforge.models.generation import read_tool_use_prompts, tool_use_rates
 from roleforge.tasks.labelers import preferred
 from roleforge.tasks.labelers.generator import rejected_variant
-from roleforge.evaluation.tool_use import ExpressionError, check_arguments, check_tool_use, evaluate_expression, parse_action
 
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "roleforge" / "sample"
 EVAL_FILES = [SAMPLE_DIR / "tool_use_eval.jsonl", SAMPLE_DIR / "tool_use_heldout.jsonl"]

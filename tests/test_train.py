@@ -5,11 +5,11 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from roleforge.ops.errors import RoleforgeError
-from roleforge.tasks.label import build_dataset
 from roleforge.config.recipes import build_configs, role_recipe
 from roleforge.config.settings import LabelingConfig, load_settings
+from roleforge.ops.errors import RoleforgeError
 from roleforge.registry.tracking import experiment_id, mlflow_client
+from roleforge.tasks.label import build_dataset
 from roleforge.training.local import train_adapter
 
 RECIPE_OVERRIDES = {"dpo": {"num_train_epochs": 1, "per_device_train_batch_size": 4, "learning_rate": 0.01, "save_steps": 2},
@@ -147,8 +147,8 @@ def test_sigterm_writes_a_checkpoint_and_a_rerun_resumes_from_it(home, tiny_mode
     import threading
     import time
 
-    from roleforge.training import preemption
     from roleforge.ops.errors import Preempted
+    from roleforge.training import preemption
 
     long_run = {"dpo": {**RECIPE_OVERRIDES["dpo"], "per_device_train_batch_size": 1, "save_steps": 1000}, "data": {"max_train_pairs": 32}}
 
@@ -173,9 +173,9 @@ def test_sigterm_writes_a_checkpoint_and_a_rerun_resumes_from_it(home, tiny_mode
 
 
 def test_preemption_and_code_errors_have_separate_retry_budgets():
-    from roleforge.training import preemption
     from roleforge.ops.errors import Preempted
     from roleforge.ops.retries import RetryPolicy
+    from roleforge.training import preemption
 
     class Failed:
         def __init__(self, error):

@@ -7,13 +7,13 @@ import json
 import optuna
 import pytest
 
+from roleforge.config.recipes import role_recipe
+from roleforge.config.settings import load_settings
 from roleforge.evaluation.contracts import Compliance
+from roleforge.evaluation.scoring import ModelScore
 from roleforge.flows.params import TuneRun
 from roleforge.ops.errors import RoleforgeError
 from roleforge.tasks.evaluate import Evaluation
-from roleforge.config.recipes import role_recipe
-from roleforge.evaluation.scoring import ModelScore
-from roleforge.config.settings import load_settings
 from roleforge.tasks.tune import REFUSED_PENALTY, TrialResult, TuneResult, check_search_space, objective
 from roleforge.training.search import SEARCH_SPACE, trial_overrides
 from tests.conftest import SAMPLE
@@ -94,9 +94,9 @@ def test_a_tune_saves_only_a_passing_recipe_and_a_second_tune_continues_the_stud
                                                                                    capsys):
     from roleforge.cli import build_parser
     from roleforge.flows.tune import tune_role
-    from roleforge.training import local
-    from roleforge.tasks.ingest import ingest_configured
     from roleforge.registry.tracking import experiment_id, mlflow_client
+    from roleforge.tasks.ingest import ingest_configured
+    from roleforge.training import local
 
     config = tmp_path / "roleforge.toml"
     config.write_text(TUNE_CONFIG + NOTHING_PASSES)

@@ -10,9 +10,9 @@ from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from roleforge.evaluation.contracts import OutputContract
-from roleforge.sample import TOOL_USE_HELDOUT
-from roleforge.ops.errors import RoleforgeError
 from roleforge.evaluation.tool_use import TOOL_AGENT_SYSTEM_PROMPT
+from roleforge.ops.errors import RoleforgeError
+from roleforge.sample import TOOL_USE_HELDOUT
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 

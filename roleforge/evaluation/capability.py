@@ -13,8 +13,8 @@ from typing import Any
 from pydantic import BaseModel, computed_field
 from scipy.stats import binomtest
 
-from roleforge.sample import CAPABILITIES
 from roleforge.ops.errors import RoleforgeError
+from roleforge.sample import CAPABILITIES
 from roleforge.tasks.labelers.heuristics import is_refusal
 
 

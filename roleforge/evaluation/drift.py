@@ -16,8 +16,8 @@ def mean_token_kl(model: Any, tokenizer: Any, system_prompt: str, prompts: list[
     import torch
     import torch.nn.functional as F
 
-    from roleforge.training.dpo_batches import pad_sequences
     from roleforge.models.base import chat_prompts, inference_autocast
+    from roleforge.training.dpo_batches import pad_sequences
 
     texts = chat_prompts(tokenizer, system_prompt, prompts)
     total, tokens = 0.0, 0

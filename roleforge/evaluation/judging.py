@@ -13,10 +13,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from roleforge.ops.files import write_atomic
-from roleforge.sample import SAMPLE_DIR
 from roleforge.evaluation.ab import GenerationAB, judge_ab, order_verdict
 from roleforge.ops.errors import RoleforgeError
+from roleforge.ops.files import write_atomic
+from roleforge.sample import SAMPLE_DIR
 
 # Pairs with a known better answer: a correct vs a wrong fact, an on-role answer vs a refusal, a relevant answer vs an
 # off-topic one, the right tool call vs prose.

@@ -18,8 +18,8 @@ def role_prompts(role: str, path: Path | None, contract: OutputContract) -> list
     written apart from the sample generator (tool requests for a tool-call contract, the role's rows otherwise)."""
     import json
 
-    from roleforge.sample import ROLE_EVAL, TOOL_USE_EVAL
     from roleforge.ops.errors import RoleforgeError
+    from roleforge.sample import ROLE_EVAL, TOOL_USE_EVAL
 
     source = path or (TOOL_USE_EVAL if contract.tool_call else ROLE_EVAL)
     rows = [json.loads(line) for line in Path(source).read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -20,9 +20,9 @@ def completion_logps(model: Any, tokenizer: Any, prompts: list[str], completions
     """(sum of log-probs, token count) of each completion given its prompt; logits only for completion tokens."""
     import torch
 
+    from roleforge.models.base import inference_autocast
     from roleforge.training.dpo_batches import pad_sequences
     from roleforge.training.sequence_logps import sequence_logps
-    from roleforge.models.base import inference_autocast
 
     results: list[tuple[float, int]] = []
     for start in range(0, len(prompts), batch_size):

@@ -9,8 +9,8 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from roleforge.ops.errors import RoleforgeError
 from roleforge.config.settings import Settings
+from roleforge.ops.errors import RoleforgeError
 
 
 class RoleRouter:

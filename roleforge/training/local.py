@@ -120,9 +120,9 @@ def train_adapter(dataset: PreferenceDataset, system_prompt: str, recipe: dict[s
     """
     from transformers import PrinterCallback
 
+    from roleforge.config.recipes import build_configs
     from roleforge.models.base import BASE_MODELS, check_adapter, compute_dtype, load_tokenizer
     from roleforge.training.preemption import checkpoint_on_shutdown_callback, raise_if_preempted, training_in_progress
-    from roleforge.config.recipes import build_configs
 
     started = time.monotonic()
     if base_adapter is not None:

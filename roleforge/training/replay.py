@@ -32,8 +32,8 @@ def reference_answers(model: Any, tokenizer: Any, system_prompt: str, prompts: l
                       cache_dir: Path | None, identity: str) -> dict[str, str]:
     """The model's greedy answer to each prompt under the role's system prompt, kept in `cache_dir` by the model's
     identity, the system prompt and the prompts: a reference model's answers never change, so they are made once."""
-    from roleforge.ops.files import write_atomic
     from roleforge.models.generation import generate_answers
+    from roleforge.ops.files import write_atomic
 
     key = hashlib.sha256(json.dumps([identity, system_prompt, prompts, max_new_tokens]).encode()).hexdigest()[:32]
     cached = cache_dir / f"{key}.json" if cache_dir is not None else None

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from roleforge.tasks.labelers import Comparison, LabelResult, comparisons
 from roleforge.evaluation.tool_use import check_tool_use
+from roleforge.tasks.labelers import Comparison, LabelResult, comparisons
 
 REFUSAL = re.compile(
     r"\b(I\s+(cannot|can't|can not|am unable to|won't)\s+(help|assist|answer|do|provide|give|make)|"

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from roleforge.bench.ingest import write_feedback_file
-from roleforge.ingest.rows import parse_records
 from roleforge.config.settings import DEFAULT_ROLES
+from roleforge.ingest.rows import parse_records
 
 
 def feedback_files(folder: Path, work: Path, rows: int = 48_000) -> list[Path]:
