@@ -25,7 +25,8 @@ from roleforge.tasks.labelers.generator import RejectedResponseGenerator
 from roleforge.tasks.labelers.heuristics import HeuristicLabeler
 from roleforge.tasks.labelers.human import HumanChoiceLabeler, RatingGapLabeler
 from roleforge.tasks.labelers.judge import HttpJudge, Judge, JudgeLabeler, LocalJudge
-from roleforge.tasks.validate import ContractResult, validate_pairs
+from roleforge.tasks.validate import validate_pairs
+from roleforge.validation.results import ContractResult
 
 
 def resolve_pairs(pairs: Iterable[PreferencePair]) -> tuple[list[PreferencePair], int]:

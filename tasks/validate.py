@@ -8,36 +8,12 @@ from collections.abc import Callable
 from typing import Any
 
 from prefect import get_run_logger, task
-from pydantic import BaseModel
 
 from roleforge.config.settings import load_settings
 from roleforge.ops.retries import retry_transient
 from roleforge.ops.timing import STAGES
 from roleforge.runtime import import_for_stages
-
-
-class ExpectationOutcome(BaseModel):
-    expectation: str
-    column: str | None
-    success: bool
-    unexpected_count: int | None
-    examples: list[str]
-
-
-class ContractResult(BaseModel):
-    """A role's contract verdict, one line per expectation."""
-
-    role: str
-    rows: int
-    success: bool
-    expectations: list[ExpectationOutcome]
-    name: str = "contract"
-
-    @property
-    def failure_summary(self) -> str:
-        failed = [f"{e.expectation}({e.column or ''}): {e.unexpected_count} unexpected"
-                  + (f", e.g. {e.examples[0]}" if e.examples else "") for e in self.expectations if not e.success]
-        return f"{self.name} failed: " + "; ".join(failed) if failed else ""
+from roleforge.validation.results import ContractResult, ExpectationOutcome
 
 
 def _quiet_context() -> Any:

@@ -15,6 +15,13 @@ def test_tasks_holds_the_stages_only_and_none_imports_deployments():
     assert [path.name for path in tasks.rglob("*.py") if "roleforge.deployments" in path.read_text()] == []
 
 
+def test_the_building_blocks_never_import_a_stage():
+    """roleforge/ is what the stages use; only the command line and the benchmarks, which run stages, import them."""
+    callers = {"cli", "bench"}
+    blocks = [path for path in (ROOT / "roleforge").rglob("*.py") if path.relative_to(ROOT / "roleforge").parts[0] not in callers]
+    assert [str(path.relative_to(ROOT)) for path in blocks if "roleforge.tasks" in path.read_text()] == []
+
+
 def test_no_module_outside_the_tests_is_longer_than_a_reader_can_hold():
     folders = ("roleforge", "tasks", "flows", "deployments", "data_contracts")
     lengths = {str(path.relative_to(ROOT)): len(path.read_text().splitlines())

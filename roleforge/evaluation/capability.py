@@ -13,9 +13,9 @@ from typing import Any
 from pydantic import BaseModel, computed_field
 from scipy.stats import binomtest
 
+from roleforge.evaluation.refusals import is_refusal
 from roleforge.ops.errors import RoleforgeError
 from roleforge.sample import CAPABILITIES
-from roleforge.tasks.labelers.heuristics import is_refusal
 
 
 def answers_correctly(answer: str, accepted: list[str]) -> bool:

@@ -1,1 +1,2 @@
-"""Building blocks of the validate stage beyond the data contracts: the poisoning (shift) guard."""
+"""Building blocks of the validate stage beyond the Great Expectations suites: the verdict of a check, and the
+poisoning (shift) guard."""

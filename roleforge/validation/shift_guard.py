@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from roleforge.config.settings import ShiftGuardConfig
-from roleforge.tasks.validate import ContractResult, ExpectationOutcome
+from roleforge.validation.results import ContractResult, ExpectationOutcome
 
 
 def _source(row: dict[str, Any]) -> str | None:

@@ -6,24 +6,13 @@ When no rule tells them apart, the labeler abstains.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from roleforge.evaluation.refusals import is_refusal
 from roleforge.evaluation.tool_use import check_tool_use
 from roleforge.tasks.labelers import Comparison, LabelResult, comparisons
-
-REFUSAL = re.compile(
-    r"\b(I\s+(cannot|can't|can not|am unable to|won't)\s+(help|assist|answer|do|provide|give|make)|"
-    r"I'?m\s+(sorry|afraid)[, ]+(but\s+)?I\s+(cannot|can't)|as an AI[, ]+I\s+(cannot|can't|don't))",
-    re.IGNORECASE,
-)
-
-
-def is_refusal(text: str) -> bool:
-    return REFUSAL.search(text) is not None
-
 
 def refusal_rule(first: str, second: str, _: dict[str, Any]) -> bool | None:
     """An answer beats a refusal."""
