@@ -4,7 +4,8 @@ import pytest
 
 from roleforge.config.settings import GateConfig, load_settings
 from roleforge.evaluation.contracts import OutputContract, compliance
-from roleforge.tasks.evaluate import Evaluation, ModelScore
+from roleforge.evaluation.scoring import ModelScore
+from roleforge.tasks.evaluate import Evaluation
 from roleforge.tasks.promote import gate
 
 CEO = OutputContract(required_lines=["Decision:", "Reason:", "Next step:"])

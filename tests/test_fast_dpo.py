@@ -6,9 +6,9 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
+from roleforge.evaluation.scoring import completion_logps
 from roleforge.models.base import chat_prompts, load_model, load_tokenizer, pooled_attention
 from roleforge.ops.memory import glibc
-from roleforge.tasks.evaluate import completion_logps
 from roleforge.training.dpo_batches import collate, length_buckets, tokenize_pairs
 from roleforge.training.frozen_head import completion_token_logps
 from roleforge.training.losses import dpo_losses

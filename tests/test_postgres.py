@@ -216,8 +216,7 @@ def test_a_role_trains_and_is_promoted_with_its_store_and_registry_on_postgresql
     from roleforge.flows.params import SelfLearningRun
     from roleforge.flows.self_learning import self_learning
     from roleforge.ops.status import role_status
-    from roleforge.registry.tracking import CHAMPION, alias_version
-    from roleforge.registry.tracking import mlflow_client
+    from roleforge.registry.tracking import CHAMPION, alias_version, mlflow_client
     from tests.conftest import SAMPLE
     from tests.test_flow import GATES
 

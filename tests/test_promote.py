@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 
 from roleforge.config.settings import GateConfig
+from roleforge.evaluation.scoring import ModelScore
 from roleforge.ops.errors import RoleforgeError
-from roleforge.registry.tracking import CHAMPION, PREVIOUS, alias_version
-from roleforge.registry.tracking import experiment_id, mlflow_client
-from roleforge.tasks.evaluate import Evaluation, ModelScore
+from roleforge.registry.tracking import CHAMPION, PREVIOUS, alias_version, experiment_id, mlflow_client
+from roleforge.tasks.evaluate import Evaluation
 from roleforge.tasks.promote import decide, gate, rollback
 from roleforge.training.candidate import Candidate
 

@@ -54,11 +54,10 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 def cmd_evaluate_tool_use(args: argparse.Namespace) -> int:
     settings = command_settings()
-    from roleforge.models.generation import read_tool_use_prompts
+    from roleforge.models.generation import read_tool_use_prompts, tool_use_rates
 
     rows = read_tool_use_prompts(args.prompts)
     router, version = _router(settings, args.role, args.model)
-    from roleforge.models.generation import tool_use_rates
 
     answers = router.generate(args.role, settings.role(args.role).system_prompt, [r["request"] for r in rows])
     report = {"role": args.role, "model": args.model, "version": version, **tool_use_rates(answers, rows)}

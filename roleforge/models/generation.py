@@ -71,8 +71,7 @@ def generate_answers(model: Any, tokenizer: Any, system_prompt: str, prompts: li
 
 def champion_adapters(settings: Settings, roles: list[str]) -> dict[str, tuple[Path, str]]:
     """Each role's champion adapter directory and version, for the roles that have one."""
-    from roleforge.registry.tracking import champion_adapter
-    from roleforge.registry.tracking import mlflow_client
+    from roleforge.registry.tracking import champion_adapter, mlflow_client
 
     client = mlflow_client(settings.resolved_tracking_uri)
     found = {}
