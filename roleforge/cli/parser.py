@@ -9,9 +9,11 @@ from collections.abc import Sequence
 from roleforge.cli.bench import (cmd_bench_cli, cmd_bench_dpo, cmd_bench_generate, cmd_bench_ingest, cmd_bench_label,
                                  cmd_bench_pairs)
 from roleforge.cli.common import Parser
+from roleforge.cli.export import cmd_export_vllm
 from roleforge.cli.generation import cmd_chat, cmd_evaluate_role, cmd_evaluate_tool_use, cmd_generate
 from roleforge.cli.pipeline import (cmd_ingest, cmd_label, cmd_rollback, cmd_run, cmd_serve, cmd_setup_model, cmd_train_job,
                                     cmd_tune)
+from roleforge.cli.serving import cmd_api
 from roleforge.cli.status import cmd_audit, cmd_status
 from roleforge.ops.errors import Preempted, RoleforgeError, database_error
 
@@ -152,6 +154,24 @@ def build_parser() -> Parser:
     role_eval.add_argument("--answers", help="also write each prompt with both answers to this JSONL file")
     role_eval.add_argument("--json", action="store_true")
     role_eval.set_defaults(handler=cmd_evaluate_role)
+
+    export = commands.add_parser("export", help="the champions, packed for another server").add_subparsers(
+        dest="export_target", required=True, parser_class=Parser)
+    export_vllm = export.add_parser("vllm", help="every role's champion LoRA adapter and serve.sh, which serves the same "
+                                                 "roles with vLLM on a GPU server")
+    export_vllm.add_argument("--out", required=True, help="directory to write (new or empty)")
+    export_vllm.add_argument("--roles", help="comma-separated roles (default: all configured)")
+    export_vllm.add_argument("--base-model", help="the base model as the server names it: a path there or a Hugging Face "
+                                                  "repo id (default: this machine's base model directory)")
+    export_vllm.add_argument("--force", action="store_true", help="export into a non-empty --out, replacing an export there")
+    export_vllm.add_argument("--json", action="store_true", help="print the export's summary as JSON on the last line")
+    export_vllm.set_defaults(handler=cmd_export_vllm)
+
+    api = commands.add_parser("api", help="serve every role's champion over HTTP (OpenAI-compatible), with the rater page "
+                                          "and feedback into the inbox")
+    api.add_argument("--host", help="address to bind (default: serving.host, 127.0.0.1); others need ROLEFORGE_API_KEYS")
+    api.add_argument("--port", type=int, help="port (default: serving.port, 8000)")
+    api.set_defaults(handler=cmd_api)
 
     serve = commands.add_parser("serve", help="serve the deployments of prefect.yaml (with schedules) from this process")
     serve.add_argument("--limit", type=int, default=1, help="flow runs at once (default 1: one CPU-heavy run at a time)")

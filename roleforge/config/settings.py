@@ -156,6 +156,31 @@ class AzureMLSettings(BaseModel):
     registry: str | None = Field(default=None, description="An Azure ML registry to mirror into instead of the workspace.")
 
 
+class RoleServingConfig(BaseModel):
+    """How `roleforge api` serves a role."""
+
+    ab_share: float = Field(
+        default=0.0, ge=0.0, le=1.0,
+        description="Share of the role's requests answered by the champion and the newest held-back or pending candidate "
+                    "side by side (order randomised); the rater's choice comes back as a human A/B row.")
+
+
+class ServingSettings(BaseModel):
+    """`roleforge api`: one base model with every champion attached, requests batched across roles."""
+
+    host: str = Field(default="127.0.0.1", description="Address to bind; any other than loopback needs ROLEFORGE_API_KEYS.")
+    port: int = Field(default=8000, ge=0, le=65535)
+    max_batch: int = Field(default=8, ge=1, le=256, description="Requests generated together (any mix of roles).")
+    max_queue: int = Field(default=64, ge=1, description="Requests waiting for a batch; past it the server answers 429.")
+    batch_wait_ms: float = Field(default=5.0, ge=0.0, le=1000.0, description="How long a batch waits to fill once a request is waiting.")
+    max_new_tokens: int = Field(default=256, ge=1, description="Answer length when a request gives no max_tokens.")
+    max_tokens_limit: int = Field(default=1024, ge=1, description="Most new tokens a request may ask for.")
+    poll_seconds: float = Field(default=10.0, gt=0.0, description="How often the registry is read for promotions and rollbacks.")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        default="auto", description="Weights' dtype: auto is bfloat16 on a GPU that computes in it, else float32.")
+    ledger_days: int = Field(default=30, ge=1, description="Days a served answer stays known to /v1/feedback.")
+
+
 class RoleConfig(BaseModel):
     """A role that an agent plays, with its own data rules, training recipe overrides and promotion gate."""
 
@@ -176,6 +201,7 @@ class RoleConfig(BaseModel):
     output: OutputContract = Field(
         default_factory=OutputContract,
         description="The shape every answer must take: evaluated on held-out prompts, gated, and used by the labeler.")
+    serving: RoleServingConfig = Field(default_factory=RoleServingConfig)
 
 
 # The executives' preferred answers are a few short labelled lines where the base model writes a long paragraph: a
@@ -244,6 +270,7 @@ class Settings(BaseSettings):
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     azure_ml: AzureMLSettings = Field(default_factory=AzureMLSettings)
+    serving: ServingSettings = Field(default_factory=ServingSettings)
     mlflow_ui_url: str = Field(default="http://127.0.0.1:5000", description="Where `mlflow ui` serves, for links in run summaries.")
     registry_prefix: str = Field(default="roleforge", description="Registered model name = '<prefix>-<role>'.")
 
