@@ -115,3 +115,15 @@ def cmd_bench_cli(args: argparse.Namespace) -> int:
     return _bench_done(report, settings.path("bench") / "cli.json",
                        f"roleforge --help {report['help_seconds']} s, roleforge status {report['status_seconds']} s "
                        f"(median of {args.repeats})", args)
+
+
+def cmd_bench_serve(args: argparse.Namespace) -> int:
+    settings = command_settings()
+    from roleforge.bench.serve import serve_benchmark
+
+    if args.clients < 1 or args.requests < 1 or args.max_tokens < 1 or args.max_batch < 2:
+        raise RoleforgeError("--clients, --requests and --max-tokens must be at least 1, --max-batch at least 2")
+    report = serve_benchmark(settings, args.clients, args.requests, args.max_tokens, args.max_batch)
+    return _bench_done(report, settings.path("bench") / "serve.json",
+                       f"batched {report['requests_per_s']} requests/s (p95 {report['p95_ms']} ms) vs one at a time "
+                       f"{report['sequential']['requests_per_s']} (p95 {report['sequential']['p95_ms']} ms): {report['speedup']}x", args)

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from roleforge.cli.bench import (cmd_bench_cli, cmd_bench_dpo, cmd_bench_generate, cmd_bench_ingest, cmd_bench_label,
-                                 cmd_bench_pairs)
+                                 cmd_bench_pairs, cmd_bench_serve)
 from roleforge.cli.common import Parser
 from roleforge.cli.export import cmd_export_vllm
 from roleforge.cli.generation import cmd_chat, cmd_evaluate_role, cmd_evaluate_tool_use, cmd_generate
@@ -110,6 +110,14 @@ def build_parser() -> Parser:
     bench_generate.add_argument("--model", help="a model directory (default: the base model)")
     bench_generate.add_argument("--json", action="store_true")
     bench_generate.set_defaults(handler=cmd_bench_generate)
+
+    bench_serve = bench.add_parser("serve", help="the HTTP API under mixed-role traffic: batched across roles vs one request at a time")
+    bench_serve.add_argument("--clients", type=int, default=8, help="concurrent clients (default 8)")
+    bench_serve.add_argument("--requests", type=int, default=64, help="requests in all, over four roles (default 64)")
+    bench_serve.add_argument("--max-tokens", type=int, default=64, help="longest answer (default 64)")
+    bench_serve.add_argument("--max-batch", type=int, default=8, help="batch size of the batched run (default 8)")
+    bench_serve.add_argument("--json", action="store_true")
+    bench_serve.set_defaults(handler=cmd_bench_serve)
 
     bench_label = bench.add_parser("label", help="heuristic labeling throughput; local judge batched vs one at a time")
     bench_label.add_argument("--rows", type=int, default=100_000, help="feedback rows to label (default 100000)")

@@ -61,18 +61,25 @@ class Service:
     def _load(self) -> None:
         try:
             started = time.perf_counter()
-            self.engine = ServingModel(self.settings.base_model_dir(), self.config.dtype)
-            self.scheduler = Scheduler(self.engine, self.config.max_batch, self.config.max_queue,
-                                       self.config.batch_wait_ms / 1000, self.metrics.batch_done)
-            self.watch = RegistryWatch(self.settings, self.engine, self.scheduler, self.config.poll_seconds)
+            engine = ServingModel(self.settings.base_model_dir(), self.config.dtype)
+            self.use(engine, self.config.max_batch)
+            self.watch = RegistryWatch(self.settings, engine, self.scheduler, self.config.poll_seconds)
             self.watch.sync()
             self.watch.start()
-            log.info("serving %d roles on %s (%s) after %.1f s", len(self.settings.roles), self.engine.model.device,
-                     self.engine.dtype, time.perf_counter() - started)
+            log.info("serving %d roles on %s (%s) after %.1f s", len(self.settings.roles), engine.model.device,
+                     engine.dtype, time.perf_counter() - started)
             self._ready.set()
         except Exception as error:
             self.load_error = f"{type(error).__name__}: {error}"
             log.error("the serving model did not load: %s", self.load_error)
+
+    def use(self, engine: ServingModel, max_batch: int, ready: bool = False) -> None:
+        """Serve with this engine, batches of up to max_batch (the benchmark sets up its own adapters and batch size)."""
+        self.engine = engine
+        self.scheduler = Scheduler(engine, max_batch, self.config.max_queue, self.config.batch_wait_ms / 1000,
+                                   self.metrics.batch_done)
+        if ready:
+            self._ready.set()
 
     def wait_ready(self, timeout_s: float) -> None:
         if not self._ready.wait(timeout_s):
