@@ -156,6 +156,23 @@ class AzureMLSettings(BaseModel):
     registry: str | None = Field(default=None, description="An Azure ML registry to mirror into instead of the workspace.")
 
 
+class RetentionSettings(BaseModel):
+    """What `roleforge gc` (also the nightly flow's last step) prunes. Whatever a registered model version points at
+    (its adapter, its dataset snapshot, its run) is kept whatever these say."""
+
+    archive_days: int | None = Field(default=30, ge=0, description="Days an ingested inbox file stays in archive/ (None: forever).")
+    checkpoint_keep: int = Field(default=1, ge=1, description="Newest complete checkpoints kept per unfinished training.")
+    stale_training_days: int = Field(
+        default=14, ge=0, description="Days after which an unfinished training nobody resumed (and no later one replaced) is removed whole.")
+    snapshot_keep: int = Field(default=3, ge=1, description="Newest dataset snapshots kept per role besides those registered versions point at.")
+    reference_unused_days: int = Field(default=30, ge=0, description="Days a kept reference log-prob may go unused before it is dropped.")
+    mlflow_run_days: int | None = Field(
+        default=None, ge=0, description="Days after which MLflow runs no registered version points at are deleted (None: keep).")
+    prefect_run_days: int | None = Field(default=None, ge=0, description="Days after which finished Prefect flow runs are deleted (None: keep).")
+    max_home_gb: float | None = Field(
+        default=None, gt=0, description="Disk ROLEFORGE_HOME should stay under after gc; gc and status warn when it does not.")
+
+
 class RoleServingConfig(BaseModel):
     """How `roleforge api` serves a role."""
 
@@ -271,6 +288,7 @@ class Settings(BaseSettings):
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     azure_ml: AzureMLSettings = Field(default_factory=AzureMLSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     mlflow_ui_url: str = Field(default="http://127.0.0.1:5000", description="Where `mlflow ui` serves, for links in run summaries.")
     registry_prefix: str = Field(default="roleforge", description="Registered model name = '<prefix>-<role>'.")
 
