@@ -18,7 +18,7 @@ from roleforge.evaluation.contracts import Compliance, OutputContract, complianc
 from roleforge.evaluation.drift import mean_token_kl
 from roleforge.evaluation.judging import JudgeCalibration, judge_generation
 from roleforge.evaluation.scoring import ModelScore, completion_logps, pair_correct, score
-from roleforge.models.generation import generate_answers
+from roleforge.models.generation import answer_mixed
 from roleforge.ops.retries import retry_transient
 from roleforge.ops.timing import STAGES
 from roleforge.runtime import MODEL_MODULES, import_for_stages
@@ -108,28 +108,29 @@ def evaluate_candidate(candidate: Candidate, system_prompt: str, base_model: Pat
                 with active(adapter):
                     return completion_logps(model, tokenizer, prompts, chosen), completion_logps(model, tokenizer, prompts, rejected)
 
-            def generate(adapter: str | None, questions: list[str], max_new_tokens: int) -> list[str]:
-                with active(adapter):
-                    return generate_answers(model, tokenizer, system_prompt, questions, max_new_tokens, config.batch_size)
-
             reference = logps(reference_adapter)
             ours = logps(CANDIDATE)
             theirs = logps(CHAMPION) if champion_adapter is not None else reference
             candidate_score = score(*ours, *reference)
             opponent_score = score(*theirs, *reference) if champion_adapter is not None else score(*reference, None, None)
-            # One batched call per model and prompt set: decoding a small model on a CPU is bound by reading the
-            # weights, so a batch of 32 costs little more per step than a batch of 8.
-            for side, adapter in (("candidate", CANDIDATE), ("opponent", opponent_adapter)):
-                answers[side] = {group: generate(adapter, questions, config.max_new_tokens) if questions else []
-                                 for group, questions in asked.items()}
+            # Both models' answers in the same batches (mixed adapters): decoding a small model on a CPU is bound by
+            # reading the weights, so one batch of 32 costs little more per step than four of 8.
+            plan = [(side, group, adapter, question, config.max_new_tokens)
+                    for side, adapter in (("candidate", CANDIDATE), ("opponent", opponent_adapter))
+                    for group, questions in asked.items() for question in questions]
+            questions = [item["question"] for item in items]
+            plan += [("candidate", "capability", CANDIDATE, question, config.capability_max_new_tokens) for question in questions]
+            answered = answer_mixed(model, tokenizer, system_prompt, [(a, q, n) for _, _, a, q, n in plan], config.batch_size)
+            for side in ("candidate", "opponent"):
+                answers[side] = {group: [] for group in asked}
+            for (side, group, _, _, _), answer in zip(plan, answered):
+                answers[side].setdefault(group, []).append(answer)
             identity = reference_identity(base_model, base_adapter, str(next(base.parameters()).dtype), base.device.type)
             if items:
-                questions = [item["question"] for item in items]
                 with active(reference_adapter):
                     kept = reference_answers(model, tokenizer, system_prompt, questions, config.capability_max_new_tokens,
                                              cache_dir, identity)
                 answers["reference"] = {"capability": [kept.get(q, "") for q in questions]}
-                answers["candidate"]["capability"] = generate(CANDIDATE, questions, config.capability_max_new_tokens)
             if config.drift_prompts:
                 general = general_prompts("drift")[:config.drift_prompts]
                 with active(reference_adapter):

@@ -100,14 +100,14 @@ def test_batched_answers_equal_one_at_a_time(tiny_model_dir, tmp_path):
         engine.install(role, CHAMPION, str(i + 1), lora_adapter(tiny_model_dir, tmp_path / role, seed=i))
     template = engine.tokenizer.apply_chat_template
     prompts = [template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True) for p in PROMPTS]
-    batch = [Job(role, CHAMPION, prompt, 9 + i) for i, (role, prompt) in enumerate(zip(("ceo", "cfo", "coo", "ceo"), prompts))]
+    batch = [Job(prompt=prompt, max_new_tokens=9 + i, role=role) for i, (role, prompt) in enumerate(zip(("ceo", "cfo", "coo", "ceo"), prompts))]
     engine.run(batch)
     for job in batch:
-        alone = Job(job.role, CHAMPION, job.prompt, job.max_new_tokens)
+        alone = Job(prompt=job.prompt, max_new_tokens=job.max_new_tokens, role=job.role)
         engine.run([alone])
         assert (alone.text, alone.completion_tokens, alone.version) == (job.text, job.completion_tokens, job.version)
     assert [job.completion_tokens <= job.max_new_tokens for job in batch] == [True] * 4
-    stopped = Job("ceo", CHAMPION, prompts[0], 12, stop=(batch[0].text[3:5],))
+    stopped = Job(prompt=prompts[0], max_new_tokens=12, stop=(batch[0].text[3:5],), role="ceo")
     engine.run([stopped])
     assert stopped.finish_reason == "stop" and stopped.text == batch[0].text[:3]
 

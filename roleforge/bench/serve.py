@@ -86,7 +86,7 @@ def _load(url: str, plan: list[tuple[str, str]], clients: int, max_tokens: int) 
 
 
 def serve_benchmark(settings: Settings, clients: int, requests: int, max_tokens: int, max_batch: int,
-                    roles: list[str] | None = None) -> dict[str, Any]:
+                    roles: list[str] | None = None, dtype: str | None = None) -> dict[str, Any]:
     from roleforge.models.generation import champion_adapters
     from roleforge.serving.app import create_app
     from roleforge.serving.engine import CHAMPION, ServingModel
@@ -95,7 +95,7 @@ def serve_benchmark(settings: Settings, clients: int, requests: int, max_tokens:
 
     roles = roles or list(settings.roles)[:4]
     base_model = settings.base_model_dir()
-    engine = ServingModel(base_model, settings.serving.dtype)
+    engine = ServingModel(base_model, dtype or settings.serving.dtype)
     champions = champion_adapters(settings, roles)
     adapters: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="roleforge-bench-serve-") as scratch:

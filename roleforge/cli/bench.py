@@ -123,7 +123,7 @@ def cmd_bench_serve(args: argparse.Namespace) -> int:
 
     if args.clients < 1 or args.requests < 1 or args.max_tokens < 1 or args.max_batch < 2:
         raise RoleforgeError("--clients, --requests and --max-tokens must be at least 1, --max-batch at least 2")
-    report = serve_benchmark(settings, args.clients, args.requests, args.max_tokens, args.max_batch)
+    report = serve_benchmark(settings, args.clients, args.requests, args.max_tokens, args.max_batch, dtype=args.dtype)
     return _bench_done(report, settings.path("bench") / "serve.json",
                        f"batched {report['requests_per_s']} requests/s (p95 {report['p95_ms']} ms) vs one at a time "
                        f"{report['sequential']['requests_per_s']} (p95 {report['sequential']['p95_ms']} ms): {report['speedup']}x", args)

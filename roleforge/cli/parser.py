@@ -11,8 +11,10 @@ from roleforge.cli.bench import (cmd_bench_cli, cmd_bench_dpo, cmd_bench_generat
 from roleforge.cli.common import Parser
 from roleforge.cli.export import cmd_export_vllm
 from roleforge.cli.generation import cmd_chat, cmd_evaluate_role, cmd_evaluate_tool_use, cmd_generate
+from roleforge.cli.maintenance import cmd_gc
 from roleforge.cli.pipeline import (cmd_ingest, cmd_label, cmd_rollback, cmd_run, cmd_serve, cmd_setup_model, cmd_train_job,
                                     cmd_tune)
+from roleforge.cli.quarantine import cmd_quarantine, cmd_quarantine_replay
 from roleforge.cli.serving import cmd_api
 from roleforge.cli.status import cmd_audit, cmd_status
 from roleforge.ops.errors import Preempted, RoleforgeError, database_error
@@ -35,6 +37,8 @@ def build_parser() -> Parser:
     run.add_argument("--sample", action="store_true", help="ingest the bundled sample feedback first")
     run.add_argument("--roles", help="comma-separated roles (default: all configured)")
     run.add_argument("--profile", choices=["quick", "default"], help="training profile (default: settings.profile)")
+    run.add_argument("--force", action="store_true",
+                     help="train every role even with fewer new pairs than its min_new_pairs (to debug a role)")
     run.add_argument("--json", action="store_true", help="print per-role outcomes as JSON on the last line")
     run.add_argument("--no-warm-up", action="store_true",
                      help="do not prepare MLflow and the stages' imports while Prefect starts (to measure what that saves)")
@@ -63,10 +67,27 @@ def build_parser() -> Parser:
     rollback.add_argument("--json", action="store_true")
     rollback.set_defaults(handler=cmd_rollback)
 
+    quarantine = commands.add_parser("quarantine", help="quarantined feedback lines by reason and file (replay: store "
+                                                        "those that pass the contract now)")
+    quarantine.add_argument("--json", action="store_true")
+    quarantine.set_defaults(handler=cmd_quarantine)
+    replay = quarantine.add_subparsers(dest="quarantine_action", parser_class=Parser).add_parser(
+        "replay", help="re-ingest quarantined lines with the current configuration: those that pass are stored once "
+                       "and leave the quarantine, the others stay with their current reason")
+    replay.add_argument("--reason", help="only lines whose reason contains this text")
+    replay.add_argument("--json", action="store_true", help="print the replay's counts as JSON on the last line")
+    replay.set_defaults(handler=cmd_quarantine_replay)
+
     audit = commands.add_parser("audit", help="the audit log of ingests, promotion decisions and rollbacks")
     audit.add_argument("--last", type=int, default=20, help="entries to show (0: all; default 20); the chain is always checked whole")
     audit.add_argument("--json", action="store_true")
     audit.set_defaults(handler=cmd_audit)
+
+    gc = commands.add_parser("gc", help="prune old checkpoints, snapshots, archived feedback and caches as [retention] "
+                                        "says; never what a registered model version points at")
+    gc.add_argument("--dry-run", action="store_true", help="count what would be removed, remove nothing")
+    gc.add_argument("--json", action="store_true", help="print the summary as JSON on the last line")
+    gc.set_defaults(handler=cmd_gc)
 
     bench = commands.add_parser("bench", help="benchmarks that print JSON").add_subparsers(
         dest="benchmark", required=True, parser_class=Parser)
@@ -116,6 +137,7 @@ def build_parser() -> Parser:
     bench_serve.add_argument("--requests", type=int, default=64, help="requests in all, over four roles (default 64)")
     bench_serve.add_argument("--max-tokens", type=int, default=64, help="longest answer (default 64)")
     bench_serve.add_argument("--max-batch", type=int, default=8, help="batch size of the batched run (default 8)")
+    bench_serve.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], help="weights' dtype (default: serving.dtype)")
     bench_serve.add_argument("--json", action="store_true")
     bench_serve.set_defaults(handler=cmd_bench_serve)
 

@@ -69,6 +69,22 @@ def generate_answers(model: Any, tokenizer: Any, system_prompt: str, prompts: li
     return [answer.strip() for answer in answers]
 
 
+def answer_mixed(model: Any, tokenizer: Any, system_prompt: str, asks: list[tuple[str | None, str, int]],
+                 batch_size: int = 32) -> list[str]:
+    """Greedy answers to (adapter, prompt, max_new_tokens) asks, in order: every adapter's questions in the same
+    batches (PEFT mixed adapter batches; None is the base model), each row stopping at its own end or limit."""
+    import torch
+
+    from roleforge.models.base import chat_prompts, inference_autocast
+    from roleforge.models.batching import Request, generate_all
+
+    texts = chat_prompts(tokenizer, system_prompt, [prompt for _, prompt, _ in asks])
+    requests = [Request(prompt=text, max_new_tokens=limit, adapter=adapter) for (adapter, _, limit), text in zip(asks, texts)]
+    with torch.no_grad(), inference_autocast():
+        generate_all(model, tokenizer, requests, batch_size)
+    return [request.text.strip() for request in requests]
+
+
 def champion_adapters(settings: Settings, roles: list[str]) -> dict[str, tuple[Path, str]]:
     """Each role's champion adapter directory and version, for the roles that have one."""
     from roleforge.registry.tracking import champion_adapter, mlflow_client

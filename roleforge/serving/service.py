@@ -135,7 +135,8 @@ class Service:
         if served.get(CHALLENGER) and self.rng.random() < self.settings.role(role).serving.ab_share:
             slots = [CHAMPION, CHALLENGER]
             self.rng.shuffle(slots)
-        return [Job(role, slot, conversation.template, max_new_tokens, temperature, top_p, stop) for slot in slots]
+        return [Job(prompt=conversation.template, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                    stop=stop, role=role, slot=slot) for slot in slots]
 
     def submit(self, jobs: list[Job]) -> list[Any]:
         if self.scheduler is None:
