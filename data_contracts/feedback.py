@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -16,6 +17,35 @@ CONFIDENCE_LEVELS = {"low": 0.5, "medium": 0.75, "high": 1.0}
 NUL = "\x00"
 
 Text = Field(min_length=1, max_length=MAX_TEXT_CHARS)
+
+
+class RoleSpellings(dict[str, str]):
+    """Every way a row may name a role -> the role's configured name: names and aliases as written and case-folded
+    (role names match case-insensitively). The contract's checks take the roles in this form (role_spellings)."""
+
+
+def role_spellings(roles: Iterable[str], aliases: Mapping[str, Iterable[str]] | None = None) -> RoleSpellings:
+    """The spellings of configured roles; a ValueError when two roles answer to the same name.
+
+    Args:
+        roles: the configured role names, or their RoleSpellings (returned as they are).
+        aliases: role name -> the other names rows may give it (`[roles.R] aliases`).
+    """
+    if isinstance(roles, RoleSpellings):
+        return roles
+    spellings = RoleSpellings()
+    for name in roles:
+        for spelling in (name, *(aliases or {}).get(name, ())):
+            for key in (spelling, spelling.casefold()):
+                if spellings.setdefault(key, name) != name:
+                    raise ValueError(f"roles {spellings[key]!r} and {name!r} both answer to {spelling!r} (role names "
+                                     "and aliases match case-insensitively)")
+    return spellings
+
+
+def canonical_role(role: str, spellings: RoleSpellings) -> str | None:
+    """The configured name of the role a row names, None for an unknown one (the bulk paths inline this)."""
+    return spellings.get(role) or spellings.get(role.casefold())
 
 
 class FeedbackRow(BaseModel):
@@ -40,9 +70,13 @@ class FeedbackRow(BaseModel):
     @classmethod
     def _known_role(cls, role: str, info: ValidationInfo) -> str:
         roles = (info.context or {}).get("roles")
-        if roles is not None and role not in roles:
-            raise ValueError(f"unknown role {role!r} (configured: {', '.join(sorted(roles))})")
-        return role
+        if roles is None:
+            return role
+        spellings = role_spellings(roles)
+        name = canonical_role(role, spellings)
+        if name is None:
+            raise ValueError(f"unknown role {role!r} (configured: {', '.join(sorted(set(spellings.values())))})")
+        return name  # the row is stored under the role's configured name, however it was spelled
 
     @field_validator("prompt", "response", "response_a", "response_b")
     @classmethod
@@ -114,18 +148,21 @@ def _timestamp_adapter() -> TypeAdapter[datetime | None]:
     return TypeAdapter(datetime | None)
 
 
-def fast_fields(value: dict[str, Any], roles: frozenset[str] | set[str]) -> dict[str, Any] | None:
-    """The row's fields exactly as `FeedbackRow.model_validate(value, context={"roles": roles})` would give them,
-    for rows whose values already have their canonical JSON types; None for anything else, which then goes
-    through the model (and its error message). Ingest calls it for every row: it is the bulk path's contract
-    check, a sufficient condition of the model's (tests/test_contract.py checks the two agree). The checks are
-    written out rather than calling helpers: a Python call per field was a third of its time."""
+def fast_fields(value: dict[str, Any], roles: RoleSpellings) -> dict[str, Any] | None:
+    """The row's fields exactly as `FeedbackRow.model_validate(value, context={"roles": roles})` would give them
+    (`roles`: role_spellings'), for rows whose values already have their canonical JSON types; None for
+    anything else, which then goes through the model (and its error message). Ingest calls it for every row: it is
+    the bulk path's contract check, a sufficient condition of the model's (tests/test_contract.py checks the two
+    agree). The checks are written out rather than calling helpers: a Python call per field was a third of its
+    time."""
     if type(value) is not dict or not FIELDS.issuperset(value):
         return None
     get = value.get
     role, prompt = get("agent_role"), get("prompt")
-    if (type(role) is not str or not 0 < len(role) <= 128 or role not in roles
-            or type(prompt) is not str or not 0 < len(prompt) <= MAX_TEXT_CHARS or prompt.isspace()):
+    if type(role) is not str or not 0 < len(role) <= 128:
+        return None
+    name = roles.get(role) or roles.get(role.casefold())  # canonical_role, inlined
+    if (name is None or type(prompt) is not str or not 0 < len(prompt) <= MAX_TEXT_CHARS or prompt.isspace()):
         return None
     event_id, rater = get("event_id"), get("rater")
     if ((event_id is not None and (type(event_id) is not str or len(event_id) > 256))
@@ -166,7 +203,7 @@ def fast_fields(value: dict[str, Any], roles: frozenset[str] | set[str]) -> dict
            if text is not None):
         return None
     fields = {**EMPTY_ROW, **value}
-    fields["confidence"], fields["timestamp"] = confidence, timestamp
+    fields["agent_role"], fields["confidence"], fields["timestamp"] = name, confidence, timestamp
     return fields
 
 
@@ -201,7 +238,7 @@ _decode = msgspec.json.Decoder(FeedbackRecord).decode
 _NOT_DECODED = (msgspec.MsgspecError, UnicodeDecodeError)
 
 
-def decode_record(line: bytes, roles: frozenset[str] | set[str]) -> FeedbackRecord | None:
+def decode_record(line: bytes, roles: RoleSpellings) -> FeedbackRecord | None:
     """The line's row with the model's field values, as `FeedbackRow.model_validate(orjson.loads(line), context=
     {"roles": roles})` would give them, for a line that orjson reads and whose values have their canonical JSON
     types; None for any other line, which then goes through orjson and the model (and its error message). Ingest's
@@ -211,11 +248,13 @@ def decode_record(line: bytes, roles: frozenset[str] | set[str]) -> FeedbackReco
         record = _decode(line)
     except _NOT_DECODED:
         return None
-    if record.agent_role not in roles or record.prompt.isspace():
+    role = record.agent_role
+    name = roles.get(role) or roles.get(role.casefold())  # canonical_role, inlined
+    if name is None or record.prompt.isspace():
         return None
     # Written out, as in fast_fields: a third of the cost of searching each line's bytes for the escape "\u0000"
     # (docs/perf-notes.md).
-    if (NUL in record.agent_role or NUL in record.prompt or (record.response is not None and NUL in record.response)
+    if (NUL in role or NUL in record.prompt or (record.response is not None and NUL in record.response)
             or (record.response_a is not None and NUL in record.response_a)
             or (record.response_b is not None and NUL in record.response_b)
             or (record.event_id is not None and NUL in record.event_id)
@@ -248,6 +287,7 @@ def decode_record(line: bytes, roles: frozenset[str] | set[str]) -> FeedbackReco
             record.timestamp = _timestamp_adapter().validate_python(record.timestamp)
         except ValidationError:
             return None
+    record.agent_role = name
     return record
 
 

@@ -11,11 +11,12 @@ from prefect import get_run_logger, task
 from pydantic import BaseModel
 
 from roleforge.config.settings import INGEST_BATCH_ROWS, load_settings
+from roleforge.data_contracts.feedback import role_spellings
 from roleforge.ingest.inbox import archive_file, inbox_file
 from roleforge.ingest.parse_workers import PARSE_PARTS, ParseWorkers
 from roleforge.ingest.quarantine import QuarantineFile, collision_entry, quarantine_lines
 from roleforge.ingest.readers import expand_paths
-from roleforge.ingest.rows import ParsedChunk
+from roleforge.ingest.rows import ParsedChunk, Roles
 from roleforge.ops.errors import storage_error
 from roleforge.ops.retries import retry_transient
 from roleforge.ops.timing import STAGES
@@ -39,20 +40,21 @@ class IngestReport(BaseModel):
 STORE_GROUP_CHUNKS = 2 * PARSE_PARTS
 
 
-def ingest_files(paths: Iterable[str], roles: set[str], store_url: str, quarantine_dir: Path,
+def ingest_files(paths: Iterable[str], roles: Roles, store_url: str, quarantine_dir: Path,
                  inbox: Path | None = None, archive: Path | None = None, batch_rows: int = INGEST_BATCH_ROWS,
                  workers: int | None = None) -> IngestReport:
     """Ingest feedback files into the store; re-ingesting the same data stores nothing twice.
 
-    Files are read in chunks of `batch_rows` lines, each stored in one transaction. JSON-lines files are parsed,
-    checked, scrubbed and hashed by `workers` processes instead (None: one per CPU, for files of 16 MiB or more; 0:
-    in this process) in chunks of a quarter of that, each writing its chunk's rows to a staging file beside a sqlite
-    store, or as the text of a PostgreSQL COPY; one writer thread stores them in file order, eight per transaction,
-    twice `batch_rows` rows (SQLite, and the wait on the server, run outside the GIL). A chunk's quarantined lines
-    are on disk before its good rows are stored. A file from the inbox moves to the archive only after all its rows
-    are stored, so a crash at any point leaves it in the inbox, and the next ingest stores what is missing and
-    nothing twice. A full disk or an unwritable store is a one-line
-    RoleforgeError naming the path."""
+    `roles` are the roles a row may name: their names, or each spelling -> its role's name (`Settings.
+    role_spellings`); a row is stored under its role's name. Files are read in chunks of `batch_rows` lines, each
+    stored in one transaction. JSON-lines files are parsed, checked, scrubbed and hashed by `workers` processes
+    instead (None: one per CPU, for files of 16 MiB or more; 0: in this process) in chunks of a quarter of that, each
+    writing its chunk's rows to a staging file beside a sqlite store, or as the text of a PostgreSQL COPY; one writer
+    thread stores them in file order, eight per transaction, twice `batch_rows` rows (SQLite, and the wait on the
+    server, run outside the GIL). A chunk's quarantined lines are on disk before its good rows are stored. A file
+    from the inbox moves to the archive only after all its rows are stored, so a crash at any point leaves it in the
+    inbox, and the next ingest stores what is missing and nothing twice. A full disk or an unwritable store is a
+    one-line RoleforgeError naming the path."""
     from roleforge.storage.urls import describe_url
 
     try:
@@ -64,7 +66,7 @@ def ingest_files(paths: Iterable[str], roles: set[str], store_url: str, quaranti
         raise problem from error
 
 
-def _ingest_files(paths: Iterable[str], roles: set[str], store_url: str, quarantine_dir: Path, inbox: Path | None,
+def _ingest_files(paths: Iterable[str], roles: Roles, store_url: str, quarantine_dir: Path, inbox: Path | None,
                   archive: Path | None, batch_rows: int, workers: int | None) -> IngestReport:
     from collections import deque
     from concurrent.futures import Future, ThreadPoolExecutor
@@ -73,6 +75,7 @@ def _ingest_files(paths: Iterable[str], roles: set[str], store_url: str, quarant
     from roleforge.storage.schema import engine_for
     from roleforge.storage.wal import WalCheckpoints
 
+    spellings = role_spellings(roles)  # built once, handed to every chunk and parse worker
     engine = engine_for(store_url)
     remove_stale_staging(engine)
     files = expand_paths(paths)
@@ -109,7 +112,7 @@ def _ingest_files(paths: Iterable[str], roles: set[str], store_url: str, quarant
                 ParseWorkers(workers, staging) as parsers:
             for path in files:
                 local = inbox_file(path, inbox)
-                chunks = parsers.chunks(path, roles, batch_rows)
+                chunks = parsers.chunks(path, spellings, batch_rows)
                 try:
                     chunk = next(chunks, None)
                 except FileNotFoundError:
@@ -161,8 +164,8 @@ def ingest_configured(settings: Any, paths: list[str] | None) -> IngestReport:
     """Ingest paths (the inbox when none) with the settings' roles, store, quarantine and archive."""
     inbox = settings.path("inbox")
     paths = paths or [str(inbox)]
-    report = ingest_files(paths, set(settings.roles), settings.resolved_store_url, settings.path("quarantine"), inbox,
-                          settings.path("archive"), settings.ingest_batch_rows, settings.ingest_workers)
+    report = ingest_files(paths, settings.role_spellings(), settings.resolved_store_url, settings.path("quarantine"),
+                          inbox, settings.path("archive"), settings.ingest_batch_rows, settings.ingest_workers)
     audit_ingest(settings.home, paths, report)
     return report
 

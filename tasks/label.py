@@ -173,7 +173,8 @@ def label_stored(role: str, settings: Settings) -> tuple[PreferenceDataset, list
     rows = feedback_for_role(engine_for(settings.resolved_store_url), role)
     outcome = label_rows(rows, labelers_for(config.labeling, judge, config.system_prompt, settings.teacher, config.output),
                          config.labeling.max_source_share)
-    pair_contract = validate_pairs(role, outcome.pairs, config.labeling.max_rater_share)
+    pair_contract = validate_pairs(role, outcome.pairs, config.labeling.max_rater_share,
+                                   config.labeling.min_pairs_for_rater_share)
     watermark = (read_training_status(settings.home, role) or {}).get("feedback_watermark", 0)
     guard = shift_guard(role, rows, watermark, config.guard)
     dataset = snapshot_dataset(outcome, role, config.held_out_fraction, config.min_pairs, settings.path("datasets"))

@@ -59,8 +59,9 @@ def validate_feedback(role: str, rows: list[dict[str, Any]]) -> ContractResult:
     return run_suite(role, frame, lambda: feedback_suite(role))
 
 
-def validate_pairs(role: str, pairs: list[Any], max_rater_share: float) -> ContractResult:
-    """Check a role's labeled pairs against the preference suite, flood guard included."""
+def validate_pairs(role: str, pairs: list[Any], max_rater_share: float, min_pairs_for_rater_share: int) -> ContractResult:
+    """Check a role's labeled pairs against the preference suite, flood guard included (from
+    `min_pairs_for_rater_share` pairs on: a share of a handful means nothing, and one pair is one rater's alone)."""
     import pandas as pd
 
     from roleforge.data_contracts.suites import preference_suite
@@ -70,7 +71,8 @@ def validate_pairs(role: str, pairs: list[Any], max_rater_share: float) -> Contr
     frame["distinct"] = frame["chosen"] != frame["rejected"]
     counts = frame["rater"].value_counts()
     frame["rater_share"] = frame["rater"].map(counts / max(len(frame), 1)).astype(float)
-    return run_suite(role, frame, lambda: preference_suite(role, max_rater_share))
+    limit = max_rater_share if len(frame) >= min_pairs_for_rater_share else 1.0
+    return run_suite(role, frame, lambda: preference_suite(role, limit))
 
 
 @task(name="check-contract", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_transient)

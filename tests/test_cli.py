@@ -172,3 +172,16 @@ def test_bench_cli_times_help_and_status_in_fresh_processes(home):
 def test_bench_arguments_out_of_range_are_one_line_errors(home, args):
     result = roleforge(*args)
     assert result.returncode == 2 and result.stderr.strip().count("\n") == 0 and "at least 1" in result.stderr
+
+
+def test_run_force_reaches_the_flow(home, monkeypatch):
+    import roleforge.flows.self_learning as self_learning
+    from roleforge.cli.parser import build_parser
+
+    runs = []
+    monkeypatch.setattr(self_learning, "self_learning", lambda run: runs.append(run) or {})
+    args = build_parser().parse_args(["run", "--force", "--roles", "CEO", "--no-warm-up", "--json"])
+    assert args.handler(args) == 0
+    assert [(run.force, run.roles) for run in runs] == [(True, ["ceo"])]
+    args = build_parser().parse_args(["run", "--no-warm-up"])
+    assert args.handler(args) == 0 and runs[-1].force is False

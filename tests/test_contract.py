@@ -9,9 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from roleforge.data_contracts.feedback import MAX_TEXT_CHARS, FeedbackRow, decode_record, describe_error, fast_fields
+from roleforge.data_contracts.feedback import (MAX_TEXT_CHARS, FeedbackRow, decode_record, describe_error, fast_fields,
+                                               role_spellings)
 
-ROLES = {"roles": {"ceo", "tool-agent"}}
+ROLES = {"roles": role_spellings(["ceo", "tool-agent"], {"ceo": ["chief-executive"]})}
 
 
 def reason(value: dict) -> str:
@@ -62,7 +63,8 @@ anything = st.one_of(st.none(), st.booleans(), st.integers(-2, 7), st.floats(-1,
                      st.sampled_from(["low", "HIGH", "4", "2026-11-01T10:00:00Z", "2026-11-01", "yesterday"]),
                      st.dictionaries(st.text(max_size=3), st.integers(), max_size=2), st.lists(st.integers(), max_size=2))
 candidate_rows = st.fixed_dictionaries(
-    {"agent_role": st.sampled_from(["ceo", "tool-agent", "cmo", "", 3]), "prompt": anything},
+    {"agent_role": st.sampled_from(["ceo", "CEO", "Chief-Executive", "tool-agent", "Tool-Agent", "cmo", "", 3]),
+     "prompt": anything},
     optional={name: anything for name in ("response", "rating", "response_a", "response_b", "preference", "event_id",
                                           "rater", "confidence", "metadata", "timestamp", "colour")},
 )
@@ -141,3 +143,18 @@ def test_fast_path_takes_the_common_rows():
         expected = FeedbackRow.model_validate(row, context=ROLES).__dict__
         assert fast_fields(row, ROLES["roles"]) == expected
         assert msgspec.structs.asdict(decode_record(orjson.dumps(row), ROLES["roles"])) == expected
+
+
+def test_roles_match_case_insensitively_and_by_alias_on_every_path():
+    for spelling in ("ceo", "CEO", "Ceo", "chief-executive", "CHIEF-EXECUTIVE"):
+        row = {"agent_role": spelling, "prompt": "p", "response": "r", "rating": 4}
+        assert FeedbackRow.model_validate(row, context=ROLES).agent_role == "ceo"
+        assert fast_fields(row, ROLES["roles"])["agent_role"] == "ceo"
+        assert decode_record(orjson.dumps(row), ROLES["roles"]).agent_role == "ceo"
+    assert "unknown role 'chief'" in reason({"agent_role": "chief", "prompt": "p", "response": "r", "rating": 4})
+
+
+def test_two_roles_answering_to_one_name_are_refused():
+    with pytest.raises(ValueError, match="roles 'ceo' and 'cfo' both answer to 'CEO'"):
+        role_spellings(["ceo", "cfo"], {"cfo": ["CEO"]})
+    assert role_spellings(["ceo"], {"ceo": ["CEO", "ceo"]}) == {"ceo": "ceo", "CEO": "ceo"}

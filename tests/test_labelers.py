@@ -170,6 +170,30 @@ def test_label_rows_counts_conflicts_between_sources():
 
 def test_flood_guard_fails_the_pair_contract():
     flooded = [pair(i, rater="bot") for i in range(8)] + [pair(10 + i, rater=f"u{i}") for i in range(4)]
-    result = validate_pairs("ceo", flooded, max_rater_share=0.5)
+    result = validate_pairs("ceo", flooded, max_rater_share=0.5, min_pairs_for_rater_share=12)
     assert not result.success and "rater_share" in result.failure_summary
-    assert validate_pairs("ceo", flooded, max_rater_share=0.7).success
+    assert validate_pairs("ceo", flooded, max_rater_share=0.7, min_pairs_for_rater_share=12).success
+
+
+def test_flood_guard_waits_for_enough_pairs():
+    assert validate_pairs("ceo", [pair(0, rater="u1")], max_rater_share=0.5, min_pairs_for_rater_share=20).success
+    flooded = [pair(i, rater="bot") for i in range(19)] + [pair(100, rater="u1")]
+    assert validate_pairs("ceo", flooded[:-1], max_rater_share=0.5, min_pairs_for_rater_share=20).success
+    result = validate_pairs("ceo", flooded, max_rater_share=0.5, min_pairs_for_rater_share=20)
+    assert not result.success and "rater_share" in result.failure_summary
+
+
+def test_one_pair_from_one_rater_passes_the_configured_pair_contract(home, tmp_path, monkeypatch):
+    from roleforge.config.settings import load_settings
+    from roleforge.tasks.ingest import ingest_configured
+    from roleforge.tasks.label import label_stored
+
+    feedback = tmp_path / "one.jsonl"
+    feedback.write_text(json.dumps({"agent_role": "ceo", "prompt": "Expand to Germany?", "response_a": "Decision: go.",
+                                    "response_b": "It depends.", "preference": "a", "rater": "u1"}) + "\n")
+    ingest_configured(load_settings(), [str(feedback)])
+    _, (pair_contract, _) = label_stored("ceo", load_settings())
+    assert pair_contract.rows == 1 and pair_contract.success, "the default minimum (20 pairs) is not reached"
+    monkeypatch.setenv("ROLEFORGE_ROLES__CEO__LABELING__MIN_PAIRS_FOR_RATER_SHARE", "1")
+    _, (pair_contract, _) = label_stored("ceo", load_settings())
+    assert not pair_contract.success and "rater_share" in pair_contract.failure_summary

@@ -139,3 +139,21 @@ def test_status_reads_the_same_champions_as_the_mlflow_client(home, monkeypatch)
     assert version == second.version and tags["roleforge.metric.preference_accuracy"] == "0.8000"
     rollback(client, NAME)
     assert status.champions_of(uri, models)["ceo"][0] == first.version == through_client()["ceo"][0]
+
+
+def test_lineage_links_a_flow_run_only_where_a_prefect_ui_serves_it(monkeypatch):
+    from prefect.runtime import flow_run
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
+
+    from roleforge.registry.tracking import current_flow_run
+
+    monkeypatch.setattr(flow_run, "get_id", lambda: "6f1c2d1e-0000-4000-8000-000000000001")
+    monkeypatch.setattr(flow_run, "get_name", lambda: "nightly")
+    with temporary_settings(updates={PREFECT_API_URL: None, PREFECT_UI_URL: None}):  # ephemeral mode
+        assert current_flow_run() == {"prefect.flow_run_id": "6f1c2d1e-0000-4000-8000-000000000001",
+                                      "prefect.flow_run_name": "nightly"}
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:4200/api", PREFECT_UI_URL: None}):
+        assert current_flow_run()["prefect.flow_run_url"] == (
+            "http://127.0.0.1:4200/flow-runs/flow-run/6f1c2d1e-0000-4000-8000-000000000001")
+    with temporary_settings(updates={PREFECT_UI_URL: "https://prefect.example.com/"}):
+        assert current_flow_run()["prefect.flow_run_url"].startswith("https://prefect.example.com/flow-runs/flow-run/")

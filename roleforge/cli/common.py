@@ -25,7 +25,9 @@ def emit(payload: Any, as_json: bool) -> None:
         print(json.dumps(payload, default=str), flush=True)
 
 
-def command_settings() -> Any:
+def command_settings(args: argparse.Namespace | None = None) -> Any:
+    """The configuration, checked before any work; a command's `--role`, given by name or alias in any case, becomes
+    the role's configured name in `args`."""
     import tomllib
 
     from pydantic import ValidationError
@@ -42,6 +44,8 @@ def command_settings() -> Any:
         raise RoleforgeError(f"bad configuration file {os.environ.get('ROLEFORGE_CONFIG', 'roleforge.toml')}: {error}") from None
     check_writable(settings.home)
     prepare_environment(settings.home)
+    if getattr(args, "role", None):
+        args.role = settings.role_name(args.role)
     return settings
 
 
@@ -78,7 +82,4 @@ def render_table(title: str, rows: list[dict[str, Any]]) -> Any:
 def role_names(settings: Any, names: str | None) -> list[str] | None:
     if not names:
         return None
-    roles = [name.strip() for name in names.split(",") if name.strip()]
-    for role in roles:
-        settings.role(role)
-    return roles
+    return [settings.role_name(name.strip()) for name in names.split(",") if name.strip()]

@@ -25,7 +25,7 @@ def _router(settings: Any, role: str, model: str) -> tuple[Any, str | None]:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    settings = command_settings()
+    settings = command_settings(args)
     from roleforge.models.generation import read_prompts
 
     rows = read_prompts(args.prompts, "prompt")
@@ -38,7 +38,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    settings = command_settings()
+    settings = command_settings(args)
     router, version = _router(settings, args.role, args.model)
     print(f"{args.role} ({args.model}{' v' + version if version else ''}); an empty line or Ctrl-D ends the chat.")
     while True:
@@ -53,7 +53,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate_tool_use(args: argparse.Namespace) -> int:
-    settings = command_settings()
+    settings = command_settings(args)
     from roleforge.models.generation import read_tool_use_prompts, tool_use_rates
 
     rows = read_tool_use_prompts(args.prompts)
@@ -80,7 +80,7 @@ def cmd_evaluate_tool_use(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate_role(args: argparse.Namespace) -> int:
-    settings = command_settings()
+    settings = command_settings(args)
     from roleforge.evaluation.role_report import role_prompts, role_report
     from roleforge.models.generation import champion_adapters
 

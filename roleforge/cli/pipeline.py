@@ -42,7 +42,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     if not args.no_warm_up:
         start_warm_up(settings.resolved_tracking_uri, settings.path("mlartifacts"))
-    outcomes = self_learning(SelfLearningRun(feedback=feedback, roles=roles, profile=args.profile or settings.profile))
+    outcomes = self_learning(SelfLearningRun(feedback=feedback, roles=roles, profile=args.profile or settings.profile,
+                                             force=args.force))
     timing = STAGES.report(started, time.monotonic())
     (settings.path("runs") / "last-run-timing.json").write_text(json.dumps(timing, indent=2) + "\n")
     rich_console().print(render_table("roleforge run", outcome_rows(outcomes)))
@@ -69,7 +70,7 @@ def cmd_label(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    settings = command_settings()
+    settings = command_settings(args)
     settings.role(args.role)
     if args.trials < 1 or args.seed < 0:
         raise RoleforgeError("--trials must be at least 1 and --seed at least 0")
@@ -89,7 +90,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    settings = command_settings()
+    settings = command_settings(args)
     settings.role(args.role)
     from roleforge.registry.tracking import mlflow_client
     from roleforge.tasks.promote import rollback
@@ -104,7 +105,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 def cmd_train_job(args: argparse.Namespace) -> int:
     """One role's training on a prepared snapshot, writing into --output: the entry point of an Azure ML job
     (or any batch system). Checkpoints go under --output too, so a restarted job resumes."""
-    settings = command_settings()
+    settings = command_settings(args)
     config = settings.role(args.role)
     import shutil
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
+from roleforge.data_contracts.feedback import RoleSpellings, canonical_role, role_spellings
 from roleforge.evaluation.contracts import OutputContract
 from roleforge.evaluation.tool_use import TOOL_AGENT_SYSTEM_PROMPT
 from roleforge.ops.errors import RoleforgeError
@@ -92,6 +93,8 @@ class LabelingConfig(BaseModel):
         description="Most an automated source may make up of the role's pairs; human sources are never capped. "
                     "The defaults keep at least 80% human pairs.")
     max_rater_share: float = Field(default=0.5, gt=0.0, le=1.0, description="Flood guard: most pairs one rater may give.")
+    min_pairs_for_rater_share: int = Field(
+        default=20, ge=1, description="Flood guard: fewest pairs a rater's share is judged on (one pair is a share of 1.0).")
 
 
 class ShiftGuardConfig(BaseModel):
@@ -203,6 +206,10 @@ class RoleConfig(BaseModel):
 
     description: str = ""
     system_prompt: str
+    aliases: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(
+        default_factory=list,
+        description="Other names feedback rows may give the role (agent_role), e.g. ['CEO', 'ceo_agent']; names and "
+                    "aliases match case-insensitively, and rows are stored under the role's own name.")
     min_pairs: int = Field(default=16, ge=1, description="Fewest training pairs a role needs before it trains.")
     min_new_pairs: int = Field(default=16, ge=0, description="Train only when this many training pairs are new since the last training.")
     held_out_fraction: float = Field(default=0.2, gt=0.0, lt=1.0, description="Share of prompts kept for evaluation.")
@@ -304,6 +311,11 @@ class Settings(BaseSettings):
             merged[name] = deep_merge(merged.get(name, {}), given) if isinstance(given, dict) else given
         return merged
 
+    @model_validator(mode="after")
+    def _roles_answer_to_distinct_names(self) -> Settings:
+        self.role_spellings()  # two roles that answer to one name: a configuration error at start-up
+        return self
+
     @field_validator("home")
     @classmethod
     def _absolute(cls, home: Path) -> Path:
@@ -341,10 +353,19 @@ class Settings(BaseSettings):
         directory.mkdir(parents=True, exist_ok=True)
         return directory
 
-    def role(self, name: str) -> RoleConfig:
-        if name not in self.roles:
+    def role_spellings(self) -> RoleSpellings:
+        """Every name a feedback row may give a role (its name and aliases, in any case) -> the role's name."""
+        return role_spellings(self.roles, {name: config.aliases for name, config in self.roles.items()})
+
+    def role_name(self, name: str) -> str:
+        """A role's configured name, from the name or an alias in any case (`--role CEO` is ceo)."""
+        found = canonical_role(name, self.role_spellings())
+        if found is None:
             raise RoleforgeError(f"unknown role {name!r} (configured: {', '.join(sorted(self.roles))})")
-        return self.roles[name]
+        return found
+
+    def role(self, name: str) -> RoleConfig:
+        return self.roles[self.role_name(name)]
 
     def tuned_recipe_path(self, role: str) -> Path:
         """Where `roleforge tune` keeps the best recipe it found for a role (recipe overrides, as JSON)."""

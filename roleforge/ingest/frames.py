@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from roleforge.data_contracts.feedback import RoleSpellings
 from roleforge.ingest.rows import ParsedChunk
 from roleforge.storage.staging import Staging
 
@@ -33,11 +34,11 @@ def read_frame(stream: Any) -> bytes | None:
     return payload
 
 
-def encode_request(source: str, first_line: int, lines: int, data: bytes | tuple[str, int, int], roles: set[str],
-                   staging: Staging | None) -> bytes:
+def encode_request(source: str, first_line: int, lines: int, data: bytes | tuple[str, int, int],
+                   roles: RoleSpellings, staging: Staging | None) -> bytes:
     """A request to parse `lines` lines of `source` starting at line `first_line`: their bytes, or (path, offset,
     length) of them in a local file, for the worker to read itself (nothing then goes through the pipe)."""
-    header = {"source": source, "first_line": first_line, "lines": lines, "roles": sorted(roles),
+    header = {"source": source, "first_line": first_line, "lines": lines, "roles": roles,
               "staging": None if staging is None else [staging.directory and str(staging.directory), staging.layout,
                                                        staging.target], "span": None}
     if isinstance(data, tuple):

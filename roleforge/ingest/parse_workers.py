@@ -8,9 +8,10 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+from roleforge.data_contracts.feedback import RoleSpellings, role_spellings
 from roleforge.ingest.frames import decode_chunk, encode_request, read_frame
 from roleforge.ingest.readers import line_spans, read_records, shared_path, tapered_spans
-from roleforge.ingest.rows import ParsedChunk, parse_chunk
+from roleforge.ingest.rows import ParsedChunk, Roles, parse_chunk
 from roleforge.ops.errors import RoleforgeError
 from roleforge.storage.staging import Staging
 
@@ -63,8 +64,9 @@ class ParseWorkers:
         filesystem, _, (resolved,) = fsspec.get_fs_token_paths(path)
         return filesystem.size(resolved) >= PARALLEL_MIN_BYTES
 
-    def chunks(self, path: str, roles: set[str], batch_rows: int) -> Iterator[ParsedChunk]:
+    def chunks(self, path: str, roles: Roles, batch_rows: int) -> Iterator[ParsedChunk]:
         """The file's chunks, parsed, in file order."""
+        roles = role_spellings(roles)
         if not self.wanted(path):
             records = read_records(path)
             while chunk := list(itertools.islice(records, batch_rows)):
@@ -125,7 +127,7 @@ class ParseWorkers:
         except (RuntimeError, EOFError) as error:
             raise RoleforgeError(str(error)) from None
 
-    def _parallel_chunks(self, path: str, roles: set[str], batch_rows: int) -> Iterator[ParsedChunk]:
+    def _parallel_chunks(self, path: str, roles: RoleSpellings, batch_rows: int) -> Iterator[ParsedChunk]:
         try:
             line = 1
             for lines, data in self._requests(path, batch_rows, self.count):

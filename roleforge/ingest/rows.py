@@ -19,7 +19,7 @@ import orjson
 from pydantic import ValidationError
 
 from roleforge.data_contracts.feedback import (FeedbackRecord, FeedbackRow, decode_record, describe_error, fast_fields,
-                                               record_of)
+                                               record_of, role_spellings)
 from roleforge.ingest import pii
 from roleforge.ingest.hashing import HASHED_FIELDS, canonical_json, content_keys
 from roleforge.ingest.quarantine import Quarantined, quarantine_lines
@@ -27,6 +27,9 @@ from roleforge.storage.staging import Staging, copy_csv, stage_columns
 
 
 SCRUBBED_FIELDS = ("prompt", "response", "response_a", "response_b", "rater")
+
+# The roles a row may name: their names, or their spellings (data_contracts.feedback.role_spellings).
+Roles = Iterable[str]
 
 
 @dataclass
@@ -75,12 +78,13 @@ def rows_of(columns: dict[str, list[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(names, values)) for values in zip(*columns.values())]
 
 
-def check_records(source: str, records: Iterable[tuple[int, bytes | dict[str, Any]]], roles: set[str],
+def check_records(source: str, records: Iterable[tuple[int, bytes | dict[str, Any]]], roles: Roles,
                   batch: ParsedBatch) -> tuple[list[FeedbackRecord], list[int]]:
-    """Each record checked against the row contract: the good ones and their line numbers; a bad one goes to
-    batch.quarantined with its reason (never dropped), a blank line to batch.blank. A JSON line is decoded by the
-    contract's bulk path (decode_record) and, when that refuses it, by orjson and the model, for the reason."""
-    roles = frozenset(roles)
+    """Each record checked against the row contract: the good ones, under their roles' configured names, and their
+    line numbers; a bad one goes to batch.quarantined with its reason (never dropped), a blank line to batch.blank. A
+    JSON line is decoded by the contract's bulk path (decode_record) and, when that refuses it, by orjson and the
+    model, for the reason."""
+    roles = role_spellings(roles)
     context = {"roles": roles}
     checked: list[FeedbackRecord] = []
     lines: list[int] = []
@@ -117,7 +121,7 @@ def check_records(source: str, records: Iterable[tuple[int, bytes | dict[str, An
     return checked, lines
 
 
-def parse_records(source: str, records: Iterable[tuple[int, bytes | dict[str, Any]]], roles: set[str]) -> ParsedBatch:
+def parse_records(source: str, records: Iterable[tuple[int, bytes | dict[str, Any]]], roles: Roles) -> ParsedBatch:
     """Check each record against the row contract; a bad one is quarantined with its reason, never dropped."""
     batch = ParsedBatch()
     batch.rows = rows_of(stored_columns(*check_records(source, records, roles, batch), source))
@@ -145,7 +149,7 @@ class ParsedChunk:
         return self.staged is not None or self.copy is not None
 
 
-def parse_chunk(source: str, records: Iterable[tuple[int, bytes | dict[str, Any]]], roles: set[str],
+def parse_chunk(source: str, records: Iterable[tuple[int, bytes | dict[str, Any]]], roles: Roles,
                 staging: Staging | None = None, owner: int | None = None) -> ParsedChunk:
     """parse_records, counted by role; with `staging` (inserts.staging_for) the good rows go to a staging file beside
     a sqlite store, ready for inserts.insert_staged, or become the text of a PostgreSQL COPY, for
@@ -175,7 +179,7 @@ def parse_chunk(source: str, records: Iterable[tuple[int, bytes | dict[str, Any]
             gc.enable()
 
 
-def parse_lines(source: str, first_line: int, data: bytes, roles: set[str], staging: Staging | None,
+def parse_lines(source: str, first_line: int, data: bytes, roles: Roles, staging: Staging | None,
                 owner: int | None = None) -> ParsedChunk:
     """parse_chunk on consecutive JSON lines of a file, the first one numbered `first_line`: a parse worker's unit of
     work (the lines' bytes, which the worker read from the file or got through its pipe, and a staging file's name

@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from roleforge.data_contracts.feedback import RoleSpellings
 from roleforge.ingest.frames import encode_chunk, read_frame, write_frame
 from roleforge.ingest.readers import read_span
 from roleforge.ingest.rows import parse_lines
@@ -54,8 +55,8 @@ def serve_parse_requests() -> None:
                 directory, layout, target = request["staging"]
                 staging = Staging(directory and Path(directory), tuple(map(tuple, layout)), target)
             # The staging file belongs to the ingest that inserts it, not to this worker.
-            chunk = parse_lines(request["source"], request["first_line"], data or b"", set(request["roles"]), staging,
-                                os.getppid())
+            chunk = parse_lines(request["source"], request["first_line"], data or b"", RoleSpellings(request["roles"]),
+                                staging, os.getppid())
             frames = [encode_chunk(chunk)] + ([] if chunk.copy is None else [chunk.copy])
         except Exception as error:  # the ingest raises it as one line; the traceback goes to stderr
             traceback.print_exc()

@@ -61,10 +61,23 @@ def current_flow_run() -> dict[str, str]:
     if not run_id:
         return {}
     tags = {"prefect.flow_run_id": str(run_id), "prefect.flow_run_name": str(flow_run.get_name() or "")}
-    ui_url = flow_run.get_flow_run_ui_url()
+    ui_url = flow_run_ui_url(str(run_id))
     if ui_url:
         tags["prefect.flow_run_url"] = ui_url
     return tags
+
+
+def flow_run_ui_url(run_id: str) -> str | None:
+    """The flow run's page in the Prefect UI of the server this process talks to (PREFECT_UI_URL, else derived from
+    PREFECT_API_URL); None in ephemeral mode, where no UI serves it (Prefect's own helper then writes "None/...")."""
+    from urllib.parse import quote
+
+    from prefect.settings import PREFECT_UI_URL
+
+    base = PREFECT_UI_URL.value()
+    if not base or urlparse(base).scheme not in ("http", "https") or not urlparse(base).netloc:
+        return None
+    return f"{base.rstrip('/')}/flow-runs/flow-run/{quote(run_id)}"
 
 
 def alias_version(client: Any, name: str, alias: str) -> Any | None:
