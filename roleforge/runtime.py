@@ -41,7 +41,8 @@ def prepare_environment(home: Path) -> None:
 STAGE_IMPORTS: dict[str, tuple[str, ...]] = {
     "torch": (),
     "transformers": ("AttentionInterface", "AutoConfig", "AutoModelForCausalLM", "AutoTokenizer", "DynamicCache",
-                     "PreTrainedModel", "PreTrainedTokenizerBase", "PrinterCallback", "Trainer", "TrainerCallback"),
+                     "PreTrainedModel", "PreTrainedTokenizerBase", "PrinterCallback", "StoppingCriteria",
+                     "StoppingCriteriaList", "Trainer", "TrainerCallback"),
     "transformers.masking_utils": ("ALL_MASK_ATTENTION_FUNCTIONS", "AttentionMaskInterface"),
     "peft": ("LoraConfig", "PeftModel", "get_peft_model"),
     "trl": ("DPOConfig", "DPOTrainer"),
