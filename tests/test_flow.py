@@ -22,10 +22,6 @@ min_length_ratio = 0.0
 max_length_ratio = 1000.0
 max_refusal_increase = 1.0
 max_capability_loss = 100
-# A tiny random judge cannot pass the judge's calibration: for ceo it counts anyway, so that its verdicts reach the
-# answer sheet.
-[roles.ceo.evaluation]
-min_judge_agreement = 0.0
 [roles.cfo.gate]
 min_accuracy_gain = 2.0
 [roles."tool-agent"]
