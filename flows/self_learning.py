@@ -11,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from roleforge.config.settings import TrainingSettings, load_settings
 from roleforge.flows.params import RoleRun, SelfLearningRun
 from roleforge.flows.train_role import run_role
+from roleforge.ops.retention import nightly_gc
 from roleforge.tasks.ingest import ingest_feedback
 from roleforge.tasks.report import RoleOutcome, publish_summary
 
@@ -18,6 +19,8 @@ from roleforge.tasks.report import RoleOutcome, publish_summary
 # The task wraps a plain module-level function, so that Dask pickles it by reference (a decorated function is
 # shadowed by its Task in the module and would have to be pickled by value, with everything it refers to).
 role_pipeline = task(name="role-pipeline", task_run_name="pipeline-{run.role}", cache_policy=NO_CACHE)(run_role)
+# The night's last step: the home pruned as [retention] says; it logs its problems and never fails the night.
+prune_home = task(name="gc", cache_policy=NO_CACHE)(nightly_gc)
 
 
 def task_runner(training: TrainingSettings) -> Any:
@@ -52,6 +55,7 @@ def self_learning(run: SelfLearningRun = SelfLearningRun()) -> dict[str, RoleOut
     experiment_id(mlflow_client(settings.resolved_tracking_uri), settings.path("mlartifacts"))
     outcomes = train_roles.with_options(task_runner=task_runner(settings.training))(runs)
     publish_summary(outcomes)
+    prune_home()
     return outcomes
 
 

@@ -26,18 +26,24 @@ def train_role(run: RoleRun) -> RoleOutcome:
 
 
 def run_role(run: RoleRun) -> RoleOutcome:
-    """The train-role subflow for one role of a self-learning run, its failure turned into the role's outcome."""
+    """The train-role subflow for one role of a self-learning run, its failure turned into the role's outcome, with
+    the seconds the role took."""
+    import time
+
     from roleforge.config.settings import load_settings
     from roleforge.ops.status import write_training_status
     from roleforge.training.preemption import shutdown_requested
 
     if shutdown_requested():
         return RoleOutcome.failed(run.role, "not started: the process is shutting down (SIGTERM)")
+    started = time.monotonic()
     state = train_role(run, return_state=True)
     if state.is_completed():
-        return state.result()
-    write_training_status(load_settings().home, run.role, "failed", error=state.message or state.name)
-    return RoleOutcome.failed(run.role, state.message or state.name)
+        outcome = state.result()
+    else:
+        write_training_status(load_settings().home, run.role, "failed", error=state.message or state.name)
+        outcome = RoleOutcome.failed(run.role, state.message or state.name)
+    return outcome.model_copy(update={"seconds": round(time.monotonic() - started, 2)})
 
 
 if __name__ == "__main__":

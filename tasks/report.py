@@ -40,6 +40,7 @@ class RoleOutcome(BaseModel):
     mlflow_run_id: str | None = None
     mlflow_experiment_id: str | None = None
     train_seconds: float | None = None
+    seconds: float | None = None  # the role's whole pipeline (contract to promotion), wall clock
     resumed_from_step: int | None = None
     reference_pairs_computed: int | None = None  # the rest of the training pairs' reference log-probs were kept
     opponent: str | None = None
@@ -112,7 +113,7 @@ def outcome_rows(outcomes: dict[str, RoleOutcome]) -> list[dict[str, Any]]:
         "gain [CI]": interval(o.accuracy_gain, o.accuracy_gain_low, o.accuracy_gain_high, 3),
         "reward acc": fmt(o.reward_accuracy), "A/B win [CI]": interval(o.win_rate, o.win_rate_low, o.win_rate_high),
         "tool use": tool_use(o), "promoted": "yes" if o.promoted else "no",
-        "champion": o.champion_version or "", "reason": o.reason,
+        "champion": o.champion_version or "", "s": "" if o.seconds is None else f"{o.seconds:.0f}", "reason": o.reason,
     } for o in outcomes.values()]
 
 

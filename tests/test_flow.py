@@ -47,8 +47,10 @@ def test_roles_train_promote_or_are_held_back_with_a_reason(home, prefect_harnes
     assert [(e, r["prefect.resource.id"]) for e, r, _ in events] == [
         ("roleforge.adapter.promoted", "roleforge.role.ceo"), ("roleforge.contract.failed", "roleforge.role.coo")]
     assert events[0][2]["version"] == ceo.version
-    entries = audit.read(settings.home)
+    entries, (collected,) = [e for e in audit.read(settings.home) if e["action"] != "gc"], audit.read(settings.home)[3:]
     assert [e["action"] for e in entries] == ["ingest", "promote", "hold"] or [e["action"] for e in entries] == ["ingest", "hold", "promote"]
+    # The night ends with gc: the finished trainings' checkpoints go, the versions' snapshots stay.
+    assert collected["action"] == "gc" and collected["removed"]["trainings"] == 2 and not list((settings.home / "checkpoints").glob("*/*/checkpoint-*"))
     assert entries[0]["ingested"] > 0 and entries[0]["actor"] and audit.verify(settings.home) is None
     assert {(e["role"], e["version"]) for e in entries[1:]} == {("ceo", ceo.version), ("cfo", cfo.version)}
 

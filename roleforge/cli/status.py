@@ -10,9 +10,10 @@ from roleforge.cli.common import command_settings, emit, render_table, rich_cons
 
 def cmd_status(args: argparse.Namespace) -> int:
     settings = command_settings()
-    from roleforge.ops.status import role_status
+    from roleforge.ops.status import disk_status, role_status
 
     status = role_status(settings)
+    disk = disk_status(settings)
     console = rich_console()
     below = ("last_decision", "tuned_recipe")  # a sentence each, too long for a column, and only some roles have one
     console.print(render_table("roleforge status", [{"role": role, **{k: v for k, v in row.items() if k not in below}}
@@ -22,8 +23,19 @@ def cmd_status(args: argparse.Namespace) -> int:
             console.print(f"{role}: {decision_line(row['last_decision'])}", highlight=False, soft_wrap=True)
         if row.get("tuned_recipe"):
             console.print(f"{role}: {tuned_line(row['tuned_recipe'])}", highlight=False, soft_wrap=True)
-    emit(status, args.json)
+    console.print(disk_line(disk), highlight=False, soft_wrap=True)
+    emit({**status, "disk": disk}, args.json)
     return 0
+
+
+def disk_line(disk: dict[str, int | None]) -> str:
+    """Disk use in one line: 'disk: 1.2 GB (store 3.1 MB, checkpoints 40.2 MB, ...)', and the bound when it is over."""
+    from roleforge.ops.disk import DISK_KINDS, human_bytes
+
+    parts = ", ".join(f"{kind.replace('_', ' ')} {human_bytes(disk[kind] or 0)}" for kind in DISK_KINDS if disk[kind])
+    bound = disk["max_home_bytes"]
+    over = f"; over retention.max_home_gb ({human_bytes(bound)}): run `roleforge gc`" if bound and (disk["total"] or 0) > bound else ""
+    return f"disk: {human_bytes(disk['total'] or 0)}" + (f" ({parts})" if parts else "") + over
 
 
 def decision_line(decision: dict[str, Any]) -> str:

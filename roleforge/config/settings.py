@@ -171,7 +171,7 @@ class RetentionSettings(BaseModel):
     reference_unused_days: int = Field(default=30, ge=0, description="Days a kept reference log-prob may go unused before it is dropped.")
     mlflow_run_days: int | None = Field(
         default=None, ge=0, description="Days after which MLflow runs no registered version points at are deleted (None: keep).")
-    prefect_run_days: int | None = Field(default=None, ge=0, description="Days after which finished Prefect flow runs are deleted (None: keep).")
+    prefect_run_days: int | None = Field(default=None, ge=1, description="Days after which finished Prefect flow runs are deleted (None: keep).")
     max_home_gb: float | None = Field(
         default=None, gt=0, description="Disk ROLEFORGE_HOME should stay under after gc; gc and status warn when it does not.")
 

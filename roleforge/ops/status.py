@@ -42,6 +42,17 @@ def role_status(settings: Settings) -> dict[str, dict[str, Any]]:
     return status
 
 
+def disk_status(settings: Settings) -> dict[str, int | None]:
+    """Bytes under ROLEFORGE_HOME per kind of state (roleforge/ops/disk.py), their total, and the bound gc holds the
+    home to (retention.max_home_gb; None when unset)."""
+    from roleforge.ops.disk import disk_use
+    from roleforge.storage.urls import sqlite_file
+
+    bound = settings.retention.max_home_gb
+    return {**disk_use(settings.home, sqlite_file(settings.resolved_store_url)),
+            "max_home_bytes": int(bound * 2**30) if bound else None}
+
+
 def read_tuned_recipe(path: Path) -> dict[str, Any] | None:
     """What `roleforge tune` saved for a role (None when it saved nothing); a file that does not parse gives its
     error instead, as training would stop on it."""

@@ -121,3 +121,24 @@ def last_trained_snapshot(client: Any, name: str) -> str | None:
         return None
     newest = max(versions, key=lambda v: int(v.version), default=None)
     return newest.tags.get("roleforge.dataset_hash") if newest is not None else None
+
+
+def registered_versions(client: Any) -> list[Any]:
+    """Every version of every registered model, page by page: what lineage and rollback need kept."""
+    names, token = [], None
+    while True:
+        page = client.search_registered_models(page_token=token)
+        names += [model.name for model in page]
+        token = page.token
+        if not token:
+            break
+    versions = []
+    for name in names:
+        token = None
+        while True:
+            page = client.search_model_versions(f"name='{name}'", page_token=token)
+            versions += list(page)
+            token = page.token
+            if not token:
+                break
+    return versions

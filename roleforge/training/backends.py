@@ -43,7 +43,8 @@ class LocalTraining:
         return train_adapter(
             dataset, config.system_prompt, recipe, base_model, settings.path("checkpoints"), settings.path("adapters"),
             client, experiment, tags, base_adapter=config.base_adapter, min_pairs=config.min_pairs,
-            max_parallel=settings.training.max_parallel_roles, engine=settings.training.engine)
+            max_parallel=settings.training.max_parallel_roles, engine=settings.training.engine,
+            reference_keep_days=settings.retention.reference_unused_days)
 
 
 def training_backend(settings: Settings) -> TrainingBackend:

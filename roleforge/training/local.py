@@ -15,11 +15,11 @@ from roleforge.ops.errors import RoleforgeError
 from roleforge.storage.snapshots import PreferenceDataset, load_split
 from roleforge.training.candidate import Candidate, recipe_fingerprint
 from roleforge.training.engines import roleforge_trainer, trl_trainer
-from roleforge.training.reference_store import ReferenceStore
+from roleforge.training.reference_store import KEEP_DAYS, KEPT_REFERENCES, ReferenceStore
 
-# Reference log-probs kept across trainings (roleforge/training/reference_store.py), a file in the checkpoints
-# directory.
-KEPT_REFERENCES = "reference_logps.db"
+# What a training folder holds besides its checkpoints: the id of the MLflow run it reports to, so a resumed training
+# goes on in the same run.
+RUN_MARKER = "mlflow_run_id"
 
 LOGGED_METRICS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen",
                   "logps/rejected", "grad_norm", "learning_rate")
@@ -66,24 +66,36 @@ def mlflow_logging_callback(client: Any, run_id: str) -> Any:
     return MlflowStepMetrics()
 
 
-def resume_point(output_dir: Path) -> tuple[str | None, int | None]:
-    """The newest complete checkpoint and its step. The trainer writes trainer_state.json last, so a checkpoint
-    without it (or with it unreadable) was cut off mid-write and is passed over."""
-    checkpoints = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[1]) if p.name.rsplit("-", 1)[1].isdigit() else -1,
-                         reverse=True) if output_dir.is_dir() else []
+def checkpoint_step(checkpoint: Path) -> int:
+    """The step in a checkpoint folder's name (checkpoint-N); -1 for a name without one."""
+    suffix = checkpoint.name.rsplit("-", 1)[-1]
+    return int(suffix) if suffix.isdigit() else -1
+
+
+def complete_checkpoints(output_dir: Path) -> list[tuple[Path, int]]:
+    """A training's complete checkpoints with their steps, newest first. The trainer writes trainer_state.json last,
+    so a checkpoint without it (or with it unreadable) was cut off mid-write and is passed over."""
+    checkpoints = sorted(output_dir.glob("checkpoint-*"), key=checkpoint_step, reverse=True) if output_dir.is_dir() else []
+    complete = []
     for checkpoint in checkpoints:
         try:
             step = json.loads((checkpoint / "trainer_state.json").read_text())["global_step"]
         except (OSError, ValueError, KeyError):
             continue
         if (checkpoint / "adapter_model.safetensors").exists():
-            return str(checkpoint), int(step)
-    return None, None
+            complete.append((checkpoint, int(step)))
+    return complete
+
+
+def resume_point(output_dir: Path) -> tuple[str | None, int | None]:
+    """The newest complete checkpoint and its step."""
+    complete = complete_checkpoints(output_dir)
+    return (str(complete[0][0]), complete[0][1]) if complete else (None, None)
 
 
 def _open_run(client: Any, experiment: str, output_dir: Path, role: str, dataset: PreferenceDataset, tags: dict[str, str]) -> str:
     """The MLflow run of this training: the one a resumed training started, or a new one."""
-    marker = output_dir / "mlflow_run_id"
+    marker = output_dir / RUN_MARKER
     if marker.exists():
         return marker.read_text().strip()
     run = client.create_run(experiment, run_name=f"{role}-{dataset.snapshot_hash[:8]}", tags={
@@ -109,14 +121,15 @@ def system_metrics(run_id: str, tracking_uri: str, interval_s: float = 10.0) -> 
 def train_adapter(dataset: PreferenceDataset, system_prompt: str, recipe: dict[str, dict[str, Any]], base_model: Path,
                   checkpoints_dir: Path, adapters_dir: Path, client: Any, experiment: str,
                   run_tags: dict[str, str] | None = None, base_adapter: Path | None = None, min_pairs: int = 1,
-                  max_parallel: int = 1, engine: str = "roleforge") -> Candidate:
+                  max_parallel: int = 1, engine: str = "roleforge", reference_keep_days: int = KEEP_DAYS) -> Candidate:
     """Train a role's DPO LoRA adapter on its snapshot, on the process's shared base model.
 
     From scratch, the reference is the base model. With `base_adapter` (the role's SFT adapter), training starts
     from that adapter and uses it as the reference. Checkpoints go under `checkpoints_dir`; a run of the same
     training (same snapshot, recipe and starting point) resumes from the newest complete one. On SIGTERM it writes a
     checkpoint and raises Preempted. `engine` is roleforge's training path (fast_dpo.py) or stock TRL; the former
-    takes the reference log-probs of pairs seen by earlier trainings from `checkpoints_dir` (KEPT_REFERENCES).
+    takes the reference log-probs of pairs seen by earlier trainings from `checkpoints_dir` (KEPT_REFERENCES), where
+    those unused for `reference_keep_days` are dropped.
     """
     from transformers import PrinterCallback
 
@@ -150,7 +163,7 @@ def train_adapter(dataset: PreferenceDataset, system_prompt: str, recipe: dict[s
         else:
             trainer = roleforge_trainer(base, dpo_config, lora_config, base_adapter, tokenizer, pairs, system_prompt,
                                         callbacks, output_dir / "reference_logps.json",
-                                        ReferenceStore(checkpoints_dir / KEPT_REFERENCES))
+                                        ReferenceStore(checkpoints_dir / KEPT_REFERENCES, reference_keep_days))
         try:
             trainer.remove_callback(PrinterCallback)  # metrics go to MLflow and the run logger, not to stdout
             result = trainer.train(resume_from_checkpoint=checkpoint)

@@ -5,8 +5,9 @@ training before its first step: on the sample data about a third of roleforge's 
 sees mostly the pairs of the nights before, under the same reference, so their values are kept here, in a SQLite
 file beside the checkpoints, by a key that names everything they depend on: the reference's files (each one's name,
 size and modification time), the dtype and device kind the model computes in, and the pair's token ids with the
-shared prefix. Only the pairs not found are computed. A value not used for KEEP_DAYS days is dropped. The store is a
-cache: when it cannot be read or written, the training computes what it needs and says so in its log."""
+shared prefix. Only the pairs not found are computed. A value not used for `keep_days` (retention.reference_unused_days)
+is dropped, by the next training's write or by `roleforge gc`. The store is a cache: when it cannot be read or
+written, the training computes what it needs and says so in its log."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 KEEP_DAYS = 30
+KEPT_REFERENCES = "reference_logps.db"  # the store's file, in the checkpoints directory
 SCHEMA = ("CREATE TABLE IF NOT EXISTS reference (key TEXT PRIMARY KEY, chosen REAL NOT NULL, rejected REAL NOT NULL, "
           "used INTEGER NOT NULL) WITHOUT ROWID")
 BUSY_TIMEOUT_S = 60  # roles training side by side in one process each write their own values
@@ -60,8 +62,9 @@ def pair_keys(identity: str, prefix: list[int], examples: list[dict[str, Any]]) 
 class ReferenceStore:
     """The reference log-probs of earlier trainings, in the SQLite file at `path`."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, keep_days: int = KEEP_DAYS) -> None:
         self.path = Path(path)
+        self.keep_days = keep_days
 
     def reference(self, identity: str, prefix: list[int], examples: list[dict[str, Any]],
                   compute: Callable[[list[dict[str, Any]]], LogpPairs]) -> LogpPairs:
@@ -100,7 +103,7 @@ class ReferenceStore:
             return {}
 
     def _write(self, values: dict[str, tuple[float, float]]) -> None:
-        """Every value used now, marked with today, and those unused for KEEP_DAYS days dropped."""
+        """Every value used now, marked with today, and those unused for keep_days days dropped."""
         today = int(time.time() // 86400)
         try:
             with self._transaction() as connection:
@@ -108,6 +111,22 @@ class ReferenceStore:
                     "INSERT INTO reference (key, chosen, rejected, used) VALUES (?, ?, ?, ?) "
                     "ON CONFLICT (key) DO UPDATE SET used = excluded.used",
                     [(key, chosen, rejected, today) for key, (chosen, rejected) in values.items()])
-                connection.execute("DELETE FROM reference WHERE used < ?", (today - KEEP_DAYS,))
+                connection.execute("DELETE FROM reference WHERE used < ?", (today - self.keep_days,))
         except (sqlite3.Error, OSError) as error:
             log.warning("reference log-probs could not be kept for the next training (%s: %s)", self.path, error)
+
+    def prune(self, now: float, dry_run: bool = False) -> tuple[int, int]:
+        """Drop the values unused for keep_days days before `now` (a timestamp) and give the file's space back;
+        returns (dropped, kept). A dry run only counts. Errors are the caller's (gc reports them)."""
+        if not self.path.exists():
+            return 0, 0
+        oldest = int(now // 86400) - self.keep_days
+        with self._transaction() as connection:
+            stale, total = connection.execute(
+                "SELECT count(*) FILTER (WHERE used < ?), count(*) FROM reference", (oldest,)).fetchone()
+            if stale and not dry_run:
+                connection.execute("DELETE FROM reference WHERE used < ?", (oldest,))
+        if stale and not dry_run:
+            with closing(sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S)) as connection:
+                connection.execute("VACUUM")  # deleted rows leave free pages: the file shrinks only when rewritten
+        return stale, total - stale
