@@ -85,6 +85,10 @@ def test_openai_client_gets_each_roles_answer_and_models_lists_versions(champion
         routed = client.chat.completions.create(model="coo", messages=[{"role": "user", "content": PROMPTS[0]}], max_tokens=10,
                                                 extra_body={"adapter_id": "ceo"})
         assert routed.choices[0].message.content == same[0]
+        # A role as users write it, and its registered model name, reach the same champion.
+        for spelling in ("CEO", "roleforge-ceo"):
+            assert client.chat.completions.create(model=spelling, messages=[{"role": "user", "content": PROMPTS[0]}],
+                                                  max_tokens=10).choices[0].message.content == same[0]
         streamed = client.chat.completions.create(model="ceo", messages=[{"role": "user", "content": PROMPTS[0]}],
                                                   max_tokens=10, stream=True)
         text = "".join(chunk.choices[0].delta.content or "" for chunk in streamed if chunk.choices)

@@ -93,13 +93,14 @@ class Service:
         self.ledger.close()
 
     def resolve_role(self, name: str | None) -> str:
-        """A request's role: the role name itself, or its registered model name."""
-        if name in self.settings.roles:
-            return name
+        """A request's role: its name or an alias in any case (as feedback names it), or its registered model name."""
         for role in self.settings.roles:
             if name == self.settings.registered_model_name(role):
                 return role
-        raise KeyError(name)
+        try:
+            return self.settings.role_name(name or "")
+        except RoleforgeError:
+            raise KeyError(name) from None
 
     def models(self) -> list[dict[str, Any]]:
         served = self.engine.served if self.engine else {}
