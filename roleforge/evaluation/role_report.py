@@ -3,7 +3,6 @@ and, for a tool-using role, tool calls that do the job. What `roleforge evaluate
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -35,24 +34,25 @@ def role_report(base_model: Path, adapter: Path | None, system_prompt: str, cont
     """Both models' answers to `rows` and (with `capability`) to the retained-capability questions, and what they
     make of each."""
     from roleforge.models.base import BASE_MODELS, attach_adapter, load_tokenizer
-    from roleforge.models.generation import generate_answers, tool_use_rates
+    from roleforge.models.generation import answer_mixed, tool_use_rates
 
     tokenizer = load_tokenizer(base_model)
     items = capability_items() if capability else []
     prompts, questions = [row["prompt"] for row in rows], [item["question"] for item in items]
-    answers: dict[str, dict[str, list[str]]] = {}
+    sides = {"base": None, "adapter": ADAPTER} if adapter is not None else {"base": None}
+    plan = [(side, group, name, question, limit) for side, name in sides.items()
+            for group, asked, limit in (("prompts", prompts, max_new_tokens), ("capability", questions, capability_max_new_tokens))
+            for question in asked]
     with BASE_MODELS.lend(base_model) as base:
         model = attach_adapter(base, adapter, adapter_name=ADAPTER) if adapter is not None else base
-        try:
-            for side in ("base", "adapter") if adapter is not None else ("base",):
-                with model.disable_adapter() if side == "base" and adapter is not None else nullcontext():
-                    answers[side] = {
-                        "prompts": generate_answers(model.eval(), tokenizer, system_prompt, prompts, max_new_tokens),
-                        "capability": generate_answers(model, tokenizer, system_prompt, questions, capability_max_new_tokens)
-                        if questions else []}
+        try:  # both models in the same batches (mixed adapters)
+            answered = answer_mixed(model.eval(), tokenizer, system_prompt, [(n, q, k) for _, _, n, q, k in plan])
         finally:
             if adapter is not None:
                 model.unload()
+    answers: dict[str, dict[str, list[str]]] = {side: {"prompts": [], "capability": []} for side in sides}
+    for (side, group, _, _, _), answer in zip(plan, answered):
+        answers[side][group].append(answer)
     report: dict[str, Any] = {"prompts": len(rows), "capability_questions": len(items)}
     passed = {side: [passes(item, answer) for item, answer in zip(items, given["capability"])]
               for side, given in answers.items()}
