@@ -1,8 +1,7 @@
-"""Scale-out: the per-role fan-out on a Dask cluster, and Azure ML specs and job polling (offline)."""
+"""Scale-out: Azure ML specs and job polling (offline), the training backend and the promotion mirror."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -11,28 +10,8 @@ import yaml
 from roleforge.config.settings import AzureMLSettings
 from roleforge.deployments.azure_ml import compute_spec, training_folder, training_job_spec, wait_for_job
 from roleforge.ops.errors import Preempted
-from tests.conftest import SAMPLE
 
-DASK = """
-[training]
-fanout = "dask"
-dask_workers = 2
-"""
-
-
-@pytest.mark.slow
-def test_the_fan_out_runs_every_role_on_a_dask_cluster(home, prefect_harness, tmp_path):
-    from roleforge.flows.params import SelfLearningRun
-    from roleforge.flows.self_learning import self_learning
-    from roleforge.ops.status import read_training_status
-
-    (tmp_path / "roleforge.toml").write_text((tmp_path / "roleforge.toml").read_text() + DASK)
-    outcomes = self_learning(SelfLearningRun(feedback=[str(SAMPLE / "ceo.jsonl"), str(SAMPLE / "tool-agent.jsonl")],
-                                             roles=["ceo", "tool-agent"], profile="quick"))
-    assert all(outcome.trained for outcome in outcomes.values()), {r: o.reason for r, o in outcomes.items()}
-    workers = {read_training_status(home, role)["worker"] for role in outcomes}
-    assert all(not worker.endswith(f":{os.getpid()}") for worker in workers), "roles trained in Dask worker processes"
-    assert {read_training_status(home, role)["state"] for role in outcomes} == {"ready"}
+# The per-role fan-out on a Dask LocalCluster: tests/test_ten_roles.py runs a ten-role night there.
 
 
 def test_the_low_priority_cluster_scales_to_zero():

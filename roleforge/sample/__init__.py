@@ -11,3 +11,4 @@ CAPABILITIES = SAMPLE_DIR / "capabilities.jsonl"  # general questions, by catego
 # replayed to keep an adapter close to it, and they measure its drift.
 GENERAL_PROMPTS = SAMPLE_DIR / "general_prompts.jsonl"
 TOOL_USE_EVAL = SAMPLE_DIR / "tool_use_eval.jsonl"  # tool requests with what a right call does, apart from the generator
+TEN_ROLES = SAMPLE_DIR / "ten_roles.toml"  # six more roles beside the built-in four (generate.py --ten-roles feeds them)

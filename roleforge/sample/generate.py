@@ -1,9 +1,11 @@
-"""Generate the bundled sample feedback: `python -m roleforge.sample.generate [OUT_DIR]`.
+"""Generate the bundled sample feedback: `python -m roleforge.sample.generate [OUT_DIR] [--ten-roles]`.
 
 Deterministic (seeded), so the committed files change only when this script does. Each executive role gets A/B
 choices and 1-5 ratings whose preferred answers follow the role's system prompt (a decision with its reason and
 next step; figures, risk and a recommendation; owners, steps and a deadline); the tool-agent's preferred answers
-are a `Thought:` line plus an `Action:` JSON call of the right tool with the right arguments.
+are a `Thought:` line plus an `Action:` JSON call of the right tool with the right arguments. With `--ten-roles`,
+six more roles' feedback too (cto, cmo, chro, clo, cso, vp-sales; configured by ten_roles.toml beside this file), each
+in the answer shape of the executive it borrows; the bundled files are written only without it.
 """
 
 from __future__ import annotations
@@ -332,17 +334,46 @@ BAD_LINES = [
 ]
 
 
+# The six roles that make ten, each with the executive whose answer shape it borrows (its system prompt and output
+# contract in ten_roles.toml ask for that shape).
+EXTRA_ROLES = {"cto": "ceo", "cmo": "ceo", "chro": "coo", "clo": "cfo", "cso": "cfo", "vp-sales": "coo"}
+
+
 def write_jsonl(path: Path, rows: list[dict[str, object]]) -> None:
     path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
 
 
+def role_rows() -> dict[str, list[dict[str, object]]]:
+    """The bundled roles' feedback rows, by role."""
+    rows = {role: exec_rows(random.Random(SEED + offset), role, good) for offset, (role, good) in enumerate(EXEC_ROLES.items())}
+    return {**rows, "tool-agent": tool_agent_rows(random.Random(SEED + 10))}
+
+
+def ten_role_feedback(out_dir: Path, rows_per_role: int | None = None) -> list[Path]:
+    """Feedback for ten roles, a file each: the bundled four and EXTRA_ROLES (seeded apart, so their prompts and
+    answers differ from their model's). `rows_per_role` keeps each file's first rows: A/B choices, then ratings."""
+    rows = role_rows()
+    for offset, (role, model) in enumerate(EXTRA_ROLES.items()):
+        rows[role] = exec_rows(random.Random(SEED + 20 + offset), role, EXEC_ROLES[model])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for role, role_feedback in rows.items():
+        write_jsonl(out_dir / f"{role}.jsonl", role_feedback[:rows_per_role])
+    return [out_dir / f"{role}.jsonl" for role in rows]
+
+
 def main(out_dir: Path = OUT_DIR) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    for offset, (role, good) in enumerate(EXEC_ROLES.items()):
-        write_jsonl(out_dir / f"{role}.jsonl", exec_rows(random.Random(SEED + offset), role, good))
-    write_jsonl(out_dir / "tool-agent.jsonl", tool_agent_rows(random.Random(SEED + 10)))
+    for role, rows in role_rows().items():
+        write_jsonl(out_dir / f"{role}.jsonl", rows)
     (out_dir / "mixed-quality.jsonl").write_bytes(b"\n".join(BAD_LINES) + b"\n")
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else OUT_DIR)
+    arguments = [a for a in sys.argv[1:] if a != "--ten-roles"]
+    target = Path(arguments[0]) if arguments else OUT_DIR
+    if "--ten-roles" in sys.argv[1:]:
+        if target.resolve() == OUT_DIR.resolve():
+            sys.exit("--ten-roles writes to another folder: give OUT_DIR (the bundled files stay as they are)")
+        ten_role_feedback(target)
+    else:
+        main(target)
