@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import flow
 
 from roleforge.flows.params import RoleRun
+from roleforge.ops import progress
 from roleforge.tasks.evaluate import evaluate_role
 from roleforge.tasks.label import label_role
 from roleforge.tasks.promote import promote_role
@@ -43,7 +44,9 @@ def run_role(run: RoleRun) -> RoleOutcome:
     else:
         write_training_status(load_settings().home, run.role, "failed", error=state.message or state.name)
         outcome = RoleOutcome.failed(run.role, state.message or state.name)
-    return outcome.model_copy(update={"seconds": round(time.monotonic() - started, 2)})
+    outcome = outcome.model_copy(update={"seconds": round(time.monotonic() - started, 2)})
+    progress.outcome(run.role, outcome.headline)
+    return outcome
 
 
 if __name__ == "__main__":

@@ -10,10 +10,14 @@ from pathlib import Path
 
 def prepare_environment(home: Path) -> None:
     """Keep every tool's state under ROLEFORGE_HOME, offline, and quiet; explicit user settings win."""
+    if "PREFECT_LOGGING_LEVEL" not in os.environ:
+        # The runs' INFO lines (every stage's progress) reach Prefect's API, so a run's page shows them; the terminal
+        # gets warnings only. A level the user sets applies to both.
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     defaults = {
         "PREFECT_HOME": str(home / "prefect"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "PREFECT_LOGGING_LEVEL": "INFO",
         # roleforge's own warnings (a training that fell back to activation checkpointing) reach the run's log in
         # the Prefect UI; outside a run (`roleforge train-job`) they go to stderr only, without Prefect's complaint.
         "PREFECT_LOGGING_EXTRA_LOGGERS": "roleforge",

@@ -19,6 +19,7 @@ from roleforge.evaluation.drift import mean_token_kl
 from roleforge.evaluation.judging import JudgeCalibration, judge_generation
 from roleforge.evaluation.scoring import ModelScore, completion_logps, pair_correct, score
 from roleforge.models.generation import answer_mixed
+from roleforge.ops.progress import advance
 from roleforge.ops.retries import retry_transient
 from roleforge.ops.timing import STAGES
 from roleforge.runtime import MODEL_MODULES, import_for_stages
@@ -108,6 +109,7 @@ def evaluate_candidate(candidate: Candidate, system_prompt: str, base_model: Pat
                 with active(adapter):
                     return completion_logps(model, tokenizer, prompts, chosen), completion_logps(model, tokenizer, prompts, rejected)
 
+            advance(message=f"scoring {len(pairs)} held-out pairs")
             reference = logps(reference_adapter)
             ours = logps(CANDIDATE)
             theirs = logps(CHAMPION) if champion_adapter is not None else reference
@@ -144,6 +146,7 @@ def evaluate_candidate(candidate: Candidate, system_prompt: str, base_model: Pat
     generation = guardrails = None
     ab_prompts = asked["ab"][:config.generation_prompts]
     if ab_prompts and judge is not None:
+        advance(message=f"judging {len(ab_prompts)} answer pairs")
         generation = judge_generation(judge, judge_calibration, system_prompt, ab_prompts,
                                       answers["candidate"]["ab"][:len(ab_prompts)], answers["opponent"]["ab"][:len(ab_prompts)],
                                       config.judge_margin, confidence)

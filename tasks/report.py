@@ -57,6 +57,22 @@ class RoleOutcome(BaseModel):
     guardrails: dict[str, Any] | None = None
     task_metrics: dict[str, dict[str, float]] = {}
 
+    @property
+    def result(self) -> str:
+        """The outcome in two words or so: 'promoted v3', 'not promoted', 'not trained', 'failed'."""
+        if self.reason.startswith("failed"):
+            return "failed"
+        if self.promoted:
+            return f"promoted v{self.version}"
+        return "not promoted" if self.trained else "not trained"
+
+    @property
+    def headline(self) -> str:
+        """The result and, where it is no promotion, why: the line a role's progress ends on."""
+        if self.promoted or not self.reason:
+            return self.result
+        return self.reason if self.result == "failed" else f"{self.result}: {self.reason}"
+
     @classmethod
     def held_back(cls, dataset: Any) -> RoleOutcome:
         """A role that did not train: its contract failed or it has too few pairs."""

@@ -61,10 +61,34 @@ def check_writable(home: Path) -> None:
         raise RoleforgeError(f"ROLEFORGE_HOME {home} is not writable: {error.strerror or error}") from None
 
 
-def rich_console() -> Any:
+def rich_console(width: int = 160) -> Any:
+    """A console `width` columns wide, or as wide as the terminal where that is narrower."""
+    import shutil
+
     from rich.console import Console
 
-    return Console(stderr=False, width=160)
+    if sys.stdout.isatty():
+        width = min(width, shutil.get_terminal_size((width, 24)).columns)
+    return Console(stderr=False, width=width)
+
+
+# What the tables people read (run's outcomes, status) fit into.
+TABLE_WIDTH = 100
+
+
+def compact_table(title: str, rows: list[dict[str, Any]], caption: str | None = None) -> Any:
+    """A rich table of short values (dicts with the same keys), columns two spaces apart and no frame, so that a
+    role's row stays on one line of TABLE_WIDTH."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, show_edge=False, collapse_padding=True,
+                  title_justify="left", caption_justify="left")
+    for column in (rows[0] if rows else {}):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row.values()))
+    return table
 
 
 def render_table(title: str, rows: list[dict[str, Any]]) -> Any:

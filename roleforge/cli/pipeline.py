@@ -7,7 +7,7 @@ import json
 import time
 from pathlib import Path
 
-from roleforge.cli.common import command_settings, emit, render_table, rich_console, role_names
+from roleforge.cli.common import TABLE_WIDTH, command_settings, emit, render_table, rich_console, role_names
 from roleforge.ops.errors import RoleforgeError
 
 
@@ -32,24 +32,26 @@ def cmd_run(args: argparse.Namespace) -> int:
         from roleforge.sample import SAMPLE_FEEDBACK
 
         feedback.append(str(SAMPLE_FEEDBACK))
+    from roleforge.cli.night_view import print_outcomes, watching
     from roleforge.flows.params import SelfLearningRun
     from roleforge.flows.self_learning import self_learning
     from roleforge.ops.timing import STAGES
     from roleforge.runtime import start_warm_up
-    from roleforge.tasks.report import outcome_rows
 
     settings.base_model_dir()
     started = time.monotonic()
     if not args.no_warm_up:
         start_warm_up(settings.resolved_tracking_uri, settings.path("mlartifacts"))
-    outcomes = self_learning(SelfLearningRun(feedback=feedback, roles=roles, profile=args.profile or settings.profile,
-                                             force=args.force))
+    console = rich_console(TABLE_WIDTH)
+    with watching(roles or list(settings.roles), console):
+        outcomes = self_learning(SelfLearningRun(feedback=feedback, roles=roles, profile=args.profile or settings.profile,
+                                                 force=args.force))
     timing = STAGES.report(started, time.monotonic())
     (settings.path("runs") / "last-run-timing.json").write_text(json.dumps(timing, indent=2) + "\n")
-    rich_console().print(render_table("roleforge run", outcome_rows(outcomes)))
-    print(f"pipeline: {timing['wall_seconds']} s wall, stages {timing['stage_seconds']} s "
-          f"({', '.join(f'{k} {v}' for k, v in timing['stages'].items())}), orchestration overhead "
-          f"{timing['overhead_seconds']} s ({timing['overhead_share']:.1%}) -> {settings.path('runs') / 'last-run-timing.json'}")
+    print_outcomes(console, outcomes)
+    print(f"pipeline: {timing['wall_seconds']} s wall, {timing['stage_seconds']} s in stages, orchestration overhead "
+          f"{timing['overhead_seconds']} s ({timing['overhead_share']:.1%})")
+    print(f"stages: {', '.join(f'{k} {v} s' for k, v in timing['stages'].items())} -> {settings.path('runs') / 'last-run-timing.json'}")
     emit({role: outcome.model_dump() for role, outcome in outcomes.items()}, args.json)
     return 0
 

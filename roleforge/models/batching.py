@@ -7,6 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from roleforge.ops.progress import advance
+
 BASE = "__base__"  # PEFT's name for "no adapter" in a mixed batch
 
 
@@ -84,6 +86,7 @@ def generate_all(model: Any, tokenizer: Any, requests: list[Request], batch_size
         chunk = ordered[start:start + batch_size]
         for key in dict.fromkeys(r.sampling for r in chunk):
             generate_batch(model, tokenizer, [r for r in chunk if r.sampling == key], eos_ids)
+        advance(start + len(chunk), len(ordered), "answers")  # a stage's progress (evaluation); serving has none
 
 
 class RowStreamer:

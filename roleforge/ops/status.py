@@ -36,6 +36,9 @@ def role_status(settings: Settings) -> dict[str, dict[str, Any]]:
                         "training": training["state"], "training_metrics": training.get("metrics", {}),
                         "adapter_path": training.get("adapter_path"), "champion_version": version, "champion_metrics": metrics,
                         "last_decision": decisions.get(role)}
+        # When the training status last changed and what stopped it, only where there is a status: the others keep
+        # the keys they had.
+        status[role].update({f"training_{key}": training[key] for key in ("updated", "error") if training.get(key)})
         tuned = read_tuned_recipe(settings.tuned_recipe_path(role))
         if tuned is not None:  # only where `roleforge tune` saved one: the other keys stay as they were
             status[role]["tuned_recipe"] = tuned

@@ -9,6 +9,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from roleforge.ops import progress
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -20,14 +22,16 @@ class StageClock:
         self.intervals: list[tuple[str, float, float]] = []
 
     def timed(self, stage: str) -> Callable[[F], F]:
-        """Decorate a task's function (under @task) so that each call's own work is recorded as `stage`."""
+        """Decorate a task's function (under @task) so that each call's own work is recorded as `stage`, and its
+        start, steps and end are published as the progress of the role it works on (roleforge/ops/progress.py)."""
 
         def decorate(function: F) -> F:
             @functools.wraps(function)
             def wrapper(*args: Any, **kwargs: Any) -> Any:
                 started = time.monotonic()
                 try:
-                    return function(*args, **kwargs)
+                    with progress.stage(stage, progress.stage_role(args, kwargs)):
+                        return function(*args, **kwargs)
                 finally:
                     with self._lock:
                         self.intervals.append((stage, started, time.monotonic()))

@@ -66,6 +66,24 @@ def mlflow_logging_callback(client: Any, run_id: str) -> Any:
     return MlflowStepMetrics()
 
 
+def progress_callback() -> Any:
+    """Each optimizer step, with the last logged loss, as progress of the stage running in this thread."""
+    from transformers import TrainerCallback
+
+    from roleforge.ops.progress import advance
+
+    class StepProgress(TrainerCallback):
+        loss: float | None = None
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **_: Any) -> None:
+            self.loss = (logs or {}).get("loss", self.loss)
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **_: Any) -> None:
+            advance(state.global_step, state.max_steps, "steps" if self.loss is None else f"loss {self.loss:.3f}")
+
+    return StepProgress()
+
+
 def checkpoint_step(checkpoint: Path) -> int:
     """The step in a checkpoint folder's name (checkpoint-N); -1 for a name without one."""
     suffix = checkpoint.name.rsplit("-", 1)[-1]
@@ -151,7 +169,7 @@ def train_adapter(dataset: PreferenceDataset, system_prompt: str, recipe: dict[s
     if checkpoint is None:
         client.log_batch(run_id, params=_params(recipe, dataset, len(pairs), base_adapter))
     tokenizer = load_tokenizer(base_model)
-    callbacks = [mlflow_logging_callback(client, run_id), checkpoint_on_shutdown_callback()]
+    callbacks = [mlflow_logging_callback(client, run_id), checkpoint_on_shutdown_callback(), progress_callback()]
     dtype = compute_dtype() if engine == "roleforge" else "float32"
     with (BASE_MODELS.lend(base_model, max_parallel, dtype) as base, training_in_progress(),
           system_metrics(run_id, client.tracking_uri)):
