@@ -66,19 +66,22 @@ def write_report(report: dict[str, Any], path: Path) -> None:
 
 
 class PeakRss:
-    """Peak resident memory of this process and its child processes together (ingest's parse workers) while the
-    block runs, sampled every 20 ms. The list of child processes is read every half second: reading it walks all of
-    /proc, and doing that at every sample took CPU from what is measured."""
+    """Peak resident memory of this process (or of process `pid`) and its child processes together (ingest's parse
+    workers, Prefect's local server) while the block runs, sampled every 20 ms. The list of child processes is read
+    every half second: reading it walks all of /proc, and doing that at every sample took CPU from what is measured."""
 
     SAMPLE_S = 0.02
     CHILDREN_EVERY = 25  # samples
+
+    def __init__(self, pid: int | None = None) -> None:
+        self.pid = pid
 
     def __enter__(self) -> PeakRss:
         import threading
 
         import psutil
 
-        self.process, self.peak_mb, self._stop = psutil.Process(), 0.0, threading.Event()
+        self.process, self.peak_mb, self._stop = psutil.Process(self.pid), 0.0, threading.Event()
         self._children: list[Any] = []
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
@@ -88,15 +91,26 @@ class PeakRss:
         samples = 0
         while not self._stop.is_set():
             if samples % self.CHILDREN_EVERY == 0:
-                self._children = self.process.children(recursive=True)
+                self._children = self._current_children()
             self.peak_mb = max(self.peak_mb, self._rss_mb())
             samples += 1
             self._stop.wait(self.SAMPLE_S)
 
+    def _current_children(self) -> list[Any]:
+        import psutil
+
+        try:
+            return self.process.children(recursive=True)
+        except psutil.Error:  # another process, which has ended
+            return []
+
     def _rss_mb(self) -> float:
         import psutil
 
-        total = self.process.memory_info().rss
+        try:
+            total = self.process.memory_info().rss
+        except psutil.Error:  # another process, which has ended: its children went with it
+            return 0.0
         for child in self._children:
             try:
                 total += child.memory_info().rss
@@ -107,5 +121,5 @@ class PeakRss:
     def __exit__(self, *_: Any) -> None:
         self._stop.set()
         self._thread.join()
-        self._children = self.process.children(recursive=True)
+        self._children = self._current_children()
         self.peak_mb = max(self.peak_mb, self._rss_mb())

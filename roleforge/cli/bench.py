@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from roleforge.cli.common import command_settings, emit
+from roleforge.cli.common import command_settings, emit, role_names
 from roleforge.ops.errors import RoleforgeError
 
 
@@ -127,3 +127,17 @@ def cmd_bench_serve(args: argparse.Namespace) -> int:
     return _bench_done(report, settings.path("bench") / "serve.json",
                        f"batched {report['requests_per_s']} requests/s (p95 {report['p95_ms']} ms) vs one at a time "
                        f"{report['sequential']['requests_per_s']} (p95 {report['sequential']['p95_ms']} ms): {report['speedup']}x", args)
+
+
+def cmd_bench_night(args: argparse.Namespace) -> int:
+    settings = command_settings()
+    import tempfile
+
+    from roleforge.bench.night import night_benchmark, night_summary
+
+    roles = role_names(settings, args.roles)
+    base_model = settings.base_model_dir()  # converted here once if needed; the night reuses the directory
+    with tempfile.TemporaryDirectory(prefix="bench-night-", dir=settings.path("bench")) as work:
+        report = night_benchmark(base_model, Path(work), args.profile or settings.profile, roles)
+    return _bench_done(report, Path(args.out) if args.out else settings.path("bench") / "night.json",
+                       night_summary(report), args)

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from roleforge.cli.bench import (cmd_bench_cli, cmd_bench_dpo, cmd_bench_generate, cmd_bench_ingest, cmd_bench_label,
-                                 cmd_bench_pairs, cmd_bench_serve)
+                                 cmd_bench_night, cmd_bench_pairs, cmd_bench_serve)
 from roleforge.cli.common import Parser
 from roleforge.cli.export import cmd_export_vllm
 from roleforge.cli.generation import cmd_chat, cmd_evaluate_role, cmd_evaluate_tool_use, cmd_generate
@@ -152,6 +152,14 @@ def build_parser() -> Parser:
     bench_cli.add_argument("--repeats", type=int, default=5, help="timed runs of each (default 5)")
     bench_cli.add_argument("--json", action="store_true")
     bench_cli.set_defaults(handler=cmd_bench_cli)
+
+    bench_night = bench.add_parser("night", help="the sample night (roleforge run --sample) on a fresh home: wall time, "
+                                                 "stage and role seconds, peak RSS, promotions and task metrics")
+    bench_night.add_argument("--profile", choices=["quick", "default"], help="training profile (default: settings.profile)")
+    bench_night.add_argument("--roles", help="comma-separated roles (default: all configured)")
+    bench_night.add_argument("--out", help="JSON file to write (default $ROLEFORGE_HOME/bench/night.json)")
+    bench_night.add_argument("--json", action="store_true")
+    bench_night.set_defaults(handler=cmd_bench_night)
 
     generate = commands.add_parser("generate", help="answer prompts as a role's champion (or the base model)")
     generate.add_argument("--role", required=True)

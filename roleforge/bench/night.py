@@ -1,0 +1,78 @@
+"""`roleforge bench night`: the sample night as a user starts it (`roleforge run --sample`, a fresh process) on a
+fresh home, with what it took (wall time, the stages' and the roles' seconds, peak memory) beside what it decided
+(promotions, task metrics), so that speed and outcomes are read together."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from roleforge.bench.common import PeakRss
+from roleforge.ops.errors import RoleforgeError
+
+# Of each role's outcome, what the report keeps: what was decided and the figures behind it.
+OUTCOME_FIELDS = ("pairs", "trained", "promoted", "version", "preference_accuracy", "opponent", "accuracy_gain",
+                  "win_rate", "reason")
+
+
+def night_environment(home: Path, base_model: Path) -> dict[str, str]:
+    """This process's environment for a night on `home`: its stores, registry and Prefect's local server all new
+    there (whatever the configuration points them at), the base model directory reused as it is."""
+    env = {**os.environ, "ROLEFORGE_HOME": str(home), "ROLEFORGE_BASE_MODEL": str(base_model),
+           "ROLEFORGE_STORE_URL": f"sqlite:///{home / 'store.db'}",
+           "ROLEFORGE_MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}", "PREFECT_HOME": str(home / "prefect")}
+    env.pop("PREFECT_API_URL", None)  # the night's own local Prefect, as a first `make run` has
+    return env
+
+
+def night_benchmark(base_model: Path, work: Path, profile: str, roles: list[str] | None = None) -> dict[str, Any]:
+    """Run the sample night in a new process on a new home under `work` and report it.
+
+    Args:
+        base_model: the base model directory the night loads (not converted again).
+        work: an empty directory for the night's home.
+        profile: the training profile, quick or default.
+        roles: the roles to run (default: every configured role).
+
+    The night's progress lines go to this process's stderr as it runs. The report holds `wall_s` (the whole
+    command, start-up included), `flow_wall_s`, `stage_s` and `overhead_s` (the run's own timing), `role_s` (each
+    role's pipeline), `peak_rss_mb` (the night's process and its children), `promotions`, `task_metrics` and
+    `outcomes` (OUTCOME_FIELDS per role).
+    """
+    home = work / "home"
+    command = [sys.executable, "-m", "roleforge.cli", "run", "--sample", "--profile", profile, "--json",
+               *(["--roles", ",".join(roles)] if roles else [])]
+    started = time.perf_counter()
+    night = subprocess.Popen(command, env=night_environment(home, base_model), stdout=subprocess.PIPE, text=True)
+    with PeakRss(night.pid) as rss:
+        stdout, _ = night.communicate()
+    wall = time.perf_counter() - started
+    lines = stdout.strip().splitlines()
+    if night.returncode != 0 or not lines:
+        raise RoleforgeError(f"the night exited with {night.returncode}; its errors are above")
+    outcomes: dict[str, dict[str, Any]] = json.loads(lines[-1])
+    timing = json.loads((home / "runs" / "last-run-timing.json").read_text())
+    return {
+        "profile": profile, "roles": list(outcomes), "base_model": str(base_model),
+        "wall_s": round(wall, 2), "flow_wall_s": timing["wall_seconds"], "stage_s": timing["stages"],
+        "overhead_s": timing["overhead_seconds"],
+        "role_s": {role: outcome.get("seconds") for role, outcome in outcomes.items()},
+        "peak_rss_mb": round(rss.peak_mb, 1),
+        "promotions": {role: outcome["promoted"] for role, outcome in outcomes.items()},
+        "task_metrics": {role: outcome["task_metrics"] for role, outcome in outcomes.items() if outcome.get("task_metrics")},
+        "outcomes": {role: {key: outcome.get(key) for key in OUTCOME_FIELDS} for role, outcome in outcomes.items()},
+    }
+
+
+def night_summary(report: dict[str, Any]) -> str:
+    """The report in three lines for people."""
+    stages = ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in report["stage_s"].items())
+    roles = ", ".join(f"{role} {seconds:.0f} s" for role, seconds in report["role_s"].items() if seconds is not None)
+    promoted = [role for role, won in report["promotions"].items() if won]
+    return (f"night ({report['profile']}, {len(report['roles'])} roles): {report['wall_s']:.0f} s wall, peak RSS "
+            f"{report['peak_rss_mb']:.0f} MB\nstages: {stages}\nroles: {roles}; promoted: {', '.join(promoted) or 'none'}")

@@ -1,0 +1,31 @@
+"""`roleforge bench night`: the sample night on a fresh home, its speed and its outcomes in one report."""
+
+import json
+import os
+import subprocess
+import sys
+
+
+def test_bench_night_on_the_tiny_model_reports_speed_beside_outcomes(home, tiny_model_dir):
+    result = subprocess.run([sys.executable, "-m", "roleforge.cli", "bench", "night", "--roles", "tool-agent",
+                             "--profile", "quick", "--json"], capture_output=True, text=True, env=dict(os.environ),
+                            timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert {"wall_s", "flow_wall_s", "stage_s", "overhead_s", "role_s", "peak_rss_mb", "promotions", "task_metrics",
+            "outcomes", "machine"} <= set(report)
+    assert report["profile"] == "quick" and report["roles"] == ["tool-agent"]
+    assert report["wall_s"] > report["flow_wall_s"] > 0, "the whole command, its start-up included"
+    assert {"ingest", "label", "train", "evaluate", "promote"} <= set(report["stage_s"])
+    assert 0 < report["role_s"]["tool-agent"] < report["flow_wall_s"]
+    assert 200 < report["peak_rss_mb"] < 64_000
+    outcome = report["outcomes"]["tool-agent"]
+    assert outcome["trained"] and report["promotions"]["tool-agent"] == outcome["promoted"]
+    assert set(report["task_metrics"]["tool-agent"]) == {"candidate", "opponent"}
+    assert all(0 < report["machine"]["speed_probe_s"][when] < 60 for when in ("before", "after"))
+    # The night ran on a home of its own, gone after, on the configured base model's directory.
+    assert report["base_model"] == str(tiny_model_dir)
+    assert not (home / "store.db").exists() and not (home / "mlflow.db").exists()
+    assert [path.name for path in (home / "bench").iterdir()] == ["night.json"]
+    # Its progress, as plain lines (its stdout is no terminal), passed through to stderr.
+    assert "tool-agent train: started" in result.stderr and "tool-agent: " in result.stderr
