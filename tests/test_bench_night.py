@@ -29,3 +29,15 @@ def test_bench_night_on_the_tiny_model_reports_speed_beside_outcomes(home, tiny_
     assert [path.name for path in (home / "bench").iterdir()] == ["night.json"]
     # Its progress, as plain lines (its stdout is no terminal), passed through to stderr.
     assert "tool-agent train: started" in result.stderr and "tool-agent: " in result.stderr
+
+
+def test_an_interrupted_bench_stops_a_night_that_ignores_sigterm():
+    """A role evaluating in a worker thread runs on after SIGTERM unwinds the night's main thread: it is killed."""
+    from roleforge.bench.night import stop_night
+
+    stubborn = subprocess.Popen([sys.executable, "-c", "import signal, sys, time; signal.signal(signal.SIGTERM, "
+                                 "lambda *_: None); print('ready', flush=True); time.sleep(120)"],
+                                stdout=subprocess.PIPE, text=True)
+    assert stubborn.stdout.readline().strip() == "ready"
+    stop_night(stubborn, grace_s=0.5)
+    assert stubborn.returncode == -9

@@ -49,8 +49,12 @@ def night_benchmark(base_model: Path, work: Path, profile: str, roles: list[str]
                *(["--roles", ",".join(roles)] if roles else [])]
     started = time.perf_counter()
     night = subprocess.Popen(command, env=night_environment(home, base_model), stdout=subprocess.PIPE, text=True)
-    with PeakRss(night.pid) as rss:
-        stdout, _ = night.communicate()
+    try:
+        with PeakRss(night.pid) as rss:
+            stdout, _ = night.communicate()
+    except BaseException:  # SIGTERM or Ctrl-C to this process alone: the night stops too
+        stop_night(night)
+        raise
     wall = time.perf_counter() - started
     lines = stdout.strip().splitlines()
     if night.returncode != 0 or not lines:
@@ -67,6 +71,27 @@ def night_benchmark(base_model: Path, work: Path, profile: str, roles: list[str]
         "task_metrics": {role: outcome["task_metrics"] for role, outcome in outcomes.items() if outcome.get("task_metrics")},
         "outcomes": {role: {key: outcome.get(key) for key in OUTCOME_FIELDS} for role, outcome in outcomes.items()},
     }
+
+
+def stop_night(night: subprocess.Popen[str], grace_s: float = 30.0) -> None:
+    """SIGTERM to the night (a training checkpoints and stops), then, after `grace_s`, SIGKILL to it and its children:
+    a role that evaluates in a worker thread runs on after SIGTERM unwinds the main thread."""
+    import psutil
+
+    try:
+        children = psutil.Process(night.pid).children(recursive=True)
+    except psutil.Error:
+        children = []
+    night.terminate()
+    try:
+        night.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        for process in [*children, night]:
+            try:
+                process.kill()
+            except (psutil.Error, OSError):
+                pass
+        night.wait()
 
 
 def night_summary(report: dict[str, Any]) -> str:
