@@ -46,6 +46,7 @@ def generate_answers(model: Any, tokenizer: Any, system_prompt: str, prompts: li
     import torch
 
     from roleforge.models.base import chat_prompts, inference_autocast
+    from roleforge.ops.progress import advance
 
     texts = chat_prompts(tokenizer, system_prompt, prompts)
     answers: list[str] = []
@@ -59,6 +60,7 @@ def generate_answers(model: Any, tokenizer: Any, system_prompt: str, prompts: li
                                         pad_token_id=tokenizer.pad_token_id)
                 generated = output[:, batch["input_ids"].shape[1]:]
                 answers.extend(tokenizer.batch_decode(generated, skip_special_tokens=True))
+                advance(len(answers), len(texts), "answers")  # a stage's progress (replay, reference answers)
                 if new_tokens is not None:
                     ended = (generated == tokenizer.eos_token_id) | (generated == tokenizer.pad_token_id)
                     # Tokens up to and including the first end-of-sequence; every token when the answer ran to the limit.
