@@ -38,12 +38,14 @@ def run_role(run: RoleRun) -> RoleOutcome:
     if shutdown_requested():
         return RoleOutcome.failed(run.role, "not started: the process is shutting down (SIGTERM)")
     started = time.monotonic()
-    state = train_role(run, return_state=True)
-    if state.is_completed():
-        outcome = state.result()
-    else:
-        write_training_status(load_settings().home, run.role, "failed", error=state.message or state.name)
-        outcome = RoleOutcome.failed(run.role, state.message or state.name)
+    # The outcome as the subflow returned it, in memory: a final state read back from the API (a state proposal
+    # retried after the server's database was locked) carries no result, and would fail the whole night.
+    try:
+        outcome = train_role(run)
+    except Exception as error:  # noqa: BLE001 - any failure of one role is that role's outcome, never the night's
+        message = f"{type(error).__name__}: {error}"
+        write_training_status(load_settings().home, run.role, "failed", error=message)
+        outcome = RoleOutcome.failed(run.role, message)
     outcome = outcome.model_copy(update={"seconds": round(time.monotonic() - started, 2)})
     progress.outcome(run.role, outcome.headline)
     return outcome

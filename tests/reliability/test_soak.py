@@ -34,7 +34,7 @@ SOAK = f"""
 archive_days = {ARCHIVE_DAYS}
 snapshot_keep = {SNAPSHOT_KEEP}
 reference_unused_days = {REFERENCE_DAYS}
-max_home_gb = 0.05
+max_home_gb = 0.02
 [roles.ceo]
 min_pairs = {MAX_TRAIN_PAIRS}
 min_new_pairs = 20
