@@ -92,7 +92,8 @@ def promoted(client, home: Path, tiny_model_dir: Path, digest: str, started_days
 def grown_home(home: Path, tmp_path: Path, tiny_model_dir: Path) -> dict:
     """A home after many nights: two ceo versions (champion and previous) trained on old snapshots in old runs, their
     finished trainings and working copies; an unfinished cfo training, a stale coo one, old snapshots, old archived
-    feedback, reference log-probs unused for long, an old unregistered run and a cached download."""
+    feedback, reference log-probs unused for long, old unregistered runs (one a saved tuned recipe came from) and a
+    cached download."""
     (tmp_path / "roleforge.toml").write_text((tmp_path / "roleforge.toml").read_text() + RETENTION)
     settings = load_settings()
     client = mlflow_client(settings.resolved_tracking_uri)
@@ -115,6 +116,9 @@ def grown_home(home: Path, tmp_path: Path, tiny_model_dir: Path) -> dict:
     age(training(home, "coo", "5" * 16, "gone", (2,), (2,)), 20)
 
     orphan = client.create_run(experiment, start_time=int((time.time() - 45 * DAY) * 1000)).info.run_id
+    tuned = client.create_run(experiment, start_time=int((time.time() - 45 * DAY) * 1000)).info.run_id
+    (home / "recipes").mkdir(parents=True)
+    (home / "recipes" / "ceo.json").write_text(json.dumps({"overrides": {}, "trial": 3, "mlflow_run_id": tuned}))
     (tmp_path / "orphan").mkdir()
     (tmp_path / "orphan" / "model.bin").write_bytes(b"x" * 5000)
     client.log_artifacts(orphan, str(tmp_path / "orphan"))
@@ -135,7 +139,7 @@ def grown_home(home: Path, tmp_path: Path, tiny_model_dir: Path) -> dict:
     for version in ("1", "2", "7"):
         (home / "registry-cache" / "roleforge-ceo" / version).mkdir(parents=True)
     return {"settings": settings, "client": client, "first": first, "second": second, "unfinished_run": unfinished_run,
-            "orphan": orphan}
+            "orphan": orphan, "tuned": tuned}
 
 
 def listing(home: Path) -> set[str]:
@@ -157,7 +161,7 @@ def test_gc_prunes_by_age_and_count_and_keeps_what_registered_versions_point_at(
     assert report.errors == []
     assert report.removed == {"adapters": 1, "archive": 1, "checkpoints": 1, "mlflow_runs": 1, "reference_logps": 300,
                               "registry_cache": 1, "snapshots": 2, "trainings": 3}
-    assert report.kept["reference_logps"] == 5 and report.kept["mlflow_runs"] == 3
+    assert report.kept["reference_logps"] == 5 and report.kept["mlflow_runs"] == 4
 
     # Finished trainings go whole (their adapters are in the registry), so does the stale coo one; the unfinished cfo
     # training keeps its newest complete checkpoint and the one being written.
@@ -175,7 +179,8 @@ def test_gc_prunes_by_age_and_count_and_keeps_what_registered_versions_point_at(
 
     with pytest.raises(MlflowException):
         client.get_run(grown_home["orphan"])
-    assert client.get_run(grown_home["unfinished_run"]).info.lifecycle_stage == "active"
+    for kept in ("unfinished_run", "tuned"):  # a kept training's run, a saved tuned recipe's trial
+        assert client.get_run(grown_home[kept]).info.lifecycle_stage == "active"
 
     # Lineage and rollback: champion and previous load, rollback works, and the snapshots they name are there.
     from peft import PeftModel

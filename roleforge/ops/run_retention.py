@@ -33,17 +33,27 @@ def runs_started_before(client: Any, cutoff_ms: int) -> list[Any]:
     return runs
 
 
+def tuned_recipe_runs(settings: Settings) -> set[str]:
+    """The runs of the trials whose recipes `roleforge tune` saved (recipes/<role>.json names each)."""
+    from roleforge.ops.status import read_tuned_recipe
+
+    recipes = (read_tuned_recipe(path) for path in sorted((settings.home / "recipes").glob("*.json")))
+    return {str(recipe["mlflow_run_id"]) for recipe in recipes if recipe and recipe.get("mlflow_run_id")}
+
+
 def sweep_mlflow_runs(settings: Settings, lineage: Any, kept_runs: set[str], days: int, sweep: Any, now: float) -> None:
-    """MLflow runs started more than `days` ago that neither a registered version was trained in nor a kept
-    unfinished training reports to: deleted, then removed for good with their artifacts by MLflow's own gc."""
+    """MLflow runs started more than `days` ago that no registered version was trained in, no kept unfinished
+    training reports to and no saved tuned recipe came from: deleted, then removed for good with their artifacts by
+    MLflow's own gc."""
     from mlflow.cli import gc as mlflow_gc
 
     from roleforge.registry.tracking import mlflow_client
 
     client = mlflow_client(settings.resolved_tracking_uri)
+    kept = lineage.run_ids | kept_runs | tuned_recipe_runs(settings)
     doomed = []
     for run in runs_started_before(client, int((now - days * DAY) * 1000)):
-        if run.info.run_id in lineage.run_ids or run.info.run_id in kept_runs:
+        if run.info.run_id in kept:
             sweep.keep("mlflow_runs")
             continue
         artifacts = urlparse(run.info.artifact_uri or "")
