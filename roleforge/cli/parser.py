@@ -134,8 +134,8 @@ def build_parser() -> Parser:
 
     bench_serve = bench.add_parser("serve", help="the HTTP API under mixed-role traffic: batched across roles vs one request at a time")
     bench_serve.add_argument("--clients", type=int, default=8, help="concurrent clients (default 8)")
-    bench_serve.add_argument("--requests", type=int, default=64, help="requests in all, over four roles (default 64)")
-    bench_serve.add_argument("--max-tokens", type=int, default=64, help="longest answer (default 64)")
+    bench_serve.add_argument("--requests", type=int, default=32, help="requests in all, over four roles (default 32)")
+    bench_serve.add_argument("--max-tokens", type=int, default=48, help="longest answer (default 48)")
     bench_serve.add_argument("--max-batch", type=int, default=8, help="batch size of the batched run (default 8)")
     bench_serve.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], help="weights' dtype (default: serving.dtype)")
     bench_serve.add_argument("--json", action="store_true")

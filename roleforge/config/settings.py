@@ -197,7 +197,7 @@ class ServingSettings(BaseModel):
     max_tokens_limit: int = Field(default=1024, ge=1, description="Most new tokens a request may ask for.")
     poll_seconds: float = Field(default=10.0, gt=0.0, description="How often the registry is read for promotions and rollbacks.")
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
-        default="auto", description="Weights' dtype: auto is bfloat16 on a GPU that computes in it, else float32.")
+        default="auto", description="Weights' dtype: auto is bfloat16 where the hardware computes in it (GPU, AVX-512 BF16, AMX), else float32.")
     ledger_days: int = Field(default=30, ge=1, description="Days a served answer stays known to /v1/feedback.")
 
 

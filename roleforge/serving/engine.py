@@ -35,15 +35,13 @@ class Job(Request):
 
 
 def resolve_dtype(dtype: str) -> str:
-    """auto: bf16 weights on a GPU that computes in them; fp32 on a CPU, where per-step casts under autocast cost more
-    than bf16 matmuls save at serving batch sizes (docs/serving.md)."""
-    import torch
-
+    """auto: bf16 weights where the hardware computes in bf16 (a recent GPU, a CPU with AVX-512 BF16 or AMX), else
+    fp32. Serving keeps no fp32 copy: autocast over fp32 weights would cast every weight at every step."""
     if dtype != "auto":
         return dtype
     from roleforge.config.recipes import bf16_supported
 
-    return "bfloat16" if torch.cuda.is_available() and bf16_supported() else "float32"
+    return "bfloat16" if bf16_supported() else "float32"
 
 
 class ServingModel:
