@@ -2,6 +2,7 @@
 within 100 columns and in readable values."""
 
 import argparse
+import json
 import io
 import threading
 
@@ -66,7 +67,7 @@ def test_status_shows_readable_values_and_keeps_paths_to_json(home, capsys):
     write_training_status(home, "ceo", "ready", adapter_path=adapter, steps=24, mlflow_run_id="0123456789abcdef",
                           metrics={"train_loss": 0.61234, "train_runtime": 40.2044, "train_samples_per_second": 2.39})
     write_training_status(home, "cfo", "failed", error="role cfo: 3 training pairs in snapshot 1a2b, fewer than the 8 it needs")
-    assert cmd_status(argparse.Namespace(json=True)) == 0
+    assert cmd_status(argparse.Namespace(json=True, disk=False)) == 0
     out = capsys.readouterr().out.splitlines()
     table, payload = out[:-1], out[-1]
     assert max(len(line) for line in table) <= 100 and "{" not in "".join(table) and adapter not in "\n".join(table)
@@ -74,6 +75,11 @@ def test_status_shows_readable_values_and_keeps_paths_to_json(home, capsys):
     assert all(value in ceo.split() for value in ("ready", "40", "0.612", "-")), ceo
     assert any(line.startswith("cfo: training failed: role cfo: 3 training pairs") for line in table)
     assert adapter in payload, "--json keeps the paths"
+    assert set(json.loads(payload)) == {"ceo", "cfo", "coo", "tool-agent"}, "--json is keyed by role alone"
+    assert any(line.startswith("disk: ") for line in table)
+    assert cmd_status(argparse.Namespace(json=True, disk=True)) == 0
+    disk = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert disk["total"] > 0 and "store" in disk
 
 
 def test_live_lines_follow_every_role_from_several_threads():

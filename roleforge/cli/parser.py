@@ -51,6 +51,7 @@ def build_parser() -> Parser:
 
     status = commands.add_parser("status", help="per-role feedback, pairs and champion")
     status.add_argument("--json", action="store_true")
+    status.add_argument("--disk", action="store_true", help="with --json: disk use per kind (bytes) instead of the roles")
     status.set_defaults(handler=cmd_status)
 
     tune = commands.add_parser("tune", help="search a role's training recipe under its promotion gate (Optuna); the "

@@ -26,7 +26,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         if row.get("tuned_recipe"):
             console.print(f"{role}: {tuned_line(row['tuned_recipe'])}", highlight=False, markup=False)
     console.print(disk_line(disk), highlight=False)
-    emit({**status, "disk": disk}, args.json)
+    # --json stays role -> row, as scripts read it; the disk breakdown is its own document.
+    emit(disk if args.disk else status, args.json)
     return 0
 
 
