@@ -252,3 +252,16 @@ def test_a_killed_server_keeps_the_feedback_it_accepted(champions):
     (path,) = (settings.home / "inbox").iterdir()
     assert json.loads(path.read_text())["metadata"]["response_id"] == reply["id"]
     time.sleep(0)  # nothing else to wait for: the row was fsynced and renamed before the 200
+
+
+def test_the_ledger_forgets_answers_past_its_days(tmp_path, monkeypatch):
+    from roleforge.serving import ledger as ledger_module
+    from roleforge.serving.ledger import Ledger, Served
+
+    clock = [1_000_000.0]
+    monkeypatch.setattr(ledger_module.time, "time", lambda: clock[0])
+    ledger = Ledger(tmp_path / "responses.db", keep_days=1)
+    ledger.record(Served("old", "ceo", "p", "s", [], [{"text": "a", "version": "1", "slot": "champion"}]))
+    clock[0] += 2 * 86400  # two days on: the next answer recorded prunes the old one
+    ledger.record(Served("new", "ceo", "p", "s", [], [{"text": "b", "version": "1", "slot": "champion"}]))
+    assert ledger.get("old") is None and ledger.get("new").answers[0]["text"] == "b"

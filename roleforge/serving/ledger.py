@@ -51,11 +51,20 @@ class Ledger:
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("pragma journal_mode=wal")
         self._db.execute(SCHEMA)
-        self._db.execute("delete from responses where created < ?", (time.time() - keep_days * 86400,))
+        self._keep_s = keep_days * 86400
+        self._pruned = 0.0
+        self._prune()
+
+    def _prune(self) -> None:
+        """Forget answers older than keep_days: at start and then hourly, so a server that runs for months stays bounded."""
+        self._pruned = time.time()
+        self._db.execute("delete from responses where created < ?", (self._pruned - self._keep_s,))
 
     def record(self, served: Served) -> None:
         """Kept before the answer leaves the server: any id a client holds can be rated."""
         with self._lock:
+            if time.time() - self._pruned > 3600:
+                self._prune()
             self._db.execute("insert into responses values (?, ?, ?, ?, ?, ?, ?)",
                              (served.id, time.time(), served.role, served.prompt, served.system_prompt,
                               json.dumps(served.history) if served.history else None, json.dumps(served.answers)))
