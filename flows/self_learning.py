@@ -48,7 +48,9 @@ def train_roles(runs: list[RoleRun]) -> dict[str, RoleOutcome]:
 def self_learning(run: SelfLearningRun = SelfLearningRun()) -> dict[str, RoleOutcome]:
     settings = load_settings()
     ingest_feedback(run.feedback or [str(settings.path("inbox"))])
-    runs = [RoleRun(role=role, profile=run.profile, force=run.force) for role in run.roles or list(settings.roles)]
+    # Roles as a user types them in the UI's form (CEO, an alias) run under their configured names.
+    roles = list(dict.fromkeys(settings.role_name(role) for role in run.roles)) if run.roles else list(settings.roles)
+    runs = [RoleRun(role=role, profile=run.profile, force=run.force) for role in roles]
     # The tracking store and its experiment exist before roles fan out to other processes.
     from roleforge.registry.tracking import experiment_id, mlflow_client
 

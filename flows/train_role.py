@@ -16,6 +16,9 @@ from roleforge.tasks.validate import check_contract
 
 @flow(name="train-role", flow_run_name="train-{run.role}")
 def train_role(run: RoleRun) -> RoleOutcome:
+    from roleforge.config.settings import load_settings
+
+    run = run.model_copy(update={"role": load_settings().role_name(run.role)})  # CEO, or an alias, is its role
     contract = check_contract(run.role)
     dataset = should_train(label_role(run.role, contract), run.force)
     if not dataset.ready:

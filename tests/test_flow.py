@@ -75,7 +75,8 @@ def test_roles_train_promote_or_are_held_back_with_a_reason(home, prefect_harnes
     assert status["cfo"]["last_decision"]["action"] == "hold" and status["cfo"]["last_decision"]["reason"] == cfo.reason
     assert status["coo"]["last_decision"] is None and status["tool-agent"]["last_decision"] is None
 
-    nothing_new = self_learning(SelfLearningRun(roles=["ceo"], profile="quick"))
+    # The role as a user types it in the UI's form runs under its configured name.
+    nothing_new = self_learning(SelfLearningRun(roles=["CEO"], profile="quick"))
     assert not nothing_new["ceo"].trained and nothing_new["ceo"].new_pairs == 0 and "new training pairs" in nothing_new["ceo"].reason
     forced = self_learning(SelfLearningRun(roles=["ceo"], profile="quick", force=True))
     assert forced["ceo"].opponent == "champion" and forced["ceo"].snapshot_hash == ceo.snapshot_hash

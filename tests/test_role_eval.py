@@ -51,3 +51,15 @@ def test_ask_patterns_catch_generator_prompts() -> None:
     patterns = ask_patterns()
     for ask in ASKS:
         assert any(pattern.search(ask.format(topic="a new thing")) for pattern in patterns)
+
+
+def test_a_prompts_file_may_name_the_role_as_users_write_it(tmp_path) -> None:
+    from roleforge.evaluation.contracts import OutputContract
+    from roleforge.evaluation.role_report import role_prompts
+
+    path = tmp_path / "prompts.jsonl"
+    path.write_text('{"role": "CEO", "prompt": "Sell the unit?"}\n{"role": "chief-executive", "prompt": "Hire?"}\n'
+                    '{"role": "cfo", "prompt": "Budget?"}\n{"prompt": "Anything?"}\n')
+    spellings = {"ceo": "ceo", "chief-executive": "ceo", "cfo": "cfo"}
+    assert [r["prompt"] for r in role_prompts("ceo", path, OutputContract(), spellings)] == ["Sell the unit?", "Hire?", "Anything?"]
+    assert [r["prompt"] for r in role_prompts("ceo", path, OutputContract())] == ["Anything?"], "without spellings: exact names"

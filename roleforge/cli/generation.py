@@ -84,8 +84,9 @@ def cmd_evaluate_role(args: argparse.Namespace) -> int:
     from roleforge.evaluation.role_report import role_prompts, role_report
     from roleforge.models.generation import champion_adapters
 
+    args.role = settings.role_name(args.role)
     config = settings.role(args.role)
-    rows = role_prompts(args.role, Path(args.prompts) if args.prompts else None, config.output)
+    rows = role_prompts(args.role, Path(args.prompts) if args.prompts else None, config.output, settings.role_spellings())
     adapter, version = (Path(args.adapter), None) if args.adapter else champion_adapters(settings, [args.role]).get(args.role, (None, None))
     base_model = settings.base_model_dir()
     report = role_report(base_model, adapter, config.system_prompt, config.output, rows,

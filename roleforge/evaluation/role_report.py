@@ -12,9 +12,11 @@ from roleforge.evaluation.contracts import OutputContract, compliance
 ADAPTER = "evaluated"
 
 
-def role_prompts(role: str, path: Path | None, contract: OutputContract) -> list[dict[str, Any]]:
+def role_prompts(role: str, path: Path | None, contract: OutputContract,
+                 spellings: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """The prompts to ask: `path` (JSONL with `prompt` or `request`, and optionally `role`), else the bundled set
-    written apart from the sample generator (tool requests for a tool-call contract, the role's rows otherwise)."""
+    written apart from the sample generator (tool requests for a tool-call contract, the role's rows otherwise).
+    A row's `role` may be any spelling of it (`spellings`: Settings.role_spellings())."""
     import json
 
     from roleforge.ops.errors import RoleforgeError
@@ -22,7 +24,11 @@ def role_prompts(role: str, path: Path | None, contract: OutputContract) -> list
 
     source = path or (TOOL_USE_EVAL if contract.tool_call else ROLE_EVAL)
     rows = [json.loads(line) for line in Path(source).read_text(encoding="utf-8").splitlines() if line.strip()]
-    rows = [row | {"prompt": row.get("prompt") or row.get("request")} for row in rows if row.get("role", role) == role]
+    def named(row: dict[str, Any]) -> str:
+        given = str(row.get("role", role))
+        return (spellings.get(given) or spellings.get(given.casefold()) or given) if spellings else given
+
+    rows = [row | {"prompt": row.get("prompt") or row.get("request")} for row in rows if named(row) == role]
     if not rows or not all(isinstance(row["prompt"], str) for row in rows):
         raise RoleforgeError(f"{source}: no prompts for role {role!r} (rows need `prompt` or `request`; pass --prompts FILE)")
     return rows
