@@ -13,7 +13,7 @@ from typing import Any
 from roleforge.config.settings import Settings
 
 
-def role_prompts(settings: Settings, roles: list[str]) -> dict[str, list[str]]:
+def prompts_by_role(settings: Settings, roles: list[str]) -> dict[str, list[str]]:
     """Prompts written apart from the sample's templates (the role evaluation sets), per role; a role without a
     bundled set is asked the ceo's."""
     from roleforge.evaluation.role_report import role_prompts as evaluation_prompts
@@ -107,9 +107,11 @@ def serve_benchmark(settings: Settings, clients: int, requests: int, max_tokens:
                 path, version = synthetic_adapter(base_model, Path(scratch) / f"role-{seed}", seed), "synthetic"
                 adapters[role] = "synthetic"
             engine.install(role, CHAMPION, version, path)
-        prompts = role_prompts(settings, roles)
-        plan = [(roles[i % len(roles)], prompts[roles[i % len(roles)]][(i // len(roles)) % len(prompts[roles[i % len(roles)]])])
-                for i in range(requests)]
+        prompts = prompts_by_role(settings, roles)
+        plan = []  # the roles in turn, each asking its own prompts in order
+        for i in range(requests):
+            role = roles[i % len(roles)]
+            plan.append((role, prompts[role][(i // len(roles)) % len(prompts[role])]))
         runs = {}
         # One at a time first, then batched: the same server stack, only the batch size differs.
         for name, batch in (("sequential", 1), ("batched", max_batch)):

@@ -137,8 +137,7 @@ def create_app(service: Service, api_keys: frozenset[str] = frozenset(), start: 
         try:
             role = service.resolve_role(name)
         except KeyError:
-            raise ApiError(404, f"unknown model {name!r}: a role name (see /v1/models)", param="model",
-                           ) from None
+            raise ApiError(404, f"unknown model {name!r}: a role name (see /v1/models)", param="model") from None
         try:
             conversation = service.conversation(role, [m.model_dump() for m in body.messages])
         except ValueError as error:

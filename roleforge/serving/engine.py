@@ -106,4 +106,4 @@ class ServingModel:
         for job in jobs:
             route = self.route(job.role, job.slot)
             job.adapter, job.version = route.adapter, route.version
-        generate_batch(self.model, self.tokenizer, list(jobs), self.eos_ids)
+        generate_batch(self.model, self.tokenizer, jobs, self.eos_ids)

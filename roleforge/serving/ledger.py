@@ -5,7 +5,6 @@ the nightly flow ingests."""
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import threading
 import time
@@ -116,20 +115,9 @@ def feedback_row(served: Served, rating: int | None, preference: str | None, rat
 
 
 def write_inbox_row(inbox: Path, row: dict[str, Any]) -> Path:
-    """One feedback row as its own inbox file: written under a dot-name, fsynced, renamed, and the rename made durable,
-    so that a killed server has either lost the request (never acknowledged) or left the whole row."""
-    inbox.mkdir(parents=True, exist_ok=True)
+    """One feedback row as its own inbox file, written atomically and durably (ingest skips the dot-named staging
+    file), so that a killed server has either lost the request (never acknowledged) or left the whole row."""
+    from roleforge.ops.files import write_atomic
+
     name = f"api-{time.strftime('%Y%m%dT%H%M%S')}-{row['event_id'].removeprefix('api-')}.jsonl"
-    staging = inbox / f".{name}.partial"
-    with staging.open("w", encoding="utf-8") as handle:
-        handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    target = inbox / name
-    staging.replace(target)
-    directory = os.open(inbox, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-    return target
+    return write_atomic(inbox / name, json.dumps(row, ensure_ascii=False) + "\n", durable=True)

@@ -43,6 +43,7 @@ class ServingMetrics:
             self.tokens_per_second.set(total / seconds)
 
     def render(self) -> bytes:
+        self.adapter_version.clear()  # a challenger taken off leaves no stale series behind
         for role, slots in self._versions().items():
             for slot, version in slots.items():
                 self.adapter_version.labels(role, slot).set(int(version) if version and version.isdigit() else 0)
