@@ -4,10 +4,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from roleforge.ops.progress import advance
+
+if TYPE_CHECKING:
+    from roleforge.models.multilora import MultiLoRA
 
 BASE = "__base__"  # PEFT's name for "no adapter" in a mixed batch
 
@@ -44,9 +48,11 @@ def end_ids(model: Any, tokenizer: Any) -> set[int]:
     return ids
 
 
-def generate_batch(model: Any, tokenizer: Any, requests: list[Request], eos_ids: set[int]) -> None:
+def generate_batch(model: Any, tokenizer: Any, requests: list[Request], eos_ids: set[int],
+                   lora: MultiLoRA | None = None) -> None:
     """One generate call for every request (all with the same sampling), filling in text, tokens and finish reason.
-    Rows are left-padded, so each row's greedy answer is the one it would get alone."""
+    Rows are left-padded, so each row's greedy answer is the one it would get alone. Each row's adapter is taken
+    from `lora` when given (the model then carries its layers), else from the PEFT model's mixed batches."""
     import torch
     from transformers import StoppingCriteria, StoppingCriteriaList
 
@@ -67,17 +73,21 @@ def generate_batch(model: Any, tokenizer: Any, requests: list[Request], eos_ids:
     temperature, top_p = requests[0].sampling
     options: dict[str, Any] = {"do_sample": False} if temperature <= 0 else {
         "do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
-    if hasattr(model, "peft_config"):
+    selection: Any = nullcontext()
+    if lora is not None:
+        selection = lora.rows([r.adapter for r in requests])
+    elif hasattr(model, "peft_config"):
         options["adapter_names"] = [r.adapter or BASE for r in requests]
     elif any(r.adapter for r in requests):
         raise ValueError("a request names an adapter but the model has none attached")
-    with torch.no_grad():
+    with torch.no_grad(), selection:
         model.generate(**batch, max_new_tokens=max(r.max_new_tokens for r in requests), streamer=streamer,
                        stopping_criteria=StoppingCriteriaList([RowsDone()]), pad_token_id=tokenizer.pad_token_id, **options)
     streamer.end()
 
 
-def generate_all(model: Any, tokenizer: Any, requests: list[Request], batch_size: int) -> None:
+def generate_all(model: Any, tokenizer: Any, requests: list[Request], batch_size: int,
+                 lora: MultiLoRA | None = None) -> None:
     """Every request answered in batches of batch_size, any mix of adapters per batch. Requests are grouped by
     sampling, token limit and prompt length first, so that a batch's rows pad and run for about as long."""
     eos_ids = end_ids(model, tokenizer)
@@ -85,7 +95,7 @@ def generate_all(model: Any, tokenizer: Any, requests: list[Request], batch_size
     for start in range(0, len(ordered), batch_size):
         chunk = ordered[start:start + batch_size]
         for key in dict.fromkeys(r.sampling for r in chunk):
-            generate_batch(model, tokenizer, [r for r in chunk if r.sampling == key], eos_ids)
+            generate_batch(model, tokenizer, [r for r in chunk if r.sampling == key], eos_ids, lora)
         advance(start + len(chunk), len(ordered), "answers")  # a stage's progress (evaluation); serving has none
 
 

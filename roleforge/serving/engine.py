@@ -1,5 +1,5 @@
 """The serving model: one copy of the base model, every served adapter attached by name, and batched generation in
-which each row may use its own adapter (PEFT's mixed adapter batches), stop on its own, and stream as it goes.
+which each row may use its own adapter (roleforge/models/multilora.py), stop on its own, and stream as it goes.
 
 Only the scheduler's worker thread calls into a ServingModel: adapters are swapped between batches, never under one.
 """
@@ -49,24 +49,20 @@ class ServingModel:
 
     def __init__(self, base_model: Path, dtype: str = "auto") -> None:
         from roleforge.models.base import load_model, load_tokenizer
+        from roleforge.models.multilora import MultiLoRA
 
         self.tokenizer = load_tokenizer(base_model)
         self.dtype = resolve_dtype(dtype)
         self.model = load_model(base_model, self.dtype).eval()
+        self.lora = MultiLoRA(self.model)
         self.routes: dict[tuple[str, str], Route] = {}
         self.served: dict[str, dict[str, str | None]] = {}  # a snapshot for other threads, replaced on every change
         self._names = (f"a{n}" for n in itertools.count())
         self.eos_ids = end_ids(self.model, self.tokenizer)
 
-    @property
-    def has_adapters(self) -> bool:
-        return hasattr(self.model, "peft_config")
-
     def install(self, role: str, slot: str, version: str | None, path: Path | None) -> bool:
         """Serve `role`'s `slot` from the adapter at path (None: the base model, or no challenger). Returns whether
         anything changed. The adapter it replaces is dropped once no slot uses it."""
-        from roleforge.models.base import attach_adapter
-
         current = self.routes.get((role, slot))
         if current is not None and current.version == version and current.path == path:
             return False
@@ -74,7 +70,7 @@ class ServingModel:
             route = Route(None, None)
         else:
             name = next(self._names)
-            self.model = attach_adapter(self.model, path, adapter_name=name)
+            self.lora.add(name, path)
             route = Route(name, version, path)
         if path is None and slot == CHALLENGER:
             self.routes.pop((role, slot), None)
@@ -89,13 +85,8 @@ class ServingModel:
         return True
 
     def _drop(self, adapter: str) -> None:
-        in_use = {route.adapter for route in self.routes.values()}
-        loaded = set(self.model.peft_config) if self.has_adapters else set()
-        # PEFT keeps at least one adapter on a PeftModel: the last one stays loaded, unused, until a new one comes.
-        if adapter not in in_use and adapter in loaded and len(loaded) > 1:
-            if self.model.active_adapter == adapter:  # mixed batches name their adapters; this only keeps PEFT quiet
-                self.model.set_adapter(next(name for name in loaded if name != adapter))
-            self.model.delete_adapter(adapter)
+        if adapter not in {route.adapter for route in self.routes.values()}:
+            self.lora.remove(adapter)
 
     def route(self, role: str, slot: str) -> Route:
         """The slot's route; a missing challenger falls back to the champion, a role without one to the base."""
@@ -106,4 +97,4 @@ class ServingModel:
         for job in jobs:
             route = self.route(job.role, job.slot)
             job.adapter, job.version = route.adapter, route.version
-        generate_batch(self.model, self.tokenizer, jobs, self.eos_ids)
+        generate_batch(self.model, self.tokenizer, jobs, self.eos_ids, self.lora)
