@@ -90,8 +90,12 @@ def evaluate_candidate(candidate: Candidate, system_prompt: str, base_model: Pat
     items = capability_items() if config.capability_checks else []
     tasks = read_tool_use_prompts(config.tool_use_prompts)[:config.max_task_prompts] if config.tool_use_prompts else []
     asked = {"ab": held_out_prompts[:ab_count], "tasks": [t["request"] for t in tasks]}
-    answers: dict[str, dict[str, list[str]]] = {}
     drift_kl = None
+    questions = [item["question"] for item in items]
+    general = general_prompts("drift")[:config.drift_prompts] if config.drift_prompts else []
+    answers, general_answers = _answers(base_model, tokenizer, system_prompt, config, cache_dir, asked, questions, general,
+                                        {CANDIDATE: candidate.adapter_path, CHAMPION: champion_adapter, REFERENCE: base_adapter},
+                                        opponent_adapter, reference_adapter)
     with BASE_MODELS.lend(base_model) as base:
         model = attach_adapter(base, candidate.adapter_path, adapter_name=CANDIDATE)
         try:
@@ -100,13 +104,10 @@ def evaluate_candidate(candidate: Candidate, system_prompt: str, base_model: Pat
                     attach_adapter(model, path, adapter_name=name)
             model.eval()
 
-            def active(adapter: str | None) -> Any:
+            def logps(adapter: str | None) -> tuple[list[tuple[float, int]], list[tuple[float, int]]]:
                 if adapter is not None:
                     model.set_adapter(adapter)
-                return model.disable_adapter() if adapter is None else nullcontext()
-
-            def logps(adapter: str | None) -> tuple[list[tuple[float, int]], list[tuple[float, int]]]:
-                with active(adapter):
+                with model.disable_adapter() if adapter is None else nullcontext():
                     return completion_logps(model, tokenizer, prompts, chosen), completion_logps(model, tokenizer, prompts, rejected)
 
             advance(message=f"scoring {len(pairs)} held-out pairs")
@@ -115,29 +116,8 @@ def evaluate_candidate(candidate: Candidate, system_prompt: str, base_model: Pat
             theirs = logps(CHAMPION) if champion_adapter is not None else reference
             candidate_score = score(*ours, *reference)
             opponent_score = score(*theirs, *reference) if champion_adapter is not None else score(*reference, None, None)
-            # Both models' answers in the same batches (mixed adapters): decoding a small model on a CPU is bound by
-            # reading the weights, so one batch of 32 costs little more per step than four of 8.
-            plan = [(side, group, adapter, question, config.max_new_tokens)
-                    for side, adapter in (("candidate", CANDIDATE), ("opponent", opponent_adapter))
-                    for group, questions in asked.items() for question in questions]
-            questions = [item["question"] for item in items]
-            plan += [("candidate", "capability", CANDIDATE, question, config.capability_max_new_tokens) for question in questions]
-            answered = answer_mixed(model, tokenizer, system_prompt, [(a, q, n) for _, _, a, q, n in plan], config.batch_size)
-            for side in ("candidate", "opponent"):
-                answers[side] = {group: [] for group in asked}
-            for (side, group, _, _, _), answer in zip(plan, answered):
-                answers[side].setdefault(group, []).append(answer)
-            identity = reference_identity(base_model, base_adapter, str(next(base.parameters()).dtype), base.device.type)
-            if items:
-                with active(reference_adapter):
-                    kept = reference_answers(model, tokenizer, system_prompt, questions, config.capability_max_new_tokens,
-                                             cache_dir, identity)
-                answers["reference"] = {"capability": [kept.get(q, "") for q in questions]}
-            if config.drift_prompts:
-                general = general_prompts("drift")[:config.drift_prompts]
-                with active(reference_adapter):
-                    kept = reference_answers(model, tokenizer, system_prompt, general, DRIFT_MAX_NEW_TOKENS, cache_dir, identity)
-                drift_kl = mean_token_kl(model, tokenizer, system_prompt, general, [kept[p] for p in general],
+            if general:
+                drift_kl = mean_token_kl(model, tokenizer, system_prompt, general, [general_answers[p] for p in general],
                                          CANDIDATE, reference_adapter)
         finally:
             model.unload()
@@ -223,6 +203,37 @@ def evaluation_metrics(evaluation: Evaluation) -> dict[str, float]:
         metrics["eval_drift_kl"] = evaluation.drift_kl
     return metrics
 
+
+
+def _answers(base_model: Path, tokenizer: Any, system_prompt: str, config: EvaluationConfig, cache_dir: Path | None,
+             asked: dict[str, list[str]], questions: list[str], general: list[str], adapters: dict[str, Path | None],
+             opponent_adapter: str | None, reference_adapter: str | None) -> tuple[dict[str, dict[str, list[str]]], dict[str, str]]:
+    """Every answer the evaluation reads: candidate and opponent on the asked prompts and the candidate on the
+    capability questions, all in the same batches (mixed adapters); the reference's capability and general answers,
+    kept in `cache_dir`. Decoding a small model on a CPU is bound by reading the weights, so one batch of 32 costs
+    little more per step than four of 8."""
+    from roleforge.models.multilora import inference_adapters
+
+    plan = [(side, group, adapter, question, config.max_new_tokens)
+            for side, adapter in (("candidate", CANDIDATE), ("opponent", opponent_adapter))
+            for group, group_questions in asked.items() for question in group_questions]
+    plan += [("candidate", "capability", CANDIDATE, question, config.capability_max_new_tokens) for question in questions]
+    answers: dict[str, dict[str, list[str]]] = {side: {group: [] for group in asked} for side in ("candidate", "opponent")}
+    general_answers: dict[str, str] = {}
+    with inference_adapters(base_model, adapters) as (model, lora):
+        answered = answer_mixed(model, tokenizer, system_prompt, [(a, q, n) for _, _, a, q, n in plan], config.batch_size, lora)
+        for (side, group, _, _, _), answer in zip(plan, answered):
+            answers[side].setdefault(group, []).append(answer)
+        identity = reference_identity(base_model, adapters[REFERENCE], str(next(model.parameters()).dtype), model.device.type)
+        with lora.rows(reference_adapter):
+            if questions:
+                kept = reference_answers(model, tokenizer, system_prompt, questions, config.capability_max_new_tokens,
+                                         cache_dir, identity)
+                answers["reference"] = {"capability": [kept.get(q, "") for q in questions]}
+            if general:
+                general_answers = reference_answers(model, tokenizer, system_prompt, general, DRIFT_MAX_NEW_TOKENS,
+                                                    cache_dir, identity)
+    return answers, general_answers
 
 @task(name="evaluate-candidate", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
 @STAGES.timed("evaluate")

@@ -101,3 +101,31 @@ def test_adapters_it_cannot_serve_are_refused(tiny_model_dir, adapters, tmp_path
         lora.add("dora", dora)
     with pytest.raises(RoleforgeError, match="needs adapter_config.json"):
         lora.add("none", tmp_path)
+
+
+def test_one_name_runs_every_row_of_any_batch_through_it(tiny_model_dir, adapters):
+    model = load_model(tiny_model_dir).eval()
+    batch = _batch(tiny_model_dir)
+    lora = MultiLoRA(model)
+    for name, path in adapters.items():
+        lora.add(name, path)
+    with torch.no_grad():
+        with lora.rows(["second"] * 4):
+            listed = model(**batch).logits
+        with lora.rows("second"):
+            named = model(**batch).logits
+            single = model(input_ids=batch["input_ids"][:1], attention_mask=batch["attention_mask"][:1]).logits
+    torch.testing.assert_close(named, listed)
+    torch.testing.assert_close(single, listed[:1], rtol=1e-4, atol=1e-4)
+
+
+def test_the_pool_gets_its_model_back_clean(tiny_model_dir, adapters):
+    from roleforge.models.base import BASE_MODELS, inference_dtype
+    from roleforge.models.multilora import inference_adapters
+
+    with inference_adapters(tiny_model_dir, {"first": adapters["first"], "none": None}) as (model, lora):
+        assert set(lora.adapters) == {"first"}
+        assert any(type(m).__name__ == "LoRALinear" for m in model.modules())
+    with BASE_MODELS.lend(tiny_model_dir, dtype=inference_dtype()) as again:
+        assert again is model and is_clean(again)
+        assert not any(type(m).__name__ == "LoRALinear" for m in again.modules())

@@ -39,8 +39,9 @@ def role_report(base_model: Path, adapter: Path | None, system_prompt: str, cont
                 confidence: float = 0.95, capability: bool = True) -> dict[str, Any]:
     """Both models' answers to `rows` and (with `capability`) to the retained-capability questions, and what they
     make of each."""
-    from roleforge.models.base import BASE_MODELS, attach_adapter, load_tokenizer
+    from roleforge.models.base import load_tokenizer
     from roleforge.models.generation import answer_mixed, tool_use_rates
+    from roleforge.models.multilora import inference_adapters
 
     tokenizer = load_tokenizer(base_model)
     items = capability_items() if capability else []
@@ -49,13 +50,8 @@ def role_report(base_model: Path, adapter: Path | None, system_prompt: str, cont
     plan = [(side, group, name, question, limit) for side, name in sides.items()
             for group, asked, limit in (("prompts", prompts, max_new_tokens), ("capability", questions, capability_max_new_tokens))
             for question in asked]
-    with BASE_MODELS.lend(base_model) as base:
-        model = attach_adapter(base, adapter, adapter_name=ADAPTER) if adapter is not None else base
-        try:  # both models in the same batches (mixed adapters)
-            answered = answer_mixed(model.eval(), tokenizer, system_prompt, [(n, q, k) for _, _, n, q, k in plan])
-        finally:
-            if adapter is not None:
-                model.unload()
+    with inference_adapters(base_model, {ADAPTER: adapter}) as (model, lora):  # both models in the same batches
+        answered = answer_mixed(model, tokenizer, system_prompt, [(n, q, k) for _, _, n, q, k in plan], lora=lora)
     answers: dict[str, dict[str, list[str]]] = {side: {"prompts": [], "capability": []} for side in sides}
     for (side, group, _, _, _), answer in zip(plan, answered):
         answers[side][group].append(answer)

@@ -144,6 +144,14 @@ def decoder_and_head(model: Any) -> tuple[Any, Any]:
     return inner.base_model, inner.get_output_embeddings()
 
 
+def inference_dtype() -> str:
+    """The weights' dtype for generating: bf16 where the hardware computes in bf16 (a recent GPU, a CPU with AVX-512
+    BF16 or AMX), else fp32. Autocast over fp32 weights would re-cast every weight at every decoding step."""
+    from roleforge.config.recipes import bf16_supported
+
+    return "bfloat16" if bf16_supported() else "float32"
+
+
 def inference_autocast() -> Any:
     """bf16 autocast where the hardware has it (AMX on CPU, any recent GPU); a no-op elsewhere."""
     import torch

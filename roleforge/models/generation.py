@@ -72,9 +72,10 @@ def generate_answers(model: Any, tokenizer: Any, system_prompt: str, prompts: li
 
 
 def answer_mixed(model: Any, tokenizer: Any, system_prompt: str, asks: list[tuple[str | None, str, int]],
-                 batch_size: int = 32) -> list[str]:
+                 batch_size: int = 32, lora: Any = None) -> list[str]:
     """Greedy answers to (adapter, prompt, max_new_tokens) asks, in order: every adapter's questions in the same
-    batches (PEFT mixed adapter batches; None is the base model), each row stopping at its own end or limit."""
+    batches (mixed adapters from `lora`, a MultiLoRA, else PEFT's; None is the base model), each row stopping at
+    its own end or limit."""
     import torch
 
     from roleforge.models.base import chat_prompts, inference_autocast
@@ -83,7 +84,7 @@ def answer_mixed(model: Any, tokenizer: Any, system_prompt: str, asks: list[tupl
     texts = chat_prompts(tokenizer, system_prompt, [prompt for _, prompt, _ in asks])
     requests = [Request(prompt=text, max_new_tokens=limit, adapter=adapter) for (adapter, _, limit), text in zip(asks, texts)]
     with torch.no_grad(), inference_autocast():
-        generate_all(model, tokenizer, requests, batch_size)
+        generate_all(model, tokenizer, requests, batch_size, lora)
     return [request.text.strip() for request in requests]
 
 

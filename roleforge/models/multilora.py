@@ -28,15 +28,16 @@ _UNSUPPORTED = ("use_dora", "fan_in_fan_out", "modules_to_save", "lora_bias", "t
 
 @dataclass
 class _Pair:
-    a: torch.Tensor  # [rank, in]
-    b: torch.Tensor  # [out, rank], already multiplied by the adapter's scaling
+    a: torch.Tensor  # [in, rank]
+    b: torch.Tensor  # [rank, out], already multiplied by the adapter's scaling
 
 
 class _Rows:
-    """The adapter each row of the next forward passes uses (None: the base model), shared by every layer."""
+    """The adapter each row of the next forward passes uses (None: the base model), or one adapter for every row,
+    shared by every layer."""
 
     def __init__(self) -> None:
-        self.names: list[str | None] | None = None
+        self.names: list[str | None] | str | None = None
         self.version = 0
 
 
@@ -50,47 +51,54 @@ class LoRALinear(nn.Module):
         self._a: torch.Tensor | None = None  # [in, total rank]
         self._b: torch.Tensor | None = None  # [total rank, out]
         self._spans: dict[str, tuple[int, int]] = {}
-        self._mask: torch.Tensor | None = None
-        self._mask_version = -1
+        self._selected: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
+        self._selected_version = -1
 
     def restack(self) -> None:
         """Rebuilds the side-by-side matrices after an adapter came or went."""
-        self._mask_version, self._spans = -1, {}
+        self._selected_version, self._spans = -1, {}
         if not self.pairs:
             self._a = self._b = None
             return
         start = 0
         for name, pair in self.pairs.items():
-            self._spans[name] = (start, start + pair.a.shape[0])
-            start += pair.a.shape[0]
-        self._a = torch.cat([pair.a for pair in self.pairs.values()]).t().contiguous()
-        self._b = torch.cat([pair.b for pair in self.pairs.values()], dim=1).t().contiguous()
+            self._spans[name] = (start, start + pair.a.shape[1])
+            start += pair.a.shape[1]
+        self._a = torch.cat([pair.a for pair in self.pairs.values()], dim=1)
+        self._b = torch.cat([pair.b for pair in self.pairs.values()])
 
-    def _row_mask(self, rows: int) -> torch.Tensor | None:
-        """[rows, 1, total rank]: 1 on the columns of each row's adapter; None when no row uses one here."""
-        if self._mask_version != self._rows.version:
-            names = self._rows.names
-            assert self._a is not None
-            mask = torch.zeros(len(names or ()), 1, self._a.shape[1], dtype=self._a.dtype, device=self._a.device)
-            for row, name in enumerate(names or ()):
-                if name in self._spans:
-                    start, end = self._spans[name]
-                    mask[row, 0, start:end] = 1
-            self._mask = mask if bool(mask.any()) else None
-            self._mask_version = self._rows.version
-        if self._mask is not None and self._mask.shape[0] != rows:
-            raise RuntimeError(f"a batch of {rows} rows ran with adapters chosen for {self._mask.shape[0]}")
-        return self._mask
+    def _selection(self, rows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None:
+        """(A, B, row mask) for this batch: one adapter's own matrices when every row uses it; all of them and a
+        [rows, 1, total rank] mask of each row's columns when rows differ; None when no row uses one here."""
+        names = self._rows.names
+        if self._selected_version != self._rows.version:
+            self._selected_version, self._selected = self._rows.version, None
+            chosen = set([names] if isinstance(names, str) else names or ())
+            if len(chosen) == 1 and next(iter(chosen)) in self._spans:
+                pair = self.pairs[next(iter(chosen))]  # type: ignore[index]
+                self._selected = (pair.a, pair.b, None)
+            elif chosen & set(self._spans):
+                assert self._a is not None and self._b is not None and isinstance(names, list)
+                mask = torch.zeros(len(names), 1, self._a.shape[1], dtype=self._a.dtype, device=self._a.device)
+                for row, name in enumerate(names):
+                    if name in self._spans:
+                        start, end = self._spans[name]
+                        mask[row, 0, start:end] = 1
+                self._selected = (self._a, self._b, mask)
+        if isinstance(names, list) and len(names) != rows:
+            raise RuntimeError(f"a batch of {rows} rows ran with adapters chosen for {len(names)}")
+        return self._selected
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base(x)
-        if self._a is None or self._rows.names is None:
+        selected = self._selection(x.shape[0]) if self._a is not None and self._rows.names is not None else None
+        if selected is None:
             return out
-        mask = self._row_mask(x.shape[0])
-        if mask is None:
-            return out
-        low = torch.matmul(x.to(self._a.dtype), self._a) * mask.view(x.shape[0], *([1] * (x.dim() - 2)), -1)
-        return out + torch.matmul(low, self._b).to(out.dtype)
+        a, b, mask = selected
+        low = torch.matmul(x.to(a.dtype), a)
+        if mask is not None:
+            low = low * mask.view(x.shape[0], *([1] * (x.dim() - 2)), -1)
+        return out + torch.matmul(low, b).to(out.dtype)
 
 
 class MultiLoRA:
@@ -138,7 +146,7 @@ class MultiLoRA:
             if a.shape[1] != layer.base.in_features or b.shape[0] != layer.base.out_features:
                 raise RoleforgeError(f"{directory} does not fit the base model at {module_name}: lora_A {list(a.shape)}, "
                                      f"lora_B {list(b.shape)}, base weight {list(layer.base.weight.shape)}")
-            layer.pairs[name] = _Pair(a.to(device, self.dtype), b.to(device, self.dtype))
+            layer.pairs[name] = _Pair(a.t().contiguous().to(device, self.dtype), b.t().contiguous().to(device, self.dtype))
             layer.restack()
         self.adapters[name] = set(pairs)
         self._rows.version += 1
@@ -151,12 +159,15 @@ class MultiLoRA:
         self._rows.version += 1
 
     @contextmanager
-    def rows(self, names: list[str | None]) -> Iterator[None]:
-        """Forward passes inside run row i through adapter names[i] (None or an unknown name: the base model)."""
-        unknown = {name for name in names if name is not None and name not in self.adapters}
+    def rows(self, names: list[str | None] | str | None) -> Iterator[None]:
+        """Forward passes inside run row i through adapter names[i] (None: the base model); a single name runs every
+        row of any batch through that adapter."""
+        listed = [names] if not isinstance(names, list) else names
+        unknown = {name for name in listed if name is not None and name not in self.adapters}
         if unknown:
             raise RoleforgeError(f"no adapter attached as {sorted(unknown)}")
-        self._rows.names, self._rows.version = list(names), self._rows.version + 1
+        self._rows.names = list(names) if isinstance(names, list) else names
+        self._rows.version += 1
         try:
             yield
         finally:
@@ -177,6 +188,23 @@ class MultiLoRA:
             setattr(self.model.get_submodule(parent) if parent else self.model, child, layer)
             self._layers[module_name] = layer
         return self._layers[module_name]
+
+
+@contextmanager
+def inference_adapters(base_model: Path, adapters: dict[str, Path | None]) -> Iterator[tuple[nn.Module, MultiLoRA]]:
+    """The process's generating copy of the base model (lent by the pool, in the hardware's inference dtype) with
+    `adapters` attached by name (a None path is skipped), and every one taken off again on the way out."""
+    from roleforge.models.base import BASE_MODELS, inference_dtype
+
+    with BASE_MODELS.lend(base_model, dtype=inference_dtype()) as model:
+        lora = MultiLoRA(model)
+        try:
+            for name, path in adapters.items():
+                if path is not None:
+                    lora.add(name, path)
+            yield model.eval(), lora
+        finally:
+            lora.detach()
 
 
 def _pairs(weights: dict[str, torch.Tensor], config: dict[str, Any], directory: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:

@@ -35,13 +35,10 @@ class Job(Request):
 
 
 def resolve_dtype(dtype: str) -> str:
-    """auto: bf16 weights where the hardware computes in bf16 (a recent GPU, a CPU with AVX-512 BF16 or AMX), else
-    fp32. Serving keeps no fp32 copy: autocast over fp32 weights would cast every weight at every step."""
-    if dtype != "auto":
-        return dtype
-    from roleforge.config.recipes import bf16_supported
+    """auto: the hardware's inference dtype (`models.base.inference_dtype`); serving keeps no fp32 copy."""
+    from roleforge.models.base import inference_dtype
 
-    return "bfloat16" if bf16_supported() else "float32"
+    return inference_dtype() if dtype == "auto" else dtype
 
 
 class ServingModel:
