@@ -86,17 +86,24 @@ def test_evaluate_role_sets_an_adapter_beside_the_base_model_on_unseen_prompts(h
 
 def test_mixed_adapter_batches_answer_as_one_prompt_at_a_time(tiny_model_dir, role_adapter, tmp_path):
     """Evaluation asks candidate, opponent and base in the same batches: each answer is the one its model gives
-    to that prompt alone, whatever else is in the batch and whatever each row's token limit."""
+    to that prompt alone (a PEFT model with that adapter active), whatever else is in the batch and whatever each
+    row's token limit."""
     from roleforge.models.base import attach_adapter
     from roleforge.models.generation import answer_mixed, generate_answers
+    from roleforge.models.multilora import MultiLoRA
     from tests.support.champions import lora_adapter
 
+    other = lora_adapter(tiny_model_dir, tmp_path / "other", seed=3)
     model = attach_adapter(load_model(tiny_model_dir), role_adapter, adapter_name="candidate")
-    attach_adapter(model, lora_adapter(tiny_model_dir, tmp_path / "other", seed=3), adapter_name="opponent")
+    attach_adapter(model, other, adapter_name="opponent")
     tokenizer = RoleRouter(tiny_model_dir, {}).tokenizer
     prompts = ["What should we do about pricing?", "Hire or wait?", "Plan the office move.", "Budget risk?"]
     asks = [(adapter, prompt, 6 + 3 * (i % 3)) for i, prompt in enumerate(prompts) for adapter in ("candidate", None, "opponent")]
-    mixed = answer_mixed(model, tokenizer, "You are the CEO.", asks, batch_size=5)
+    served = load_model(tiny_model_dir).eval()
+    lora = MultiLoRA(served)
+    lora.add("candidate", role_adapter)
+    lora.add("opponent", other)
+    mixed = answer_mixed(served, tokenizer, "You are the CEO.", asks, batch_size=5, lora=lora)
     for (adapter, prompt, limit), answer in zip(asks, mixed):
         if adapter is None:
             with model.disable_adapter():

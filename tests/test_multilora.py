@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 
-from roleforge.models.base import attach_adapter, is_clean, load_model, load_tokenizer
-from roleforge.models.batching import BASE, Request, end_ids, generate_batch
+from roleforge.models.base import attach_adapter, chat_prompts, is_clean, load_model, load_tokenizer
+from roleforge.models.batching import Request, end_ids, generate_batch
 from roleforge.models.multilora import MultiLoRA
 from roleforge.ops.errors import RoleforgeError
 from tests.support.champions import lora_adapter
@@ -36,7 +36,7 @@ def test_mixed_rows_give_peft_logits(tiny_model_dir, adapters):
     peft_model = attach_adapter(attach_adapter(load_model(tiny_model_dir), adapters["first"], "first"),
                                 adapters["second"], "second").eval()
     with torch.no_grad():
-        expected = peft_model(**batch, adapter_names=[row or BASE for row in rows]).logits
+        expected = peft_model(**batch, adapter_names=[row or "__base__" for row in rows]).logits
     model = load_model(tiny_model_dir).eval()
     lora = MultiLoRA(model)
     for name, path in adapters.items():
@@ -78,15 +78,19 @@ def test_greedy_batch_equals_each_row_alone(tiny_model_dir, adapters):
         lora.add(name, path)
     eos = end_ids(model, tokenizer)
     asks = [("first", "plan the launch"), ("second", "cut costs by a tenth"), (None, "plan the launch"), ("second", "hi")]
+    # A shared system prompt: the batch computes it once per adapter, a row alone computes its whole prompt.
+    system = "You are the COO of a mid-sized software company. Answer with owners, steps and a deadline."
+    prompts = dict(zip((prompt for _, prompt in asks), chat_prompts(tokenizer, system, [prompt for _, prompt in asks])))
 
     def requests():
-        return [Request(prompt=prompt, max_new_tokens=12, adapter=name) for name, prompt in asks]
+        return [Request(prompt=prompts[prompt], max_new_tokens=12, adapter=name) for name, prompt in asks]
 
     together = requests()
     generate_batch(model, tokenizer, together, eos, lora)
     for request in requests():
         generate_batch(model, tokenizer, [request], eos, lora)
-        assert request.text == together[asks.index((request.adapter, request.prompt))].text
+        same = next(r for r in together if (r.adapter, r.prompt) == (request.adapter, request.prompt))
+        assert request.text == same.text and request.completion_tokens == same.completion_tokens
     assert together[0].text != together[2].text  # same prompt, adapter vs base
 
 

@@ -59,7 +59,7 @@ class EvaluationConfig(BaseModel):
 
     generation_prompts: int = Field(default=8, ge=0, description="Held-out prompts both models answer for the judge (0: no generation A/B).")
     max_new_tokens: int = Field(default=96, ge=1, description="Longest generated answer in the A/B and the contract check.")
-    batch_size: int = Field(default=32, ge=1, description="Prompts generated at once (A/B, capability and task prompts together).")
+    batch_size: int = Field(default=64, ge=1, description="Prompts generated at once (A/B, capability and task prompts together).")
     judge_margin: float = Field(default=0.1, ge=0.0, lt=0.5, description="A verdict this close to 0.5 is a tie.")
     min_judge_agreement: float = Field(
         default=0.75, ge=0.0, le=1.0,

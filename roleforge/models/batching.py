@@ -1,4 +1,4 @@
-"""Batched generation in which each row may use its own adapter (PEFT's mixed adapter batches), stop on its own
+"""Batched generation in which each row may use its own adapter (roleforge/models/multilora.py), stop on its own
 (end of sequence, a stop string, its own token limit) and stream as it goes. Serving and evaluation share it."""
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ from roleforge.ops.progress import advance
 
 if TYPE_CHECKING:
     from roleforge.models.multilora import MultiLoRA
-
-BASE = "__base__"  # PEFT's name for "no adapter" in a mixed batch
 
 
 @dataclass
@@ -50,40 +48,90 @@ def end_ids(model: Any, tokenizer: Any) -> set[int]:
 
 def generate_batch(model: Any, tokenizer: Any, requests: list[Request], eos_ids: set[int],
                    lora: MultiLoRA | None = None) -> None:
-    """One generate call for every request (all with the same sampling), filling in text, tokens and finish reason.
-    Rows are left-padded, so each row's greedy answer is the one it would get alone. Each row's adapter is taken
-    from `lora` when given (the model then carries its layers), else from the PEFT model's mixed batches."""
+    """Answers every request (all with the same sampling) in one batch, filling in text, tokens and finish reason.
+
+    Each row goes through the adapter `lora` attaches under its name (None: the base model). The prompts' common
+    token prefix (the system prompt, in evaluation) is computed once for the batch; a finished row leaves the batch
+    at once, so the others' steps no longer pay for it. Rows are left-padded and positioned by their own tokens, so a
+    row's greedy answer is the one it gets alone. Decoding is greedy, or temperature and top-p sampling: other
+    processors a base model's generation config may name (repetition penalty, ...) are not applied.
+    """
     import torch
-    from transformers import StoppingCriteria, StoppingCriteriaList
 
-    side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    try:
-        batch = tokenizer([r.prompt for r in requests], return_tensors="pt", padding=True,
-                          add_special_tokens=False).to(model.device)
-    finally:
-        tokenizer.padding_side = side
-    for request, length in zip(requests, batch["attention_mask"].sum(dim=1).tolist()):
-        request.prompt_tokens = int(length)
-    streamer = RowStreamer(tokenizer, requests, eos_ids)
-
-    class RowsDone(StoppingCriteria):
-        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-            return torch.tensor(streamer.done, dtype=torch.bool, device=input_ids.device)
-
+    if lora is None and any(r.adapter for r in requests):
+        raise ValueError("a request names an adapter but no adapters are attached")
+    ids = [tokenizer(r.prompt, add_special_tokens=False)["input_ids"] for r in requests]
+    for request, row in zip(requests, ids):
+        request.prompt_tokens = len(row)
+    rows = RowStreamer(tokenizer, requests, eos_ids)
+    live = list(range(len(requests)))  # the rows still generating, in batch order
     temperature, top_p = requests[0].sampling
-    options: dict[str, Any] = {"do_sample": False} if temperature <= 0 else {
-        "do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
-    selection: Any = nullcontext()
-    if lora is not None:
-        selection = lora.rows([r.adapter for r in requests])
-    elif hasattr(model, "peft_config"):
-        options["adapter_names"] = [r.adapter or BASE for r in requests]
-    elif any(r.adapter for r in requests):
-        raise ValueError("a request names an adapter but the model has none attached")
+    selection: Any = lora.rows([r.adapter for r in requests]) if lora is not None else nullcontext()
     with torch.no_grad(), selection:
-        model.generate(**batch, max_new_tokens=max(r.max_new_tokens for r in requests), streamer=streamer,
-                       stopping_criteria=StoppingCriteriaList([RowsDone()]), pad_token_id=tokenizer.pad_token_id, **options)
-    streamer.end()
+        cache, mask, logits = _prefill(model, ids, tokenizer.pad_token_id, [r.adapter for r in requests], lora)
+        while True:
+            tokens = _pick(logits, temperature, top_p).tolist()
+            for row, token in zip(live, tokens):
+                rows.take(row, token)
+            kept = [i for i, row in enumerate(live) if not rows.done[row]]
+            if not kept:
+                break
+            if len(kept) < len(live):
+                index = torch.tensor(kept, device=mask.device)
+                cache.batch_select_indices(index)
+                mask, live, tokens = mask[index], [live[i] for i in kept], [tokens[i] for i in kept]
+                if lora is not None:
+                    lora.select([requests[row].adapter for row in live])
+            mask = torch.cat([mask, mask.new_ones(len(live), 1)], dim=1)
+            logits = model(input_ids=torch.tensor(tokens, device=mask.device)[:, None], attention_mask=mask,
+                           position_ids=mask.sum(dim=1, keepdim=True) - 1, past_key_values=cache, use_cache=True,
+                           cache_position=torch.tensor([mask.shape[1] - 1], device=mask.device)).logits[:, -1]
+    rows.end()
+
+
+def _prefill(model: Any, ids: list[list[int]], pad_id: int, adapters: list[str | None],
+             lora: MultiLoRA | None) -> tuple[Any, Any, Any]:
+    """The KV cache of every prompt, its attention mask, and each row's next-token logits. The common prefix runs
+    once per adapter (an adapter changes its keys and values) and is shared; each row's own tokens follow it,
+    left-padded to the longest."""
+    import torch
+    from transformers import DynamicCache
+
+    shared = 0
+    while shared < min(len(row) for row in ids) - 1 and len({row[shared] for row in ids}) == 1:
+        shared += 1
+    device, cache = model.device, DynamicCache()
+    if shared < 8 or len(ids) == 1:  # too little to share: one pass over the whole prompts
+        shared = 0
+    else:
+        distinct = list(dict.fromkeys(adapters))
+        if lora is not None:
+            lora.select(distinct)
+        model(input_ids=torch.tensor([ids[0][:shared]] * len(distinct), device=device), past_key_values=cache, use_cache=True)
+        cache.batch_select_indices(torch.tensor([distinct.index(a) for a in adapters], device=device))
+        if lora is not None:
+            lora.select(adapters)
+    own = [row[shared:] for row in ids]
+    width = max(len(row) for row in own)
+    tokens = torch.tensor([[pad_id] * (width - len(row)) + row for row in own], device=device)
+    mask = torch.tensor([[1] * shared + [0] * (width - len(row)) + [1] * len(row) for row in own], device=device)
+    positions = (mask.cumsum(dim=1) - 1).clamp(min=0)[:, shared:]
+    logits = model(input_ids=tokens, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
+                   cache_position=torch.arange(shared, shared + width, device=device), logits_to_keep=1).logits[:, -1]
+    return cache, mask, logits
+
+
+def _pick(logits: Any, temperature: float, top_p: float) -> Any:
+    """The next token of each row: the most likely one, or a sample at `temperature` from the smallest set of tokens
+    whose probability reaches top_p."""
+    import torch
+
+    if temperature <= 0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    ordered, order = probs.sort(dim=-1, descending=True)
+    ordered[(ordered.cumsum(dim=-1) - ordered) >= top_p] = 0  # the top token always stays
+    return order.gather(-1, torch.multinomial(ordered, 1)).squeeze(-1)
 
 
 def generate_all(model: Any, tokenizer: Any, requests: list[Request], batch_size: int,
@@ -100,39 +148,34 @@ def generate_all(model: Any, tokenizer: Any, requests: list[Request], batch_size
 
 
 class RowStreamer:
-    """Receives each decoding step's tokens for the whole batch (transformers' streamer protocol) and keeps every row
-    apart: its text so far, its own stop, and its streamed deltas. A delta is held back while it could still be the
-    start of a stop string or an unfinished UTF-8 character."""
+    """Each row's tokens as they come, kept apart: its text so far, its own stop, and its streamed deltas. A delta is
+    held back while it could still be the start of a stop string or an unfinished UTF-8 character."""
 
     def __init__(self, tokenizer: Any, requests: list[Request], eos_ids: set[int]) -> None:
         self.tokenizer, self.requests, self.eos_ids = tokenizer, requests, eos_ids
         self.done = [False] * len(requests)
-        self._prompt_seen = False
 
-    def put(self, value: Any) -> None:
-        if not self._prompt_seen:  # generate first hands over the prompt ids
-            self._prompt_seen = True
+    def take(self, row: int, token: int) -> None:
+        """The row's next token; the row is done once it ends, meets a stop string or reaches its limit."""
+        if self.done[row]:
             return
-        for row, token in enumerate(value.reshape(-1).tolist()):
-            if self.done[row]:
-                continue
-            request = self.requests[row]
-            if token in self.eos_ids:
-                self._finish(row, "stop")
-                continue
-            request._ids.append(token)
-            request.completion_tokens += 1
-            text = self.tokenizer.decode(request._ids, skip_special_tokens=True)
-            cut = _first_stop(text, request.stop)
-            if cut is not None:
-                request.text = text[:cut]
-                self._finish(row, "stop", complete=True)
-                continue
-            request.text = text
-            if request.completion_tokens >= request.max_new_tokens:
-                self._finish(row, "length")
-            else:
-                self._emit(request, _safe_end(text, request.stop))
+        request = self.requests[row]
+        if token in self.eos_ids:
+            self._finish(row, "stop")
+            return
+        request._ids.append(token)
+        request.completion_tokens += 1
+        text = self.tokenizer.decode(request._ids, skip_special_tokens=True)
+        cut = _first_stop(text, request.stop)
+        if cut is not None:
+            request.text = text[:cut]
+            self._finish(row, "stop", complete=True)
+            return
+        request.text = text
+        if request.completion_tokens >= request.max_new_tokens:
+            self._finish(row, "length")
+        else:
+            self._emit(request, _safe_end(text, request.stop))
 
     def end(self) -> None:
         for row in range(len(self.requests)):

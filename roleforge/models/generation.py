@@ -41,38 +41,24 @@ class RoleRouter:
 
 def generate_answers(model: Any, tokenizer: Any, system_prompt: str, prompts: list[str], max_new_tokens: int = 160,
                      batch_size: int = 8, new_tokens: list[int] | None = None) -> list[str]:
-    """Greedy answers of the model (with whichever adapter is active) to each prompt, in order, batched. When
-    new_tokens is given, each answer's count of generated tokens (up to its end-of-sequence) is appended to it."""
+    """Greedy answers of the model (with whichever adapter is active: a PEFT model's, or the one a MultiLoRA's
+    `rows(name)` runs every row through) to each prompt, in order, batched. When new_tokens is given, each answer's
+    count of generated tokens (up to and including its end-of-sequence) is appended to it."""
     import torch
 
     from roleforge.models.base import chat_prompts, inference_autocast
-    from roleforge.ops.progress import advance
+    from roleforge.models.batching import Request, generate_all
 
-    texts = chat_prompts(tokenizer, system_prompt, prompts)
-    answers: list[str] = []
-    side, tokenizer.padding_side = tokenizer.padding_side, "left"  # generation continues from every row's right edge
-    try:
-        with torch.no_grad(), inference_autocast():
-            for start in range(0, len(texts), batch_size):
-                batch = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True,
-                                  add_special_tokens=False).to(model.device)
-                output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                        pad_token_id=tokenizer.pad_token_id)
-                generated = output[:, batch["input_ids"].shape[1]:]
-                answers.extend(tokenizer.batch_decode(generated, skip_special_tokens=True))
-                advance(len(answers), len(texts), "answers")  # a stage's progress (replay, reference answers)
-                if new_tokens is not None:
-                    ended = (generated == tokenizer.eos_token_id) | (generated == tokenizer.pad_token_id)
-                    # Tokens up to and including the first end-of-sequence; every token when the answer ran to the limit.
-                    first_end = torch.where(ended.any(dim=1), ended.int().argmax(dim=1) + 1, generated.shape[1])
-                    new_tokens.extend(first_end.tolist())
-    finally:
-        tokenizer.padding_side = side
-    return [answer.strip() for answer in answers]
+    requests = [Request(prompt=text, max_new_tokens=max_new_tokens) for text in chat_prompts(tokenizer, system_prompt, prompts)]
+    with torch.no_grad(), inference_autocast():
+        generate_all(model, tokenizer, requests, batch_size)
+    if new_tokens is not None:
+        new_tokens.extend(r.completion_tokens + (r.finish_reason == "stop") for r in requests)
+    return [request.text.strip() for request in requests]
 
 
 def answer_mixed(model: Any, tokenizer: Any, system_prompt: str, asks: list[tuple[str | None, str, int]],
-                 batch_size: int = 32, lora: Any = None) -> list[str]:
+                 batch_size: int = 64, lora: Any = None) -> list[str]:
     """Greedy answers to (adapter, prompt, max_new_tokens) asks, in order: every adapter's questions in the same
     batches (mixed adapters from `lora`, a MultiLoRA, else PEFT's; None is the base model), each row stopping at
     its own end or limit."""

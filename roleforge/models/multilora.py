@@ -162,16 +162,20 @@ class MultiLoRA:
     def rows(self, names: list[str | None] | str | None) -> Iterator[None]:
         """Forward passes inside run row i through adapter names[i] (None: the base model); a single name runs every
         row of any batch through that adapter."""
+        self.select(names)
+        try:
+            yield
+        finally:
+            self._rows.names, self._rows.version = None, self._rows.version + 1
+
+    def select(self, names: list[str | None] | str | None) -> None:
+        """Changes the rows' adapters inside `rows()`: a batch that drops its finished rows keeps the others'."""
         listed = [names] if not isinstance(names, list) else names
         unknown = {name for name in listed if name is not None and name not in self.adapters}
         if unknown:
             raise RoleforgeError(f"no adapter attached as {sorted(unknown)}")
         self._rows.names = list(names) if isinstance(names, list) else names
         self._rows.version += 1
-        try:
-            yield
-        finally:
-            self._rows.names, self._rows.version = None, self._rows.version + 1
 
     def detach(self) -> None:
         """Puts every wrapped Linear back: the base model as it was before the first adapter."""

@@ -42,7 +42,7 @@ def reference_answers(model: Any, tokenizer: Any, system_prompt: str, prompts: l
             return json.loads(cached.read_text(encoding="utf-8"))
         except ValueError:
             pass  # unreadable: made again below
-    answers = generate_answers(model, tokenizer, system_prompt, prompts, max_new_tokens, batch_size=32)
+    answers = generate_answers(model, tokenizer, system_prompt, prompts, max_new_tokens, batch_size=64)
     found = dict(zip(prompts, answers))
     if cached is not None:
         write_atomic(cached, json.dumps(found, ensure_ascii=False))
