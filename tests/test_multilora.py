@@ -23,6 +23,15 @@ def adapters(tiny_model_dir, tmp_path_factory):
     return {"first": first, "second": second}
 
 
+def _served(tiny_model_dir, adapters):
+    """The tiny base model with both adapters attached by name."""
+    model = load_model(tiny_model_dir).eval()
+    lora = MultiLoRA(model)
+    for name, path in adapters.items():
+        lora.add(name, path)
+    return model, lora
+
+
 def _batch(tiny_model_dir):
     tokenizer = load_tokenizer(tiny_model_dir)
     tokenizer.padding_side = "left"
@@ -37,10 +46,7 @@ def test_mixed_rows_give_peft_logits(tiny_model_dir, adapters):
                                 adapters["second"], "second").eval()
     with torch.no_grad():
         expected = peft_model(**batch, adapter_names=[row or "__base__" for row in rows]).logits
-    model = load_model(tiny_model_dir).eval()
-    lora = MultiLoRA(model)
-    for name, path in adapters.items():
-        lora.add(name, path)
+    model, lora = _served(tiny_model_dir, adapters)
     with torch.no_grad(), lora.rows(rows):
         got = model(**batch).logits
     with torch.no_grad():
@@ -71,11 +77,8 @@ def test_swap_remove_and_detach(tiny_model_dir, adapters):
 
 
 def test_greedy_batch_equals_each_row_alone(tiny_model_dir, adapters):
-    model = load_model(tiny_model_dir).eval()
+    model, lora = _served(tiny_model_dir, adapters)
     tokenizer = load_tokenizer(tiny_model_dir)
-    lora = MultiLoRA(model)
-    for name, path in adapters.items():
-        lora.add(name, path)
     eos = end_ids(model, tokenizer)
     asks = [("first", "plan the launch"), ("second", "cut costs by a tenth"), (None, "plan the launch"), ("second", "hi")]
     # A shared system prompt: the batch computes it once per adapter, a row alone computes its whole prompt.
@@ -108,11 +111,8 @@ def test_adapters_it_cannot_serve_are_refused(tiny_model_dir, adapters, tmp_path
 
 
 def test_one_name_runs_every_row_of_any_batch_through_it(tiny_model_dir, adapters):
-    model = load_model(tiny_model_dir).eval()
+    model, lora = _served(tiny_model_dir, adapters)
     batch = _batch(tiny_model_dir)
-    lora = MultiLoRA(model)
-    for name, path in adapters.items():
-        lora.add(name, path)
     with torch.no_grad():
         with lora.rows(["second"] * 4):
             listed = model(**batch).logits
