@@ -55,6 +55,8 @@ class RoleOutcome(BaseModel):
     win_rate_low: float | None = None
     win_rate_high: float | None = None
     guardrails: dict[str, Any] | None = None
+    contract: dict[str, dict[str, Any]] = {}  # per side (candidate, opponent): the output contract's compliance
+    drift_kl: float | None = None  # mean token KL to the reference on general prompts
     task_metrics: dict[str, dict[str, float]] = {}
 
     @property
@@ -92,6 +94,7 @@ class RoleOutcome(BaseModel):
             reward_margin=evaluation.candidate.reward_margin, accuracy_gain_low=evaluation.accuracy_gain_low,
             accuracy_gain_high=evaluation.accuracy_gain_high, task_metrics=evaluation.task_metrics,
             guardrails=evaluation.guardrails.model_dump() if evaluation.guardrails is not None else None,
+            contract={side: scores.model_dump() for side, scores in evaluation.contract.items()}, drift_kl=evaluation.drift_kl,
             **({"win_rate": ab.win_rate, "win_rate_low": ab.win_rate_low, "win_rate_high": ab.win_rate_high}
                if (ab := evaluation.generation) is not None else {}),
         )

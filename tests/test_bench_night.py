@@ -22,6 +22,9 @@ def test_bench_night_on_the_tiny_model_reports_speed_beside_outcomes(home, tiny_
     outcome = report["outcomes"]["tool-agent"]
     assert outcome["trained"] and report["promotions"]["tool-agent"] == outcome["promoted"]
     assert set(report["task_metrics"]["tool-agent"]) == {"candidate", "opponent"}
+    # the gate's evidence beside the decision: contract compliance of both sides, the capability test, the drift
+    assert set(outcome["contract"]) == {"candidate", "opponent"} and 0 <= outcome["contract"]["candidate"]["rate"] <= 1
+    assert "capability_lost" in outcome["guardrails"] and "drift_kl" in outcome  # the test home asks no capability set
     assert all(0 < report["machine"]["speed_probe_s"][when] < 60 for when in ("before", "after"))
     # The night ran on a home of its own, gone after, on the configured base model's directory.
     assert report["base_model"] == str(tiny_model_dir)

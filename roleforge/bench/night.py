@@ -17,7 +17,7 @@ from roleforge.ops.errors import RoleforgeError
 
 # Of each role's outcome, what the report keeps: what was decided and the figures behind it.
 OUTCOME_FIELDS = ("pairs", "trained", "promoted", "version", "preference_accuracy", "opponent", "accuracy_gain",
-                  "win_rate", "reason")
+                  "accuracy_gain_low", "win_rate", "contract", "guardrails", "drift_kl", "reason")
 
 
 def night_environment(home: Path, base_model: Path) -> dict[str, str]:
