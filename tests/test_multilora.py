@@ -108,6 +108,9 @@ def test_adapters_it_cannot_serve_are_refused(tiny_model_dir, adapters, tmp_path
         lora.add("dora", dora)
     with pytest.raises(RoleforgeError, match="needs adapter_config.json"):
         lora.add("none", tmp_path)
+    (dora / "adapter_config.json").write_text("{broken")
+    with pytest.raises(RoleforgeError, match="not valid JSON"):
+        lora.add("broken", dora)
 
 
 def test_one_name_runs_every_row_of_any_batch_through_it(tiny_model_dir, adapters):

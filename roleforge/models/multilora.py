@@ -125,7 +125,10 @@ class MultiLoRA:
         weights_file, config_file = directory / "adapter_model.safetensors", directory / "adapter_config.json"
         if not weights_file.is_file() or not config_file.is_file():
             raise RoleforgeError(f"{directory} needs adapter_config.json and adapter_model.safetensors")
-        config = json.loads(config_file.read_text())
+        try:
+            config = json.loads(config_file.read_text())
+        except ValueError as error:
+            raise RoleforgeError(f"{config_file} is not valid JSON: {error}") from None
         if config.get("peft_type") != "LORA":
             raise RoleforgeError(f"{directory} is not a LoRA adapter (peft_type {config.get('peft_type')!r})")
         for option in _UNSUPPORTED:
