@@ -204,7 +204,6 @@ def evaluation_metrics(evaluation: Evaluation) -> dict[str, float]:
     return metrics
 
 
-
 def _answers(base_model: Path, tokenizer: Any, system_prompt: str, config: EvaluationConfig, cache_dir: Path | None,
              asked: dict[str, list[str]], questions: list[str], general: list[str], adapters: dict[str, Path | None],
              opponent_adapter: str | None, reference_adapter: str | None) -> tuple[dict[str, dict[str, list[str]]], dict[str, str]]:
@@ -234,6 +233,7 @@ def _answers(base_model: Path, tokenizer: Any, system_prompt: str, config: Evalu
                 general_answers = reference_answers(model, tokenizer, system_prompt, general, DRIFT_MAX_NEW_TOKENS,
                                                     cache_dir, identity)
     return answers, general_answers
+
 
 @task(name="evaluate-candidate", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
 @STAGES.timed("evaluate")

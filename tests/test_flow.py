@@ -11,17 +11,9 @@ from roleforge.ops.status import role_status
 from roleforge.registry.tracking import CHAMPION, alias_version, mlflow_client
 from roleforge.storage.schema import engine_for, feedback
 from tests.conftest import SAMPLE
+from tests.support.gates import open_gate
 
-GATES = """
-[roles.ceo.gate]
-min_accuracy_gain = -1.0
-min_reward_accuracy = 0.0
-min_gain_lower_bound = -2.0
-min_win_rate_high = 0.0
-min_length_ratio = 0.0
-max_length_ratio = 1000.0
-max_refusal_increase = 1.0
-max_capability_loss = 100
+GATES = open_gate("ceo") + """
 [roles.cfo.gate]
 min_accuracy_gain = 2.0
 [roles."tool-agent"]

@@ -247,23 +247,32 @@ def is_clean(model: Any) -> bool:
 BASE_MODELS = BaseModelPool()
 
 
+def lora_config(adapter_dir: Path, what: str = "adapter") -> dict[str, Any]:
+    """The adapter_config.json of a saved LoRA adapter that has its safetensors weights beside it; anything else is
+    a one-line error naming `what` the directory is to the caller."""
+    import json
+
+    weights, config = adapter_dir / "adapter_model.safetensors", adapter_dir / "adapter_config.json"
+    if not weights.is_file() or not config.is_file():
+        raise RoleforgeError(f"{what} {adapter_dir} needs adapter_config.json and adapter_model.safetensors")
+    try:
+        found = json.loads(config.read_text())
+    except ValueError as error:
+        raise RoleforgeError(f"{what} {config} is not valid JSON: {error}") from None
+    if not isinstance(found, dict) or found.get("peft_type") != "LORA":
+        raise RoleforgeError(f"{what} {adapter_dir} is not a LoRA adapter")
+    return found
+
+
 def check_adapter(adapter_dir: Path, base_dir: Path) -> None:
     """A LoRA adapter that can sit on this base model: safetensors weights whose every LoRA matrix fits the base
     module it targets. Reads only the file headers; a mismatch is a one-line error before any compute."""
-    import json
-
     from safetensors import safe_open
 
-    weights, config = adapter_dir / "adapter_model.safetensors", adapter_dir / "adapter_config.json"
+    weights = adapter_dir / "adapter_model.safetensors"
     if not adapter_dir.is_dir():
         raise RoleforgeError(f"base adapter {adapter_dir} does not exist")
-    if not weights.exists() or not config.exists():
-        raise RoleforgeError(f"base adapter {adapter_dir} needs adapter_config.json and adapter_model.safetensors")
-    try:
-        if json.loads(config.read_text()).get("peft_type") != "LORA":
-            raise RoleforgeError(f"base adapter {adapter_dir} is not a LoRA adapter")
-    except ValueError as error:
-        raise RoleforgeError(f"base adapter {config} is not valid JSON: {error}") from None
+    lora_config(adapter_dir, "base adapter")
     base_shapes: dict[str, list[int]] = {}
     for shard in sorted(base_dir.glob("*.safetensors")):
         with safe_open(str(shard), framework="pt") as handle:

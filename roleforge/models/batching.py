@@ -66,9 +66,9 @@ def generate_batch(model: Any, tokenizer: Any, requests: list[Request], eos_ids:
     rows = RowStreamer(tokenizer, requests, eos_ids)
     live = list(range(len(requests)))  # the rows still generating, in batch order
     temperature, top_p = requests[0].sampling
-    selection: Any = lora.rows([r.adapter for r in requests]) if lora is not None else nullcontext()
-    with torch.no_grad(), selection:
-        cache, mask, logits = _prefill(model, ids, tokenizer.pad_token_id, [r.adapter for r in requests], lora)
+    adapters = [r.adapter for r in requests]
+    with torch.no_grad(), lora.rows(adapters) if lora is not None else nullcontext():
+        cache, mask, logits = _prefill(model, ids, tokenizer.pad_token_id, adapters, lora)
         while True:
             tokens = _pick(logits, temperature, top_p).tolist()
             for row, token in zip(live, tokens):
@@ -81,12 +81,11 @@ def generate_batch(model: Any, tokenizer: Any, requests: list[Request], eos_ids:
                 cache.batch_select_indices(index)
                 mask, live, tokens = mask[index], [live[i] for i in kept], [tokens[i] for i in kept]
                 if lora is not None:
-                    lora.select([requests[row].adapter for row in live])
+                    lora.select([adapters[row] for row in live])
             mask = torch.cat([mask, mask.new_ones(len(live), 1)], dim=1)
             logits = model(input_ids=torch.tensor(tokens, device=mask.device)[:, None], attention_mask=mask,
                            position_ids=mask.sum(dim=1, keepdim=True) - 1, past_key_values=cache, use_cache=True,
                            cache_position=torch.tensor([mask.shape[1] - 1], device=mask.device)).logits[:, -1]
-    rows.end()
 
 
 def _prefill(model: Any, ids: list[list[int]], pad_id: int, adapters: list[str | None],
@@ -176,11 +175,6 @@ class RowStreamer:
             self._finish(row, "length")
         else:
             self._emit(request, _safe_end(text, request.stop))
-
-    def end(self) -> None:
-        for row in range(len(self.requests)):
-            if not self.done[row]:
-                self._finish(row, "length")
 
     def _finish(self, row: int, reason: str, complete: bool = False) -> None:
         """complete: the text ends where a stop string began, not in the middle of a character."""

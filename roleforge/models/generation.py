@@ -7,10 +7,13 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from roleforge.config.settings import Settings
 from roleforge.ops.errors import RoleforgeError
+
+if TYPE_CHECKING:
+    from roleforge.models.multilora import MultiLoRA
 
 
 class RoleRouter:
@@ -58,10 +61,9 @@ def generate_answers(model: Any, tokenizer: Any, system_prompt: str, prompts: li
 
 
 def answer_mixed(model: Any, tokenizer: Any, system_prompt: str, asks: list[tuple[str | None, str, int]],
-                 batch_size: int = 64, lora: Any = None) -> list[str]:
+                 batch_size: int = 64, lora: MultiLoRA | None = None) -> list[str]:
     """Greedy answers to (adapter, prompt, max_new_tokens) asks, in order: every adapter's questions in the same
-    batches (mixed adapters from `lora`, a MultiLoRA, else PEFT's; None is the base model), each row stopping at
-    its own end or limit."""
+    batches (the adapters `lora` attaches; None is the base model), each row stopping at its own end or limit."""
     import torch
 
     from roleforge.models.base import chat_prompts, inference_autocast

@@ -10,7 +10,6 @@ between batches (hot swap), and `detach` gives the base model back as it was.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -121,20 +120,14 @@ class MultiLoRA:
         """Attaches the PEFT LoRA adapter saved at path (safetensors only) under name, replacing one of that name."""
         from safetensors.torch import load_file
 
+        from roleforge.models.base import lora_config
+
         directory = Path(path)
-        weights_file, config_file = directory / "adapter_model.safetensors", directory / "adapter_config.json"
-        if not weights_file.is_file() or not config_file.is_file():
-            raise RoleforgeError(f"{directory} needs adapter_config.json and adapter_model.safetensors")
-        try:
-            config = json.loads(config_file.read_text())
-        except ValueError as error:
-            raise RoleforgeError(f"{config_file} is not valid JSON: {error}") from None
-        if config.get("peft_type") != "LORA":
-            raise RoleforgeError(f"{directory} is not a LoRA adapter (peft_type {config.get('peft_type')!r})")
+        config = lora_config(directory)
         for option in _UNSUPPORTED:
             if config.get(option) not in (None, False, [], "none"):
                 raise RoleforgeError(f"{directory} uses {option}, which mixed-adapter serving does not support")
-        weights = load_file(str(weights_file))
+        weights = load_file(str(directory / "adapter_model.safetensors"))
         pairs = _pairs(weights, config, directory)
         modules = dict(self.model.named_modules())
         for module_name in pairs:

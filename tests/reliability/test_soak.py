@@ -25,6 +25,7 @@ from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settin
 
 from roleforge.sample.generate import ceo_good, cfo_good, exec_rows
 from tests.reliability.test_ingest_faults import quarantined, stored
+from tests.support.gates import open_gate
 
 NIGHTS, DISK_FULL, FLOOD, KILLED = 30, 5, 12, 20
 DAY = 86400
@@ -53,16 +54,9 @@ contract_prompts = 2
 capability_checks = false
 drift_prompts = 0
 max_new_tokens = 8
-[roles.ceo.gate]
-min_accuracy_gain = -1.0
-min_reward_accuracy = 0.0
-min_gain_lower_bound = -2.0
-min_length_ratio = 0.0
-max_length_ratio = 1000.0
-max_refusal_increase = 1.0
 [roles.cfo]
 min_new_pairs = 100000
-"""
+""" + open_gate("ceo")
 BAD_LINES = [b'{"agent_role": "ceo", "prompt": "cut off', b'{"agent_role": "ceo", "prompt": "Rate", "response": "x", "rating": 9}',
              b'{"agent_role": "nobody", "prompt": "p", "response": "r", "rating": 3}', b'["not", "an", "object"]']
 
