@@ -19,7 +19,9 @@ from tests.support.champions import lora_adapter
 def adapters(tiny_model_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("adapters")
     first = lora_adapter(tiny_model_dir, root / "first", seed=1)
-    second = lora_adapter(tiny_model_dir, root / "second", seed=2, r=8)
+    # The second on every linear layer of a block, as the default recipe trains: MLP layers mix like attention's.
+    second = lora_adapter(tiny_model_dir, root / "second", seed=2, r=8,
+                          targets=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"))
     return {"first": first, "second": second}
 
 

@@ -30,5 +30,21 @@ def test_reference_answers_are_generated_once_and_read_back(tiny_model_dir, tmp_
     assert set(first) == set(prompts)
     monkeypatch.setattr(generation, "generate_answers", lambda *a, **k: (_ for _ in ()).throw(AssertionError("generated again")))
     assert reference_answers(model, tokenizer, "You are helpful.", prompts, 6, tmp_path, "tiny") == first
-    # An answer cut off at the token limit is not replayed: it would teach stopping mid-sentence.
-    assert finished({"a": "word " * 20, "b": "ok"}, tokenizer, 6) == {"b": "ok"}
+    assert finished({"a": "word " * 20, "b": "ok"}, tokenizer, 6) == {"b"}
+
+
+def test_a_cut_off_answer_is_replayed_open_without_an_end_of_sequence_token(tiny_model_dir):
+    from roleforge.models.base import load_tokenizer
+    from roleforge.training.dpo_batches import tokenize_pairs
+
+    tokenizer = load_tokenizer(tiny_model_dir)
+    answers = {"Why is the sky blue?": "Light scatters off the air, and blue light scatters", "Name a colour.": "Red.", "Blank?": " "}
+    role_pairs = [{"prompt": "Hire?", "chosen": "Decision: hire.", "rejected": "No idea."}]
+    pairs = {p["prompt"]: p for p in replay_pairs(answers, role_pairs, 8, seed=1, complete={"Name a colour."})}
+    assert set(pairs) == {"Why is the sky blue?", "Name a colour."}  # an empty answer teaches nothing
+    assert pairs["Why is the sky blue?"].get("chosen_open") is True and "chosen_open" not in pairs["Name a colour."]
+    _, examples = tokenize_pairs(tokenizer, "You are helpful.", [pairs["Why is the sky blue?"], pairs["Name a colour."]], 1024)
+    eos = tokenizer.eos_token_id
+    # Cut off: the model learns the base's words, not to stop after them; finished: it learns to stop there.
+    assert examples[0]["chosen_ids"][-1] != eos and examples[0]["rejected_ids"][-1] == eos
+    assert examples[1]["chosen_ids"][-1] == eos

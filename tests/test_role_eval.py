@@ -7,7 +7,10 @@ import re
 from collections import Counter
 
 from roleforge.sample import ROLE_EVAL
-from roleforge.sample.generate import ASKS, EXEC_ROLES, TOPICS
+from roleforge.sample.generate import ASKS, CONTEXTS, EXEC_ROLES, ROLE_ASKS, ROLE_TOPICS, TOPICS
+
+ALL_ASKS = ASKS + [ask for asks in ROLE_ASKS.values() for ask in asks]
+ALL_TOPICS = TOPICS + [topic for topics in ROLE_TOPICS.values() for topic in topics]
 
 MIN_PER_ROLE = 45
 
@@ -18,7 +21,7 @@ def load() -> list[dict[str, str]]:
 
 def ask_patterns() -> list[re.Pattern[str]]:
     """Each generator template as a regex, with {topic} matching anything."""
-    return [re.compile(".+".join(re.escape(part) for part in ask.split("{topic}")), re.IGNORECASE) for ask in ASKS]
+    return [re.compile(".+".join(re.escape(part) for part in ask.split("{topic}") if part), re.IGNORECASE) for ask in ALL_ASKS]
 
 
 def test_rows_are_well_formed() -> None:
@@ -40,16 +43,17 @@ def test_no_duplicate_prompts() -> None:
 
 
 def test_no_generator_phrasing_or_topic() -> None:
-    patterns, topics = ask_patterns(), [topic.lower() for topic in TOPICS]
+    patterns, topics = ask_patterns(), [topic.lower() for topic in ALL_TOPICS]
     for row in load():
         prompt = row["prompt"]
         assert not any(pattern.search(prompt) for pattern in patterns), prompt
         assert not any(topic in prompt.lower() for topic in topics), prompt
+        assert not any(context.lower() in prompt.lower() for context in CONTEXTS), prompt
 
 
 def test_ask_patterns_catch_generator_prompts() -> None:
     patterns = ask_patterns()
-    for ask in ASKS:
+    for ask in ALL_ASKS:
         assert any(pattern.search(ask.format(topic="a new thing")) for pattern in patterns)
 
 

@@ -12,8 +12,11 @@ from typing import Any
 
 from roleforge.ops.errors import RoleforgeError
 
+# What a LoRA adapter may adapt: the attention projections, or every linear layer of a block.
+LORA_TARGETS = {"attention": ["q_proj", "k_proj", "v_proj", "o_proj"],
+                "all-linear": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}
 LORA_DEFAULTS: dict[str, Any] = {
-    "r": 16, "lora_alpha": 32, "lora_dropout": 0.0, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "r": 16, "lora_alpha": 32, "lora_dropout": 0.0, "target_modules": LORA_TARGETS["attention"],
     "task_type": "CAUSAL_LM",
 }
 DPO_DEFAULTS: dict[str, Any] = {
@@ -34,7 +37,9 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     # forgetting", has the runs behind the learning rate and the replay count).
     "default": {"dpo": {**DPO_DEFAULTS, "num_train_epochs": 2, "learning_rate": 2e-4, "loss_type": ["sigmoid", "sft"],
                         "loss_weights": [1.0, 1.0], "save_steps": 40},
-                "lora": LORA_DEFAULTS, "data": {"max_train_pairs": 192, "max_eval_pairs": 64, "replay_pairs": 192}},
+                # LoRA on the MLP too: on attention alone the role's shape stayed half-learnt (docs/engine.md).
+                "lora": {**LORA_DEFAULTS, "target_modules": LORA_TARGETS["all-linear"]},
+                "data": {"max_train_pairs": 192, "max_eval_pairs": 64, "replay_pairs": 192}},
 }
 
 # A profile's recipe for one built-in role, under the role's own overrides. The tool agent should answer every

@@ -44,6 +44,43 @@ ASKS = [
     "We are debating {topic}. Where do you land?",
 ]
 
+# Each executive's own subjects and ways of asking, beside the shared ones, so that a role learns its answer shape
+# for its questions in many phrasings and not for eight templates. role_eval.jsonl is written apart from all of
+# these (tests/test_role_eval.py checks it).
+ROLE_TOPICS = {
+    "ceo": ["selling the hardware division", "a second product for mid-market firms", "moving headquarters to Austin",
+            "a merger offer from a bigger rival", "hiring a chief revenue officer", "an employee stock buyback",
+            "a partnership with a bank", "leaving the conference circuit", "an apology campaign after the data leak",
+            "a pay cut for the leadership team", "spinning off the consulting arm", "a joint venture in India",
+            "taking venture debt", "dropping the free trial", "a company-wide hackathon week"],
+    "cfo": ["refinancing the equipment loan", "the budget for the new sales region", "a price cut for annual plans",
+            "leasing versus buying the new servers", "the cost of a second support shift", "a bigger marketing budget",
+            "moving payroll to a monthly cycle", "a reserve for bad debt", "the travel and entertainment spend",
+            "paying suppliers in euros", "the capital budget for next year", "a sale-leaseback of the office",
+            "raising prices for legacy customers", "an earn-out for the acquisition", "the audit fee increase"],
+    "coo": ["moving the warehouse to a new site", "support in Spanish and Portuguese", "the move to the fourth floor",
+            "single sign-on for every internal app", "the annual stock count", "a returns process for hardware",
+            "a support hub in Manila", "the switch to a cloud phone system", "hiring 30 support agents for the spring",
+            "a password manager for all staff", "the holiday shipping peak", "merging three CRM instances",
+            "the end of life of the v1 API", "a training academy for customers", "the badge access upgrade"],
+}
+ROLE_ASKS = {
+    "ceo": ["Make the call on {topic}.", "Yes or no on {topic}? I need a decision.", "{topic}: go or no go?",
+            "The leadership team is split on {topic}. What do we decide?", "what's the decision on {topic}",
+            "Investors keep asking about {topic}. Where do we stand?", "I have to announce our choice on {topic} tomorrow. Which is it?"],
+    "cfo": ["Run the numbers on {topic}.", "What does {topic} cost us, and is it worth it?", "Give me the financial view of {topic}.",
+            "do we have the money for {topic}", "Is {topic} a good use of cash this year?", "What's the financial risk in {topic}?",
+            "Before the budget review: your numbers on {topic}, please."],
+    "coo": ["Lay out the plan for {topic}.", "Who owns {topic}, and what are the steps?", "Organise {topic} for us.",
+            "need a plan for {topic} asap", "How do we execute {topic} without dropping the ball?",
+            "Put together the steps for {topic}, with a deadline.", "We start {topic} next month. Who does what?"],
+}
+# A sentence of context before some asks, as users write them.
+CONTEXTS = ["We are about 250 people in three offices.", "This came up in the leadership meeting.",
+            "Budget season starts in three weeks.", "The team has been going back and forth on this.",
+            "Our biggest customer raised it too.", "I promised an answer to the board.", "Cash is tight this year.",
+            "We grew 40% last year and processes are creaking."]
+
 OWNERS = ["the VP of Engineering", "the Head of Sales", "the Finance team", "the Operations lead", "HR", "the CTO", "Legal"]
 DEADLINES = ["by the end of the month", "within two weeks", "before the next board meeting", "by the end of the quarter", "by Friday"]
 FIGURES = ["$1.2M", "$350k", "$4.8M", "$90k", "$2.1M", "$640k"]
@@ -70,8 +107,13 @@ def cfo_good(rng: random.Random, topic: str) -> str:
 
 def coo_good(rng: random.Random, topic: str) -> str:
     owner, other = rng.sample(OWNERS, 2)
-    return (f"Plan for {topic}:\n1. Owner: {owner} scopes the work {rng.choice(DEADLINES)}.\n"
-            f"2. {other} lines up the people and budget.\n3. Weekly check-in until launch.\nDeadline: {rng.choice(DEADLINES)}.")
+    first = rng.choice(["scopes the work", "writes the plan", "maps the current process", "sets the targets"])
+    second = rng.choice(["lines up the people and budget", "briefs the affected teams", "sets up the tools",
+                         "runs a pilot with one team"])
+    third = rng.choice(["Weekly check-in until launch.", "Review progress every Friday.",
+                        "Status to the exec team every two weeks."])
+    return (f"Plan for {topic}:\n1. Owner: {owner} {first} {rng.choice(DEADLINES)}.\n"
+            f"2. {other[0].upper() + other[1:]} {second}.\n3. {third}\nDeadline: {rng.choice(DEADLINES)}.")
 
 
 def off_role(rng: random.Random, topic: str) -> str:
@@ -286,19 +328,30 @@ def tool_rejected(rng: random.Random, asked: ToolRequest) -> str:
     ])
 
 
+def exec_prompts(rng: random.Random, role: str) -> list[tuple[str, str]]:
+    """(prompt, topic) pairs for an executive role: the shared and the role's own subjects asked in the shared and the
+    role's own ways, some after a sentence of context. Another role (EXTRA_ROLES) borrows none of the own ones."""
+    topics, asks = TOPICS + ROLE_TOPICS.get(role, []), ASKS + ROLE_ASKS.get(role, [])
+    prompts = []
+    for topic in topics:
+        for ask in asks:
+            prompt = ask.format(topic=topic)
+            prompt = prompt[0].upper() + prompt[1:] if ask[0] == "{" else prompt
+            prompts.append((f"{rng.choice(CONTEXTS)} {prompt}" if rng.random() < 0.3 else prompt, topic))
+    rng.shuffle(prompts)
+    return prompts
+
+
 def exec_rows(rng: random.Random, role: str, good: Callable[[random.Random, str], str]) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
-    prompts = [ask.format(topic=topic) for topic in TOPICS for ask in ASKS]
-    rng.shuffle(prompts)
-    for prompt in prompts[:150]:
-        topic = next(t for t in TOPICS if t in prompt)
+    prompts = exec_prompts(rng, role)
+    for prompt, topic in prompts[:150]:
         better, worse = good(rng, topic), rng.choice([off_role, mediocre])(rng, topic) if rng.random() < 0.7 else rng.choice(REFUSALS)
         flip = rng.random() < 0.5
         rows.append({"agent_role": role, "prompt": prompt, "response_a": worse if flip else better,
                      "response_b": better if flip else worse, "preference": "b" if flip else "a",
                      "rater": rng.choice(RATERS), "confidence": rng.choice(["high", "high", "medium", 0.9])})
-    for prompt in prompts[150:210]:
-        topic = next(t for t in TOPICS if t in prompt)
+    for prompt, topic in prompts[150:210]:
         for response, rating in ((good(rng, topic), rng.choice([4, 5])), (mediocre(rng, topic), 3),
                                  (off_role(rng, topic), rng.choice([1, 2]))):
             rows.append({"agent_role": role, "prompt": prompt, "response": response, "rating": rating, "rater": rng.choice(RATERS)})

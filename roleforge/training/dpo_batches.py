@@ -28,7 +28,9 @@ def tokenize_pairs(tokenizer: Any, system_prompt: str, pairs: list[dict[str, Any
     for index, pair in enumerate(pairs):
         _, rest = split_chat(tokenizer, system_prompt, pair["prompt"])
         prompt_ids = tokenizer(rest, add_special_tokens=False)["input_ids"]
-        completions = [tokenizer(pair[side] + tokenizer.eos_token, add_special_tokens=False)["input_ids"] for side in ("chosen", "rejected")]
+        # An open side (an answer cut off at a token limit, training/replay.py) gets no end-of-sequence token.
+        completions = [tokenizer(pair[side] + ("" if pair.get(f"{side}_open") else tokenizer.eos_token), add_special_tokens=False)["input_ids"]
+                       for side in ("chosen", "rejected")]
         # Keep the start (the prompt and the first completion tokens), as TRL's keep_start does.
         prompt_ids = prompt_ids[: max(budget - 1, 1)]
         completions = [ids[: max(budget - len(prompt_ids), 1)] for ids in completions]

@@ -174,7 +174,7 @@ def train_adapter(dataset: PreferenceDataset, system_prompt: str, recipe: dict[s
     with (BASE_MODELS.lend(base_model, max_parallel, dtype) as base, training_in_progress(),
           system_metrics(run_id, client.tracking_uri)):
         replay = replayed_base_answers(base, tokenizer, system_prompt, pairs, recipe["data"], base_model, base_adapter,
-                                       checkpoints_dir / REPLAY_ANSWERS)
+                                       checkpoints_dir / REPLAY_ANSWERS, open_answers=engine != "trl")
         pairs = pairs + replay
         if engine == "trl":
             trainer = trl_trainer(base, dpo_config, lora_config, base_adapter, tokenizer, pairs, system_prompt, callbacks)
@@ -211,9 +211,10 @@ REPLAY_ANSWERS = "replay-answers"
 
 def replayed_base_answers(base: Any, tokenizer: Any, system_prompt: str, pairs: list[dict[str, Any]],
                           data: dict[str, Any], base_model: Path, base_adapter: Path | None,
-                          cache_dir: Path) -> list[dict[str, Any]]:
+                          cache_dir: Path, open_answers: bool = True) -> list[dict[str, Any]]:
     """The recipe's replay pairs (data.replay_pairs of them): the reference model's own answers to general prompts
-    as chosen, the role's shape as rejected. The reference is the base, or the role's SFT adapter on it."""
+    as chosen, the role's shape as rejected. The reference is the base, or the role's SFT adapter on it. Without
+    `open_answers` (stock TRL, which ends every completion with end-of-sequence), only finished answers are kept."""
     count = int(data.get("replay_pairs", 0))
     if count <= 0:
         return []
@@ -225,17 +226,20 @@ def replayed_base_answers(base: Any, tokenizer: Any, system_prompt: str, pairs: 
     identity = reference_identity(base_model, base_adapter, str(parameter.dtype), parameter.device.type)
     model = attach_adapter(base, base_adapter, adapter_name="replay") if base_adapter is not None else base
     try:
-        # A quarter more prompts than pairs, for the answers the base does not finish; the same prompts every night,
-        # so that their answers come from the cache after the first.
-        prompts = general_prompts()[:count + count // 4]
+        # The same prompts every night, so that their answers come from the cache after the first.
+        prompts = general_prompts()[:count]
         answers = reference_answers(model.eval(), tokenizer, system_prompt, prompts, REPLAY_MAX_NEW_TOKENS, cache_dir, identity)
     finally:
         if base_adapter is not None:
             model.unload()
-    return replay_pairs(finished(answers, tokenizer, REPLAY_MAX_NEW_TOKENS), pairs, count, seed=len(pairs))
+    complete = finished(answers, tokenizer, REPLAY_MAX_NEW_TOKENS)
+    if not open_answers:
+        answers = {prompt: answer for prompt, answer in answers.items() if prompt in complete}
+    return replay_pairs(answers, pairs, count, seed=len(pairs), complete=complete)
 
 
-# Long enough for the base model's answer to a plain question; answers it does not finish are not replayed.
+# The base model finishes few answers to an open question in this many tokens: the rest are replayed open-ended
+# (training/replay.py), which keeps the replay at the recipe's count.
 REPLAY_MAX_NEW_TOKENS = 96
 
 

@@ -3,7 +3,9 @@ learns the role's answer shape for the role's questions and keeps the base model
 
 Each replay pair holds a general prompt, the base model's greedy answer as chosen, and one of the role's preferred
 answers (written for another prompt) as rejected: the SFT term keeps the base's answer likely, and the DPO term
-says that the role's shape is wrong for a question outside the role."""
+says that the role's shape is wrong for a question outside the role. An answer cut off at the token limit is kept
+as an open one (`chosen_open`): trained on without an end-of-sequence token, it keeps the base's words likely
+without teaching a stop mid-sentence."""
 
 from __future__ import annotations
 
@@ -49,23 +51,28 @@ def reference_answers(model: Any, tokenizer: Any, system_prompt: str, prompts: l
     return found
 
 
-def finished(answers: dict[str, str], tokenizer: Any, max_new_tokens: int) -> dict[str, str]:
-    """The answers that ended before max_new_tokens: a cut-off answer would teach stopping mid-sentence."""
-    return {prompt: answer for prompt, answer in answers.items()
-            if answer.strip() and len(tokenizer(answer, add_special_tokens=False)["input_ids"]) < max_new_tokens - 1}
+def finished(answers: dict[str, str], tokenizer: Any, max_new_tokens: int) -> set[str]:
+    """The prompts whose answer ended before max_new_tokens; the others were cut off mid-answer."""
+    return {prompt for prompt, answer in answers.items()
+            if len(tokenizer(answer, add_special_tokens=False)["input_ids"]) < max_new_tokens - 1}
 
 
-def replay_pairs(answers: dict[str, str], role_pairs: list[dict[str, Any]], count: int, seed: int) -> list[dict[str, Any]]:
-    """Up to `count` replay pairs: a general prompt, the base's answer as chosen, a role-shaped answer as rejected."""
+def replay_pairs(answers: dict[str, str], role_pairs: list[dict[str, Any]], count: int, seed: int,
+                 complete: set[str] | None = None) -> list[dict[str, Any]]:
+    """Up to `count` replay pairs: a general prompt, the base's answer as chosen, a role-shaped answer as rejected.
+    An answer whose prompt is not in `complete` (None: all are) is marked `chosen_open`; empty answers are skipped."""
     if count <= 0 or not answers or not role_pairs:
         return []
     rng = random.Random(seed)
-    prompts = sorted(answers)
+    prompts = sorted(prompt for prompt, answer in answers.items() if answer.strip())
     rng.shuffle(prompts)
     shaped = sorted({pair["chosen"] for pair in role_pairs})
     pairs = []
     for prompt in prompts[:count]:
         digest = hashlib.sha256(prompt.encode()).hexdigest()[:16]
-        pairs.append({"prompt": prompt, "chosen": answers[prompt], "rejected": rng.choice(shaped),
-                      "pair_id": f"{REPLAY_SOURCE}-{digest}", "source": REPLAY_SOURCE})
+        pair = {"prompt": prompt, "chosen": answers[prompt], "rejected": rng.choice(shaped),
+                "pair_id": f"{REPLAY_SOURCE}-{digest}", "source": REPLAY_SOURCE}
+        if complete is not None and prompt not in complete:
+            pair["chosen_open"] = True
+        pairs.append(pair)
     return pairs

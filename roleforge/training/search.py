@@ -7,6 +7,8 @@ from typing import Any
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FixedTrial
 
+from roleforge.config.recipes import LORA_TARGETS
+
 # What a trial may draw. `sft_weight` is drawn only when `sft` is (a conditional parameter): without the SFT term
 # the loss is DPO's sigmoid alone. Replay and LoRA rank are categorical: their values are steps, not a scale.
 SEARCH_SPACE: dict[str, BaseDistribution] = {
@@ -17,6 +19,7 @@ SEARCH_SPACE: dict[str, BaseDistribution] = {
     "sft_weight": FloatDistribution(0.25, 1.5),
     "replay_pairs": CategoricalDistribution([0, 48, 96, 192]),
     "lora_r": CategoricalDistribution([8, 16, 32]),
+    "lora_targets": CategoricalDistribution(["attention", "all-linear"]),
 }
 
 
@@ -43,7 +46,7 @@ def trial_overrides(trial: Any) -> dict[str, dict[str, Any]]:
     return {
         "dpo": {"learning_rate": draw(trial, "learning_rate"), "num_train_epochs": draw(trial, "num_train_epochs"),
                 "beta": draw(trial, "beta"), **losses},
-        "lora": {"r": rank, "lora_alpha": 2 * rank},
+        "lora": {"r": rank, "lora_alpha": 2 * rank, "target_modules": LORA_TARGETS[draw(trial, "lora_targets")]},
         "data": {"replay_pairs": draw(trial, "replay_pairs")},
     }
 

@@ -7,15 +7,16 @@ from pathlib import Path
 from typing import Any
 
 
-def lora_adapter(base_dir: Path, out_dir: Path, seed: int, r: int = 4) -> Path:
-    """A rank-r LoRA adapter on q_proj and v_proj with large random weights, so that the tiny model's answers change."""
+def lora_adapter(base_dir: Path, out_dir: Path, seed: int, r: int = 4, targets: tuple[str, ...] = ("q_proj", "v_proj")) -> Path:
+    """A rank-r LoRA adapter (on q_proj and v_proj, or `targets`) with large random weights, so that the tiny model's
+    answers change."""
     import torch
     from peft import LoraConfig, get_peft_model
 
     from roleforge.models.base import load_model
 
     torch.manual_seed(seed)
-    model = get_peft_model(load_model(base_dir), LoraConfig(r=r, lora_alpha=16 * r, target_modules=["q_proj", "v_proj"]))
+    model = get_peft_model(load_model(base_dir), LoraConfig(r=r, lora_alpha=16 * r, target_modules=list(targets)))
     with torch.no_grad():
         for name, parameter in model.named_parameters():
             if "lora_B" in name:
