@@ -106,7 +106,8 @@ def _prefill(model: Any, ids: list[list[int]], pad_id: int, adapters: list[str |
         distinct = list(dict.fromkeys(adapters))
         if lora is not None:
             lora.select(distinct)
-        model(input_ids=torch.tensor([ids[0][:shared]] * len(distinct), device=device), past_key_values=cache, use_cache=True)
+        model(input_ids=torch.tensor([ids[0][:shared]] * len(distinct), device=device), past_key_values=cache, use_cache=True,
+              logits_to_keep=1)  # only the cache is wanted: no vocabulary projection of every prefix position
         cache.batch_select_indices(torch.tensor([distinct.index(a) for a in adapters], device=device))
         if lora is not None:
             lora.select(adapters)

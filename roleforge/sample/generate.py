@@ -162,7 +162,15 @@ CALC = [("What is {a} times {b}?", "{a} * {b}", "{a} + {b}"), ("Compute {a} plus
         ("What is {b} to the power of {e}?", "{b} ** {e}", "{b} * {e}"), ("What is {b} cubed?", "{b} ** 3", "{b} * 3"),
         ("If {a} grows {p}% a year, how much is it after {e} years?", "{a} * (1 + {p} / 100) ** {e}", "{a} * (1 + {p} / 100) * {e}"),
         ("What is the ratio of {a} to {b}?", "{a} / {b}", "{b} / {a}"),
-        ("We have {a} users and {b} support agents. How many users per agent?", "{a} / {b}", "{b} / {a}")]
+        ("We have {a} users and {b} support agents. How many users per agent?", "{a} / {b}", "{b} / {a}"),
+        ("Square root of {q}, please.", "{q} ** 0.5", "{q} / 2"), ("{a} mod {b}?", "{a} % {b}", "{a} / {b}"),
+        ("How much is left after splitting {a} into groups of {b}?", "{a} % {b}", "{a} // {b}"),
+        ("Change {b} °C to °F.", "{b} * 9 / 5 + 32", "({b} - 32) * 5 / 9"),
+        ("{b} inches in centimetres, please.", "{b} * 2.54", "{b} / 2.54"),
+        ("I have {b} liters. How many US gallons is that?", "{b} / 3.785411784", "{b} * 3.785411784"),
+        ("The plan is {a} per month. Yearly cost?", "{a} * 12", "{a} / 12"),
+        ("Yearly salary {n} - monthly?", "{n} / 12", "{n} * 12"),
+        ("How many seconds are in {b} minutes?", "{b} * 60", "{b} / 60")]
 SEARCH = ["Find the latest news about {q}.", "Search for {q}.", "Look up {q} for me.", "Who won {q}?", "What do people say about {q}?",
           "Search the web for {q}.", "Can you find information on {q}?", "Get me the latest on {q}.", "What's new with {q}?",
           "Look for articles about {q}.", "I want to read about {q}.", "Find out about {q}.", "Show me recent reports on {q}.",
@@ -245,11 +253,14 @@ def twelve_hour(clock: str) -> str:
 
 def calculator_request(rng: random.Random) -> ToolRequest:
     template, expression, wrong = rng.choice(CALC)
-    numbers = {"a": rng.randint(2, 999), "b": rng.randint(2, 99), "c": rng.randint(2, 52), "n": rng.randint(2, 999),
-               "p": rng.choice([5, 10, 12, 15, 18, 20, 25]), "e": rng.randint(3, 6)}
+    large = rng.random() < 0.3  # users write big numbers with thousands separators; the expression has plain digits
+    numbers = {"a": rng.randint(1000, 99999) if large else rng.randint(2, 999), "b": rng.randint(2, 99), "c": rng.randint(2, 52),
+               "n": rng.randint(1000, 99999) if large else rng.randint(2, 999), "p": rng.choice([5, 7.5, 10, 12, 15, 18, 20, 25]),
+               "e": rng.randint(3, 6), "q": rng.randint(2, 40) ** 2}
+    shown = {key: f"{value:,}" if large and key in "an" else value for key, value in numbers.items()}
     right, mistaken = expression.format(**numbers), wrong.format(**numbers)
     same = math.isclose(evaluate_expression(right), evaluate_expression(mistaken), rel_tol=1e-6, abs_tol=1e-9)
-    return ToolRequest(template.format(**numbers), "calculator", {"expression": right},
+    return ToolRequest(template.format(**shown), "calculator", {"expression": right},
                        None if same else {"expression": mistaken}, THOUGHTS["calculator"])
 
 
