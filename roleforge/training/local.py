@@ -226,8 +226,9 @@ def replayed_base_answers(base: Any, tokenizer: Any, system_prompt: str, pairs: 
     identity = reference_identity(base_model, base_adapter, str(parameter.dtype), parameter.device.type)
     model = attach_adapter(base, base_adapter, adapter_name="replay") if base_adapter is not None else base
     try:
-        # The same prompts every night, so that their answers come from the cache after the first.
-        prompts = general_prompts()[:count]
+        # The same prompts every night, so that their answers come from the cache after the first. Kept to finished
+        # answers only (stock TRL), a quarter more prompts than pairs, as before open-ended replay.
+        prompts = general_prompts()[:count if open_answers else count + count // 4]
         answers = reference_answers(model.eval(), tokenizer, system_prompt, prompts, REPLAY_MAX_NEW_TOKENS, cache_dir, identity)
     finally:
         if base_adapter is not None:
