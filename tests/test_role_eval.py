@@ -7,10 +7,24 @@ import re
 from collections import Counter
 
 from roleforge.sample import ROLE_EVAL
-from roleforge.sample.generate import ASKS, CONTEXTS, EXEC_ROLES, ROLE_ASKS, ROLE_TOPICS, TOPICS
+from roleforge.sample.generate import (
+    ASKS,
+    BREVITY,
+    CONTEXTS,
+    EXEC_ROLES,
+    ROLE_ASKS,
+    ROLE_SITUATIONS,
+    ROLE_TOPICS,
+    SITUATION_ASKS,
+    TOPICS,
+    exec_prompts,
+)
 
 ALL_ASKS = ASKS + [ask for asks in ROLE_ASKS.values() for ask in asks]
 ALL_TOPICS = TOPICS + [topic for topics in ROLE_TOPICS.values() for topic in topics]
+# Phrases of the generator that appear whole in its prompts: situations, the asks after them, requests for brevity.
+ALL_PHRASES = ([statement for situations in ROLE_SITUATIONS.values() for statement, _ in situations]
+               + [ask for asks in SITUATION_ASKS.values() for ask in asks] + BREVITY + CONTEXTS)
 
 MIN_PER_ROLE = 45
 
@@ -48,7 +62,7 @@ def test_no_generator_phrasing_or_topic() -> None:
         prompt = row["prompt"]
         assert not any(pattern.search(prompt) for pattern in patterns), prompt
         assert not any(topic in prompt.lower() for topic in topics), prompt
-        assert not any(context.lower() in prompt.lower() for context in CONTEXTS), prompt
+        assert not any(phrase.lower().rstrip('.?:') in prompt.lower() for phrase in ALL_PHRASES), prompt
 
 
 def test_ask_patterns_catch_generator_prompts() -> None:
@@ -67,3 +81,15 @@ def test_a_prompts_file_may_name_the_role_as_users_write_it(tmp_path) -> None:
     spellings = {"ceo": "ceo", "chief-executive": "ceo", "cfo": "cfo"}
     assert [r["prompt"] for r in role_prompts("ceo", path, OutputContract(), spellings)] == ["Sell the unit?", "Hire?", "Anything?"]
     assert [r["prompt"] for r in role_prompts("ceo", path, OutputContract())] == ["Anything?"], "without spellings: exact names"
+
+
+def test_business_roles_train_on_situations_and_the_ways_users_type() -> None:
+    import random
+
+    for role in EXEC_ROLES:
+        first = exec_prompts(random.Random(1), role)[:210]
+        trained = [prompt for prompt, _ in first]
+        subjects = {subject for _, subject in ROLE_SITUATIONS[role]}
+        assert sum(topic in subjects for _, topic in first) == 70, role
+        assert sum(p == p.lower() for p in trained) >= 10, "some typed in lowercase"
+        assert sum(any(b in p for b in BREVITY) for p in trained) >= 10, "some ask for a short answer"

@@ -211,6 +211,6 @@ def test_labeler_wrong_argument_rejections_fail_the_check(prompt, good, row):
     assert check_arguments(row, parse_action(good)) is True and check_arguments(row, parse_action(bad)) is False
 
 
-def test_tool_agent_sample_is_deterministic_and_sized_as_before():
+def test_tool_agent_sample_is_deterministic():
     rows = tool_agent_rows(random.Random(3))
-    assert len(rows) == 500 and rows == tool_agent_rows(random.Random(3))
+    assert len(rows) == 1000 and rows == tool_agent_rows(random.Random(3))

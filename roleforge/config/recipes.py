@@ -44,12 +44,13 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
 
 # A profile's recipe for one built-in role, under the role's own overrides. The tool agent should answer every
 # request with a tool call, a plain question included (with a search): no replay of the base model's prose, and a
-# higher learning rate for its strict format.
+# higher learning rate for its strict format, and more pairs: each kind of arithmetic needs its own examples.
 ROLE_PROFILES: dict[tuple[str, str], dict[str, dict[str, Any]]] = {
-    ("default", "tool-agent"): {"dpo": {"learning_rate": 5e-4, "save_steps": 20}, "data": {"replay_pairs": 0}},
+    ("default", "tool-agent"): {"dpo": {"learning_rate": 5e-4, "save_steps": 20},
+                                "data": {"replay_pairs": 0, "max_train_pairs": 480}},
 }
 
-DATA_FIELDS = {"max_train_pairs", "max_eval_pairs", "replay_pairs"}
+DATA_FIELDS = {"max_train_pairs", "max_eval_pairs", "replay_pairs", "replay_distill_top_k"}
 
 # (section, field, lowest, highest, lowest allowed itself): values outside fail before any compute is spent.
 RANGES: list[tuple[str, str, float, float, bool]] = [
@@ -66,6 +67,7 @@ RANGES: list[tuple[str, str, float, float, bool]] = [
     ("data", "max_train_pairs", 1, 10_000_000, True),
     ("data", "max_eval_pairs", 1, 10_000_000, True),
     ("data", "replay_pairs", 0, 10_000_000, True),
+    ("data", "replay_distill_top_k", 0, 1024, True),
 ]
 
 

@@ -81,6 +81,78 @@ CONTEXTS = ["We are about 250 people in three offices.", "This came up in the le
             "Our biggest customer raised it too.", "I promised an answer to the board.", "Cash is tight this year.",
             "We grew 40% last year and processes are creaking."]
 
+# Each executive's situations as users bring them: the facts first, with figures, then a short ask. A role that
+# learns its shape only for "{ask} {topic}" templates answers a situation like the base model would.
+# (statement, the subject its answer names)
+ROLE_SITUATIONS = {
+    "ceo": [("Our largest reseller wants a 35% margin instead of 25%, or they drop us.", "the reseller's margin demand"),
+            ("Two board members want to cut 15% of staff to extend the runway; the others want to keep hiring.", "the layoff proposal"),
+            ("A private equity firm offered to buy 60% of the company at eight times revenue.", "the private equity offer"),
+            ("The head of engineering wants to rewrite the core platform, a nine-month job.", "the platform rewrite"),
+            ("A supplier we depend on is being bought by our main competitor.", "the supplier being acquired"),
+            ("Sales missed target three quarters running and the VP of Sales wants a bigger team.", "more sales headcount"),
+            ("Our app was pulled from a major app store over a policy dispute.", "the app store removal"),
+            ("A well-known founder offered to join as an adviser for 2% equity.", "the adviser's equity request"),
+            ("We can enter Japan through a distributor, or with our own team at twice the cost.", "entering Japan"),
+            ("A breach at one of our vendors exposed 3,000 customer email addresses.", "the vendor breach"),
+            ("Our lead investor wants us to hire a CFO from their network.", "the investor's CFO candidate"),
+            ("Product wants to remove a feature that 8% of customers still use every week.", "removing the old feature"),
+            ("A national bank offered to sell our product under its own brand.", "the white-label offer"),
+            ("Founder-led sales got us to $12M ARR and has stopped scaling.", "how we sell after founder-led sales"),
+            ("A customer's angry video about our support got two million views overnight.", "the viral complaint"),
+            ("Our biggest region grew 2% this year while the others grew 30%.", "the slow region"),
+            ("A top-ten customer asked us to build on-premise support for them alone.", "on-premise support for one customer"),
+            ("The engineering team voted to move all work to a public roadmap tool that customers can see.", "an open engineering board")],
+    "cfo": [("Our hosting bill went from $90k to $160k a month after the migration.", "the hosting bill"),
+            ("A customer offers to prepay $3M for five years if we give them 30% off.", "the five-year prepayment"),
+            ("We can buy our office building for $12M or keep renting it at $700k a year.", "buying the office building"),
+            ("Commission payouts are now 14% of new bookings, up from 9% last year.", "the commission costs"),
+            ("The venture debt lender wants warrants for 1.5% of the company.", "the lender's warrants"),
+            ("Inventory is up 40% while unit sales are flat.", "the inventory build-up"),
+            ("A customer wants net 120 payment terms on a $900k deal.", "net 120 terms"),
+            ("Our Canadian subsidiary has lost money four years in a row.", "the Canadian subsidiary"),
+            ("Rates have come down, and our $6M term loan still costs 11%.", "the term loan"),
+            ("Sales wants to give a logo worth $250k a year its first year free.", "a free first year"),
+            ("Our cloud commitment runs out in March with $400k of it unused.", "the unused cloud commitment"),
+            ("A key supplier raised prices 18% with 30 days' notice.", "the supplier's price rise"),
+            ("Product asks for $1.2M to build a mobile app no customer has asked for yet.", "the mobile app budget"),
+            ("Write-offs for unpaid invoices tripled this year to $700k.", "the write-offs"),
+            ("Moving support to a lower-cost region would save about $500k a year.", "moving support offshore"),
+            ("The board wants a path to cash-flow breakeven within 18 months.", "the path to breakeven"),
+            ("Currency swings cost us $320k last quarter on contracts priced in euros.", "the currency losses"),
+            ("Hardware margins fell to 12% while software margins stayed at 80%.", "the hardware margins")],
+    "coo": [("Customer tickets sit unassigned for two days on average.", "ticket assignment"),
+            ("Our warehouse ships 8% of orders to the wrong address.", "wrong-address shipments"),
+            ("Three teams buy their own software licences and nobody tracks the renewals.", "software licence tracking"),
+            ("We open a second office in Austin in four months.", "the Austin office opening"),
+            ("Onsite installs are booked by email, and we double-book technicians every week.", "booking onsite installs"),
+            ("Our SOC 2 audit starts in ten weeks and the evidence is spread over five tools.", "the SOC 2 audit"),
+            ("The demo environment breaks right before most big sales demos.", "the demo environment"),
+            ("We switch payroll providers on January 1 for 400 people in four countries.", "the payroll switch"),
+            ("120 people move into the new building over one weekend.", "the building move"),
+            ("Product launches slip by three weeks on average.", "launch slippage"),
+            ("25 graduates all start on the same Monday in September.", "the graduate start day"),
+            ("Half of our suppliers still send paper invoices.", "paper invoices"),
+            ("Customer success has no playbook for accounts that might churn.", "the at-risk account playbook"),
+            ("A new privacy law takes effect in our largest market in five months.", "the new privacy law"),
+            ("Field technicians lose an hour a day driving between jobs.", "technician routing"),
+            ("Security wants every laptop encrypted within 30 days.", "laptop encryption"),
+            ("Our support teams in Dublin and Denver use different tools and rules.", "merging the support teams"),
+            ("The old phone system is switched off at the end of the quarter.", "retiring the phone system")],
+}
+# What follows a situation, per role.
+SITUATION_ASKS = {
+    "ceo": ["Your decision?", "Call it.", "Where do we come down?", "Which way do we go?", "Decide for us.",
+            "how do we play this", "What's the answer from the top?"],
+    "cfo": ["What do the numbers say?", "Financially, what's the right move?", "Your recommendation, with figures?",
+            "approve or not", "How bad is it, and what do we do?", "What does this do to our cash?", "Talk me through the money."],
+    "coo": ["How do we run this?", "Who takes it, and by when?", "Sort it out, please.", "Steps and owners, please.",
+            "Make it happen.", "how do we get this done", "Map out the work."],
+}
+# Users ask for short answers too; the role's shape holds at any length.
+BREVITY = ["Briefly:", "Short version please:", "Be concise.", "No long essay:", "Keep it tight.", "A short answer is fine.",
+           "Three lines max."]
+
 OWNERS = ["the VP of Engineering", "the Head of Sales", "the Finance team", "the Operations lead", "HR", "the CTO", "Legal"]
 DEADLINES = ["by the end of the month", "within two weeks", "before the next board meeting", "by the end of the quarter", "by Friday"]
 FIGURES = ["$1.2M", "$350k", "$4.8M", "$90k", "$2.1M", "$640k"]
@@ -341,7 +413,9 @@ def tool_rejected(rng: random.Random, asked: ToolRequest) -> str:
 
 def exec_prompts(rng: random.Random, role: str) -> list[tuple[str, str]]:
     """(prompt, topic) pairs for an executive role: the shared and the role's own subjects asked in the shared and the
-    role's own ways, some after a sentence of context. Another role (EXTRA_ROLES) borrows none of the own ones."""
+    role's own ways, some after a sentence of context; the role's situations (facts, then a short ask), a third of
+    the first 210 where it has them; some asking for brevity, some typed in lowercase or with a slip. Another role
+    (EXTRA_ROLES) borrows none of the own ones."""
     topics, asks = TOPICS + ROLE_TOPICS.get(role, []), ASKS + ROLE_ASKS.get(role, [])
     prompts = []
     for topic in topics:
@@ -349,8 +423,34 @@ def exec_prompts(rng: random.Random, role: str) -> list[tuple[str, str]]:
             prompt = ask.format(topic=topic)
             prompt = prompt[0].upper() + prompt[1:] if ask[0] == "{" else prompt
             prompts.append((f"{rng.choice(CONTEXTS)} {prompt}" if rng.random() < 0.3 else prompt, topic))
+    situations = [(f"{statement} {ask}", topic) for statement, topic in ROLE_SITUATIONS.get(role, [])
+                  for ask in SITUATION_ASKS[role]]
     rng.shuffle(prompts)
-    return prompts
+    rng.shuffle(situations)
+    mixed = prompts[:210 - min(len(situations), 70)] + situations[:70]
+    rng.shuffle(mixed)
+    rest = prompts[210 - min(len(situations), 70):] + situations[70:]
+    return [(as_typed(rng, prompt), topic) for prompt, topic in mixed + rest]
+
+
+def as_typed(rng: random.Random, prompt: str) -> str:
+    """The prompt as users type it: now and then with a request for brevity, in lowercase without the final mark,
+    or with two letters swapped in a word."""
+    roll = rng.random()
+    if roll < 0.15:
+        ask = rng.choice(BREVITY)
+        prompt = f"{ask} {prompt}" if ask.endswith(":") or rng.random() < 0.5 else f"{prompt} {ask}"
+    elif roll < 0.27:
+        prompt = prompt.lower().rstrip("?.!")
+    elif roll < 0.35:
+        words = prompt.split(" ")
+        long = [i for i, word in enumerate(words) if len(word) >= 6 and word.isalpha()]
+        if long:
+            i = rng.choice(long)
+            j = rng.randint(1, len(words[i]) - 3)
+            words[i] = words[i][:j] + words[i][j + 1] + words[i][j] + words[i][j + 2:]
+            prompt = " ".join(words)
+    return prompt
 
 
 def exec_rows(rng: random.Random, role: str, good: Callable[[random.Random, str], str]) -> list[dict[str, object]]:
@@ -369,12 +469,16 @@ def exec_rows(rng: random.Random, role: str, good: Callable[[random.Random, str]
     return rows
 
 
+# Tool requests per kind in the tool agent's feedback: arithmetic has the most ways to go wrong, search the fewest.
+TOOL_MIX = {"calculator": 0.45, "calendar": 0.35, "search": 0.2}
+
+
 def tool_agent_rows(rng: random.Random) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
-    for index in range(400):
-        asked = tool_request(rng)
+    for index in range(800):
+        asked = tool_request(rng, rng.choices(list(TOOL_MIX), weights=list(TOOL_MIX.values()))[0])
         chosen, rejected = tool_call(asked.thought, asked.tool, asked.args), tool_rejected(rng, asked)
-        if index < 300:
+        if index < 600:
             flip = rng.random() < 0.5
             rows.append({"agent_role": "tool-agent", "prompt": asked.request, "response_a": rejected if flip else chosen,
                          "response_b": chosen if flip else rejected, "preference": "b" if flip else "a", "rater": rng.choice(RATERS)})
