@@ -289,3 +289,70 @@ def test_training_keeps_freed_buffers_in_the_heap_instead_of_faulting_them_in_ag
     faults = json.loads(probe.stdout.strip().splitlines()[-1])
     assert faults["outside"] >= 10 * 2048 * 0.9
     assert faults["inside"] < 2048
+
+
+@pytest.mark.parametrize("head_trains", [False, True])
+def test_soft_targets_give_the_weighted_log_probs_and_their_gradient(head_trains):
+    """A soft target (k candidate tokens with weights, replay's distillation) through the chunked head: the weighted
+    sum of log-softmax values, with autograd's gradient; one candidate of weight 1 is the one-hot target."""
+    torch.manual_seed(0)
+    head = torch.nn.Linear(16, 50, bias=False)
+    head.weight.requires_grad_(head_trains)
+    hidden = torch.randn(7, 16, requires_grad=True)
+    ids = torch.randint(0, 50, (7, 4))
+    weights = torch.softmax(torch.randn(7, 4), dim=-1)
+    upstream = torch.randn(7)
+
+    def value_and_grad(logps):
+        (logps * upstream).sum().backward()
+        grad, hidden.grad = hidden.grad.clone(), None
+        if head_trains:
+            head.weight.grad = None
+        return logps.detach(), grad
+
+    soft, soft_grad = value_and_grad(completion_token_logps(head, hidden, ids, chunk=3, weights=weights))
+    full, full_grad = value_and_grad((torch.log_softmax(head(hidden), dim=-1).gather(1, ids) * weights).sum(1))
+    assert torch.allclose(soft, full, atol=1e-5) and torch.allclose(soft_grad, full_grad, atol=1e-5)
+    one_hot = torch.zeros(7, 4)
+    one_hot[:, 0] = 1.0
+    assert torch.allclose(completion_token_logps(head, hidden, ids, chunk=3, weights=one_hot),
+                          completion_token_logps(head, hidden, ids[:, 0], chunk=3), atol=1e-6)
+
+
+def test_replay_soft_targets_are_the_references_top_k_and_every_path_reads_them_in_order(tiny_model_dir):
+    from roleforge.models.base import decoder_and_head, inference_autocast
+    from roleforge.training.fast_dpo import set_chosen_soft_targets
+    from roleforge.training.reference_store import pair_keys
+
+    tokenizer = load_tokenizer(tiny_model_dir)
+    model = lora_model(tiny_model_dir, pooled_attention())
+    prefix, examples = tokenize_pairs(tokenizer, SYSTEM, PAIRS, max_length=1024)
+    keys_before = pair_keys("reference", prefix, examples)
+    replayed = examples[1:3]
+    with model.disable_adapter():
+        set_chosen_soft_targets(model, prefix, replayed, top_k=5, pad_id=tokenizer.pad_token_id)
+        decoder, head = decoder_and_head(model)
+        with torch.no_grad(), inference_autocast():
+            for example in replayed:
+                sequence = torch.tensor([prefix + example["prompt_ids"] + example["chosen_ids"]])
+                logits = head(decoder(input_ids=sequence).last_hidden_state[0]).float()
+                start = len(prefix) + len(example["prompt_ids"]) - 1
+                expected = logits[start:start + len(example["chosen_ids"])].topk(5, dim=-1).indices
+                assert len(example["chosen_soft_ids"]) == len(example["chosen_ids"])
+                assert torch.equal(torch.tensor(example["chosen_soft_ids"])[:, 0], expected[:, 0])
+                assert torch.allclose(torch.tensor(example["chosen_soft_weights"]).sum(1), torch.ones(len(expected)))
+    changed = [a != b for a, b in zip(keys_before, pair_keys("reference", prefix, examples))]
+    assert changed == [False, True, True, False, False], "a distilled pair has its own reference value"
+
+    batch = collate(examples, tokenizer.pad_token_id)
+    assert batch["soft_ids"].size(0) == int(batch["completion_mask"].sum())
+    with torch.no_grad():
+        packed, _ = sequence_logps(model, torch.tensor(prefix), batch)
+        rows, _ = sequence_logps(model, torch.tensor(prefix), {k: v for k, v in batch.items() if k not in PAIR_KEYS})
+        _, plain = tokenize_pairs(tokenizer, SYSTEM, PAIRS, max_length=1024)
+        hard, _ = sequence_logps(model, torch.tensor(prefix), collate(plain, tokenizer.pad_token_id))
+    assert torch.allclose(packed, rows, atol=1e-4)
+    distilled = [1, 2]  # the chosen rows of pairs 1 and 2; rows 5-9 are the rejected ones
+    others = [i for i in range(2 * len(PAIRS)) if i not in distilled]
+    assert torch.allclose(packed[others], hard[others], atol=1e-4), "other rows keep their one-hot targets"
+    assert not torch.allclose(packed[distilled], hard[distilled], atol=1e-2)

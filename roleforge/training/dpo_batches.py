@@ -89,10 +89,29 @@ def collate(examples: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tens
         batch.update(prompt_ids=prompts["input_ids"], prompt_mask=prompts["attention_mask"],
                      completion_ids=completions["input_ids"], completion_mask=completions["attention_mask"])
     batch["index"] = torch.tensor([e["index"] for e in examples])
+    if any("chosen_soft_ids" in e for e in examples):
+        batch["soft_ids"], batch["soft_weights"] = soft_targets(examples)
     if "ref_chosen" in examples[0]:
         batch["ref_chosen"] = torch.tensor([e["ref_chosen"] for e in examples])
         batch["ref_rejected"] = torch.tensor([e["ref_rejected"] for e in examples])
     return batch
+
+
+def soft_targets(examples: list[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every completion token's target as (k candidate ids, their weights), in the order the forward paths give the
+    tokens (chosen rows, then rejected rows, each in order): a chosen completion's own soft targets where it has them
+    (`chosen_soft_ids`/`chosen_soft_weights`), else its token with weight 1."""
+    k = max(len(e["chosen_soft_ids"][0]) for e in examples if e.get("chosen_soft_ids"))
+    ids, weights = [], []
+    for side in ("chosen", "rejected"):
+        for e in examples:
+            if side == "chosen" and e.get("chosen_soft_ids"):
+                ids += [row + [0] * (k - len(row)) for row in e["chosen_soft_ids"]]
+                weights += [row + [0.0] * (k - len(row)) for row in e["chosen_soft_weights"]]
+            else:
+                ids += [[token] + [0] * (k - 1) for token in e[f"{side}_ids"]]
+                weights += [[1.0] + [0.0] * (k - 1) for _ in e[f"{side}_ids"]]
+    return torch.tensor(ids, dtype=torch.long), torch.tensor(weights, dtype=torch.float32)
 
 
 def with_prefix(batch: dict[str, torch.Tensor], prefix: torch.Tensor) -> dict[str, torch.Tensor]:

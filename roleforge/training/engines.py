@@ -43,14 +43,24 @@ def trl_trainer(base: Any, dpo_config: Any, lora_config: Any, base_adapter: Path
 
 def roleforge_trainer(base: Any, dpo_config: Any, lora_config: Any, base_adapter: Path | None, tokenizer: Any,
                       pairs: list[dict[str, Any]], system_prompt: str, callbacks: list[Any], reference_cache: Path,
-                      kept_references: ReferenceStore | None = None) -> Any:
+                      kept_references: ReferenceStore | None = None, replay_top_k: int = 0) -> Any:
     """roleforge's path (fast_dpo.py): the adapter attached here, reference log-probs computed once (adapter off, or
     the SFT adapter as a frozen "ref" copy) and cached beside the checkpoints; with `kept_references`, a pair's value
-    from an earlier training under the same reference is taken from there instead of computed."""
+    from an earlier training under the same reference is taken from there instead of computed. With `replay_top_k`,
+    each replay pair's chosen answer is trained on as the reference's top-k next-token distribution at every token
+    (distillation) instead of its greedy tokens."""
+    from contextlib import contextmanager
+
     from peft import get_peft_model
 
     from roleforge.training.dpo_batches import tokenize_pairs
-    from roleforge.training.fast_dpo import SharedPrefixDPOTrainer, cached_reference, reference_logps
+    from roleforge.training.fast_dpo import (
+        SharedPrefixDPOTrainer,
+        cached_reference,
+        reference_logps,
+        set_chosen_soft_targets,
+    )
+    from roleforge.training.replay import REPLAY_SOURCE
     from roleforge.training.losses import check_losses
 
     losses, weights = check_losses({"loss_type": dpo_config.loss_type, "loss_weights": dpo_config.loss_weights})
@@ -65,22 +75,33 @@ def roleforge_trainer(base: Any, dpo_config: Any, lora_config: Any, base_adapter
         model = attach_adapter(attach_adapter(base, base_adapter, is_trainable=True), base_adapter, adapter_name="ref")
     try:
         prefix, examples = tokenize_pairs(tokenizer, system_prompt, pairs, dpo_config.max_length)
+
+        @contextmanager
+        def as_reference() -> Any:
+            if base_adapter is None:
+                with model.disable_adapter():
+                    yield
+                return
+            model.set_adapter("ref")
+            try:
+                yield
+            finally:
+                model.set_adapter("default")
+                for name, parameter in model.named_parameters():
+                    parameter.requires_grad = "lora_" in name and ".default." in name
+
+        replayed = [e for e, pair in zip(examples, pairs) if pair.get("source") == REPLAY_SOURCE]
+        if replay_top_k > 0 and replayed:
+            with as_reference():
+                set_chosen_soft_targets(model, prefix, replayed, replay_top_k, tokenizer.pad_token_id)
         key = hashlib.sha256(json.dumps([prefix, examples, str(base_adapter)]).encode()).hexdigest()
 
         computed: list[int] = []  # pairs whose reference log-probs this training computed (not kept from before)
 
         def compute(subset: list[dict[str, Any]]) -> list[tuple[float, float]]:
             computed.append(len(subset))
-            if base_adapter is None:
-                with model.disable_adapter():
-                    return reference_logps(model, prefix, subset, tokenizer.pad_token_id)
-            model.set_adapter("ref")
-            try:
+            with as_reference():
                 return reference_logps(model, prefix, subset, tokenizer.pad_token_id)
-            finally:
-                model.set_adapter("default")
-                for name, parameter in model.named_parameters():
-                    parameter.requires_grad = "lora_" in name and ".default." in name
 
         def every_pair() -> list[tuple[float, float]]:
             base_dir = Path(base.name_or_path)

@@ -41,6 +41,7 @@ from roleforge.training.dpo_batches import (
     collate,
     length_buckets,
 )
+from roleforge.training.frozen_head import CPU_HEAD_CHUNK
 from roleforge.training.losses import dpo_losses
 from roleforge.training.sequence_logps import logps_path, sequence_logps, tokens_through
 
@@ -153,6 +154,42 @@ def reference_logps(model: Any, prefix_ids: list[int], examples: list[dict[str, 
                 results[row["index"]] = (c, r)
     model.train(was_training)
     return [results[e["index"]] for e in examples]
+
+
+@torch.no_grad()
+def set_chosen_soft_targets(model: Any, prefix_ids: list[int], examples: list[dict[str, Any]], top_k: int, pad_id: int,
+                            batch_size: int = 8) -> None:
+    """Give each example soft targets for its chosen completion: at every token, the current model's (the
+    reference's) `top_k` likeliest next tokens and their probabilities, renormalized over those k. Trained on with
+    them, a replayed answer teaches the reference's whole next-token distribution instead of its greedy token alone."""
+    from roleforge.models.base import decoder_and_head, inference_autocast
+    from roleforge.training.dpo_batches import pad_sequences, with_prefix
+
+    decoder, head = decoder_and_head(model)
+    device = next(model.parameters()).device
+    prefix = torch.tensor(prefix_ids, dtype=torch.long)
+    was_training = model.training
+    model.eval()
+    for start in range(0, len(examples), batch_size):
+        rows = examples[start:start + batch_size]
+        batch = pad_sequences([e["prompt_ids"] + e["chosen_ids"] for e in rows], [len(e["prompt_ids"]) for e in rows], pad_id)
+        batch = {key: value.to(device) for key, value in (with_prefix(batch, prefix) if prefix.numel() else batch).items()}
+        with inference_autocast():
+            hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        picked = hidden[batch["targets"]]  # row by row, in order
+        ids, weights = [], []
+        for chunk in range(0, picked.size(0), CPU_HEAD_CHUNK):
+            top = torch.log_softmax(head(picked[chunk:chunk + CPU_HEAD_CHUNK]).float(), dim=-1).topk(top_k, dim=-1)
+            probs = top.values.exp()
+            ids.append(top.indices)
+            weights.append(probs / probs.sum(-1, keepdim=True))
+        ids_all, weights_all = torch.cat(ids).cpu(), torch.cat(weights).cpu()
+        start_token = 0
+        for row, count in zip(rows, batch["targets"].sum(1).tolist()):
+            row["chosen_soft_ids"] = ids_all[start_token:start_token + count].tolist()
+            row["chosen_soft_weights"] = weights_all[start_token:start_token + count].tolist()
+            start_token += count
+    model.train(was_training)
 
 
 def cached_reference(path: Path, key: str, compute: Any) -> list[tuple[float, float]]:

@@ -5,6 +5,7 @@ TRL's DPOTrainer with `training.engine = "trl"`)."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +21,8 @@ from roleforge.training.reference_store import KEEP_DAYS, KEPT_REFERENCES, Refer
 # What a training folder holds besides its checkpoints: the id of the MLflow run it reports to, so a resumed training
 # goes on in the same run.
 RUN_MARKER = "mlflow_run_id"
+
+log = logging.getLogger(__name__)
 
 LOGGED_METRICS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen",
                   "logps/rejected", "grad_norm", "learning_rate")
@@ -176,12 +179,17 @@ def train_adapter(dataset: PreferenceDataset, system_prompt: str, recipe: dict[s
         replay = replayed_base_answers(base, tokenizer, system_prompt, pairs, recipe["data"], base_model, base_adapter,
                                        checkpoints_dir / REPLAY_ANSWERS, open_answers=engine != "trl")
         pairs = pairs + replay
+        replay_top_k = int(recipe["data"].get("replay_distill_top_k", 0))
         if engine == "trl":
+            if replay and replay_top_k:
+                log.info("stock TRL trains on the replayed answers' tokens: data.replay_distill_top_k applies to the "
+                         "roleforge engine only")
             trainer = trl_trainer(base, dpo_config, lora_config, base_adapter, tokenizer, pairs, system_prompt, callbacks)
         else:
             trainer = roleforge_trainer(base, dpo_config, lora_config, base_adapter, tokenizer, pairs, system_prompt,
                                         callbacks, output_dir / "reference_logps.json",
-                                        ReferenceStore(checkpoints_dir / KEPT_REFERENCES, reference_keep_days))
+                                        ReferenceStore(checkpoints_dir / KEPT_REFERENCES, reference_keep_days),
+                                        replay_top_k=replay_top_k)
         try:
             trainer.remove_callback(PrinterCallback)  # metrics go to MLflow and the run logger, not to stdout
             result = trainer.train(resume_from_checkpoint=checkpoint)

@@ -54,7 +54,11 @@ def pair_keys(identity: str, prefix: list[int], examples: list[dict[str, Any]]) 
     keys = []
     for example in examples:
         digest = head.copy()
-        digest.update(json.dumps([example["prompt_ids"], example["chosen_ids"], example["rejected_ids"]]).encode())
+        ids = [example["prompt_ids"], example["chosen_ids"], example["rejected_ids"]]
+        # A chosen answer trained on as the reference's own distribution has another reference value (its weights
+        # follow from the reference, which the identity names, and the number of candidates).
+        soft = [len(example["chosen_soft_ids"][0])] if example.get("chosen_soft_ids") else []
+        digest.update(json.dumps(ids + soft).encode())
         keys.append(digest.hexdigest())
     return keys
 

@@ -10,6 +10,9 @@ import torch
 from roleforge.training.dpo_batches import with_prefix
 from roleforge.training.frozen_head import completion_token_logps
 
+# A batch's soft targets: (candidate token ids, their weights), [completion tokens, k] each; None for one-hot.
+Soft = tuple[torch.Tensor, torch.Tensor] | None
+
 
 def logps_path(model: Any, batch: dict[str, torch.Tensor]) -> str:
     """How sequence_logps runs a batch:
@@ -48,15 +51,17 @@ def sequence_logps(model: Any, prefix: torch.Tensor | None, batch: dict[str, tor
 
     decoder, lm_head = decoder_and_head(model)
     path = logps_path(model, batch)
+    # Soft targets (collate's soft_ids/soft_weights) come in the order every path gives its tokens: row by row.
+    soft = (batch["soft_ids"], batch["soft_weights"]) if "soft_ids" in batch else None
     if path == "checkpointed":
         if prefix is not None and prefix.numel():
             batch = with_prefix(batch, prefix)
-        return _row_logps(decoder, lm_head, None, batch)
+        return _row_logps(decoder, lm_head, None, batch, soft)
     if path == "packed":
-        return _packed_logps(decoder, lm_head, prefix, batch)
+        return _packed_logps(decoder, lm_head, prefix, batch, soft)
     if path == "shared_prompt":
-        return _shared_prompt_logps(decoder, lm_head, prefix, batch)
-    return _row_logps(decoder, lm_head, prefix, batch)
+        return _shared_prompt_logps(decoder, lm_head, prefix, batch, soft)
+    return _row_logps(decoder, lm_head, prefix, batch, soft)
 
 
 def _prefix_cache(decoder: Any, prefix: torch.Tensor | None, rows: int) -> Any:
@@ -70,7 +75,8 @@ def _prefix_cache(decoder: Any, prefix: torch.Tensor | None, rows: int) -> Any:
                                         for keys, values, *_ in prefix_cache])
 
 
-def _row_logps(decoder: Any, lm_head: Any, prefix: torch.Tensor | None, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def _row_logps(decoder: Any, lm_head: Any, prefix: torch.Tensor | None, batch: dict[str, torch.Tensor],
+               soft: Soft = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Each row's prompt and completion through the decoder after the shared prefix."""
     input_ids, attention = batch["input_ids"], batch["attention_mask"]
     rows = input_ids.size(0)
@@ -80,10 +86,11 @@ def _row_logps(decoder: Any, lm_head: Any, prefix: torch.Tensor | None, batch: d
     hidden = decoder(input_ids=input_ids, attention_mask=attention, past_key_values=cache, use_cache=cache is not None).last_hidden_state
     targets = batch["targets"]  # never set on a row's last position: each target has a next token
     next_tokens = input_ids[:, 1:][targets[:, :-1]]
-    return _summed(lm_head, hidden[targets], next_tokens, targets.sum(dim=1))
+    return _summed(lm_head, hidden[targets], next_tokens, targets.sum(dim=1), soft)
 
 
-def _packed_logps(decoder: Any, lm_head: Any, prefix: torch.Tensor | None, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def _packed_logps(decoder: Any, lm_head: Any, prefix: torch.Tensor | None, batch: dict[str, torch.Tensor],
+                  soft: Soft = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The batch's prompts and completions in one row without padding, after the prefix's keys and values."""
     from roleforge.training.packed_attention import pack, packed
 
@@ -95,10 +102,11 @@ def _packed_logps(decoder: Any, lm_head: Any, prefix: torch.Tensor | None, batch
     with packed(packing):
         hidden = decoder(input_ids=packing.input_ids, attention_mask=placeholder, position_ids=packing.positions,
                          past_key_values=cache, use_cache=cache is not None).last_hidden_state
-    return _summed(lm_head, hidden[0, packing.predictors], packing.targets, packing.counts)
+    return _summed(lm_head, hidden[0, packing.predictors], packing.targets, packing.counts, soft)
 
 
-def _shared_prompt_logps(decoder: Any, lm_head: Any, prefix: torch.Tensor | None, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def _shared_prompt_logps(decoder: Any, lm_head: Any, prefix: torch.Tensor | None, batch: dict[str, torch.Tensor],
+                         soft: Soft = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The prompts run once per pair (after the prefix); the chosen and rejected completions continue from a copy
     of their pair's keys and values, at the positions they have in the full sequence."""
     from transformers import DynamicCache
@@ -122,12 +130,20 @@ def _shared_prompt_logps(decoder: Any, lm_head: Any, prefix: torch.Tensor | None
     last_prompt = prompt_pass.last_hidden_state[torch.arange(pairs, device=prompt_ids.device), prompt_lengths - 1]
     predicting = torch.cat([last_prompt[pair_of_row].unsqueeze(1), hidden[:, :-1]], dim=1)
     targets = completion_mask.bool()
-    return _summed(lm_head, predicting[targets], completion_ids[targets], targets.sum(dim=1))
+    return _summed(lm_head, predicting[targets], completion_ids[targets], targets.sum(dim=1), soft)
 
 
-def _summed(lm_head: Any, hidden: torch.Tensor, next_tokens: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per row, the sum of its tokens' log-probs (the tokens given row by row, in order) and their count."""
-    token_logps = completion_token_logps(lm_head, hidden, next_tokens)
+def _summed(lm_head: Any, hidden: torch.Tensor, next_tokens: torch.Tensor, counts: torch.Tensor,
+            soft: Soft = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row, the sum of its tokens' log-probs (the tokens given row by row, in order) and their count; with
+    `soft`, each token's weighted log-probs of its soft target's candidates instead."""
+    if soft is None:
+        token_logps = completion_token_logps(lm_head, hidden, next_tokens)
+    else:
+        ids, weights = (tensor.to(hidden.device) for tensor in soft)
+        if ids.size(0) != next_tokens.size(0):
+            raise ValueError(f"{ids.size(0)} soft targets for {next_tokens.size(0)} completion tokens")
+        token_logps = completion_token_logps(lm_head, hidden, ids, weights=weights)
     row_of_token = torch.repeat_interleave(torch.arange(counts.numel(), device=counts.device), counts)
     sums = torch.zeros(counts.numel(), dtype=token_logps.dtype, device=token_logps.device).index_add(0, row_of_token, token_logps)
     return sums, counts
