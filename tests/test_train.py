@@ -141,35 +141,56 @@ def test_too_few_pairs_fail_before_compute(home, tiny_model_dir):
         train(home, tiny_model_dir, min_pairs=1000)
 
 
-def test_sigterm_writes_a_checkpoint_and_a_rerun_resumes_from_it(home, tiny_model_dir):
+def test_sigterm_writes_a_checkpoint_and_a_rerun_resumes_from_it(home, tiny_model_dir, monkeypatch):
     import os
     import signal
-    import threading
-    import time
+
+    from transformers import TrainerCallback
 
     from roleforge.ops.errors import Preempted
-    from roleforge.training import preemption
+    from roleforge.training import local, preemption
 
     long_run = {"dpo": {**RECIPE_OVERRIDES["dpo"], "per_device_train_batch_size": 1, "save_steps": 1000}, "data": {"max_train_pairs": 32}}
 
-    def evict_once_training() -> None:
-        deadline = time.monotonic() + 120
-        while not list((home / "checkpoints").glob("*/*/mlflow_run_id")) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(0.5)
-        os.kill(os.getpid(), signal.SIGTERM)  # what a spot eviction notice does
+    class EvictAtStepTwo(TrainerCallback):
+        def on_step_end(self, args, state, control, **_):
+            if state.global_step == 2:
+                os.kill(os.getpid(), signal.SIGTERM)  # what a spot eviction notice does
 
-    threading.Thread(target=evict_once_training, daemon=True).start()
-    try:
-        with pytest.raises(Preempted, match="checkpoint at step"):
-            train(home, tiny_model_dir, long_run)
-    finally:
-        preemption.reset()
+    with monkeypatch.context() as patched:
+        patched.setattr(local, "progress_callback", EvictAtStepTwo)
+        try:
+            with pytest.raises(Preempted, match="checkpoint at step"):
+                train(home, tiny_model_dir, long_run)
+        finally:
+            preemption.reset()
     (output_dir,) = (home / "checkpoints" / "tool-agent").iterdir()
     (checkpoint,) = output_dir.glob("checkpoint-*")  # save_steps is 1000: only the eviction wrote one
     stopped_at = int(checkpoint.name.split("-")[1])
     resumed = train(home, tiny_model_dir, long_run)
     assert resumed.resumed_from_step == stopped_at and 0 < stopped_at < resumed.steps
+
+
+def test_sigterm_stops_answer_generation_and_reference_scoring_at_their_next_step(tiny_model_dir):
+    """Work with nothing to checkpoint stops at once, not at the next training step minutes later."""
+    from roleforge.models.base import load_model, load_tokenizer
+    from roleforge.models.generation import generate_answers
+    from roleforge.ops.errors import Preempted
+    from roleforge.training import preemption
+    from roleforge.training.dpo_batches import tokenize_pairs
+    from roleforge.training.fast_dpo import reference_logps
+
+    model, tokenizer = load_model(tiny_model_dir), load_tokenizer(tiny_model_dir)
+    assert generate_answers(model, tokenizer, "You help.", ["Hi?"], max_new_tokens=4) != []
+    preemption.request_shutdown()
+    try:
+        with pytest.raises(Preempted, match="while generating answers"):
+            generate_answers(model, tokenizer, "You help.", ["Hi?"], max_new_tokens=4)
+        prefix, examples = tokenize_pairs(tokenizer, "You help.", [{"prompt": "Hi?", "chosen": "Hello.", "rejected": "No."}], 64)
+        with pytest.raises(Preempted, match="while scoring the reference"):
+            reference_logps(model, prefix, examples, tokenizer.pad_token_id)
+    finally:
+        preemption.reset()
 
 
 def test_preemption_and_code_errors_have_separate_retry_budgets():

@@ -22,7 +22,7 @@ from tests.test_cli import last_json, roleforge
 
 def test_every_draw_of_the_space_is_a_recipe_role_recipe_accepts():
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    seen_losses, seen_replay = set(), set()
+    seen_losses, seen_replay, seen_distill = set(), set(), set()
     for _ in range(80):
         overrides = trial_overrides(study.ask())
         # The tool agent's own profile mixes in SFT with two weights: a pure-sigmoid draw must not leave one behind.
@@ -34,9 +34,10 @@ def test_every_draw_of_the_space_is_a_recipe_role_recipe_accepts():
             assert 5e-5 <= dpo["learning_rate"] <= 1e-3 and 0.05 <= dpo["beta"] <= 0.5 and dpo["num_train_epochs"] in (1, 2, 3)
         seen_losses.add(tuple(dpo["loss_type"]))
         seen_replay.add(recipe["data"]["replay_pairs"])
+        seen_distill.add(recipe["data"]["replay_distill_top_k"])
         if len(dpo["loss_type"]) == 2:
             assert 0.25 <= dpo["loss_weights"][1] <= 1.5
-    assert seen_losses == {("sigmoid",), ("sigmoid", "sft")} and seen_replay == {0, 48, 96, 192}
+    assert seen_losses == {("sigmoid",), ("sigmoid", "sft")} and seen_replay == {0, 48, 96, 192} and seen_distill == {0, 16}
 
 
 def test_a_space_the_configuration_breaks_fails_before_any_training(tmp_path):
@@ -141,7 +142,8 @@ def test_a_tune_saves_only_a_passing_recipe_and_a_second_tune_continues_the_stud
     # The role's trainings take the tuned recipe, under what its configuration fixes (replay_pairs = 0 here).
     training = load_settings().role_training("ceo")
     assert training["lora"] == tuned.best_overrides["lora"] and training["dpo"]["beta"] == tuned.best_overrides["dpo"]["beta"]
-    assert training["data"] == {"max_train_pairs": 16, "max_eval_pairs": 16, "replay_pairs": 0}
+    assert training["data"] == {"max_train_pairs": 16, "max_eval_pairs": 16, "replay_pairs": 0,
+                                "replay_distill_top_k": tuned.best_overrides["data"]["replay_distill_top_k"]}
 
     client = mlflow_client(settings.resolved_tracking_uri)
     runs = client.search_runs([experiment_id(client, home / "mlartifacts")], "tags.`roleforge.tune.study` = 'ceo-quick'")

@@ -39,7 +39,9 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
                         "loss_weights": [1.0, 1.0], "save_steps": 40},
                 # LoRA on the MLP too: on attention alone the role's shape stayed half-learnt (docs/engine.md).
                 "lora": {**LORA_DEFAULTS, "target_modules": LORA_TARGETS["all-linear"]},
-                "data": {"max_train_pairs": 192, "max_eval_pairs": 64, "replay_pairs": 192}},
+                # Replay by distillation: the base's whole next-token distribution on its own answers, not its
+                # greedy tokens alone, which sharpened the adapter away from the base (docs/engine.md).
+                "data": {"max_train_pairs": 192, "max_eval_pairs": 64, "replay_pairs": 192, "replay_distill_top_k": 16}},
 }
 
 # A profile's recipe for one built-in role, under the role's own overrides. The tool agent should answer every

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from roleforge.ops.progress import advance
+from roleforge.training.preemption import stop_if_shutdown
 
 if TYPE_CHECKING:
     from roleforge.models.multilora import MultiLoRA
@@ -70,6 +71,7 @@ def generate_batch(model: Any, tokenizer: Any, requests: list[Request], eos_ids:
     with torch.no_grad(), lora.rows(adapters) if lora is not None else nullcontext():
         cache, mask, logits = _prefill(model, ids, tokenizer.pad_token_id, adapters, lora)
         while True:
+            stop_if_shutdown("generating answers")
             tokens = _pick(logits, temperature, top_p).tolist()
             for row, token in zip(live, tokens):
                 rows.take(row, token)

@@ -43,6 +43,7 @@ from roleforge.training.dpo_batches import (
 )
 from roleforge.training.frozen_head import CPU_HEAD_CHUNK
 from roleforge.training.losses import dpo_losses
+from roleforge.training.preemption import stop_if_shutdown
 from roleforge.training.sequence_logps import logps_path, sequence_logps, tokens_through
 
 log = logging.getLogger(__name__)
@@ -145,6 +146,7 @@ def reference_logps(model: Any, prefix_ids: list[int], examples: list[dict[str, 
     model.eval()
     with heap_kept():
         for start in range(0, len(order), batch_size):
+            stop_if_shutdown("scoring the reference")
             rows = [examples[i] for i in order[start:start + batch_size]]
             batch = {k: v.to(prefix.device) for k, v in collate(rows, pad_id).items()}
             with inference_autocast():
@@ -171,6 +173,7 @@ def set_chosen_soft_targets(model: Any, prefix_ids: list[int], examples: list[di
     was_training = model.training
     model.eval()
     for start in range(0, len(examples), batch_size):
+        stop_if_shutdown("distilling the replayed answers")
         rows = examples[start:start + batch_size]
         batch = pad_sequences([e["prompt_ids"] + e["chosen_ids"] for e in rows], [len(e["prompt_ids"]) for e in rows], pad_id)
         batch = {key: value.to(device) for key, value in (with_prefix(batch, prefix) if prefix.numel() else batch).items()}

@@ -2,7 +2,8 @@
 
 SIGTERM (a spot eviction notice, `kill`, a scheduler stopping the run) while a role trains makes the trainer
 write a checkpoint at the end of the current step and stop; the task then raises `Preempted`. Outside training,
-SIGTERM unwinds the process like Ctrl-C. Retries of a preempted task come from their own budget
+SIGTERM unwinds the process like Ctrl-C, and
+work in progress that writes no checkpoint (generating answers, scoring pairs) stops at its next step. Retries of a preempted task come from their own budget
 (roleforge/ops/retries.py), separate from retries of transient infrastructure errors; code errors are never retried.
 """
 
@@ -68,6 +69,14 @@ def checkpoint_on_shutdown_callback() -> Any:
             return control
 
     return CheckpointOnShutdown()
+
+
+def stop_if_shutdown(doing: str) -> None:
+    """Called between steps of work that leaves nothing to resume (generating answers, scoring pairs): after a
+    SIGTERM it stops there, rather than at the next checkpoint minutes later or never (in a worker thread, which the
+    signal does not interrupt)."""
+    if _shutdown.is_set():
+        raise Preempted(f"stopped by SIGTERM while {doing}; a retry starts it again")
 
 
 def raise_if_preempted(step: int) -> None:

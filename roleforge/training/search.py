@@ -18,6 +18,7 @@ SEARCH_SPACE: dict[str, BaseDistribution] = {
     "sft": CategoricalDistribution([False, True]),
     "sft_weight": FloatDistribution(0.25, 1.5),
     "replay_pairs": CategoricalDistribution([0, 48, 96, 192]),
+    "replay_distill_top_k": CategoricalDistribution([0, 16]),
     "lora_r": CategoricalDistribution([8, 16, 32]),
     "lora_targets": CategoricalDistribution(["attention", "all-linear"]),
 }
@@ -47,7 +48,7 @@ def trial_overrides(trial: Any) -> dict[str, dict[str, Any]]:
         "dpo": {"learning_rate": draw(trial, "learning_rate"), "num_train_epochs": draw(trial, "num_train_epochs"),
                 "beta": draw(trial, "beta"), **losses},
         "lora": {"r": rank, "lora_alpha": 2 * rank, "target_modules": LORA_TARGETS[draw(trial, "lora_targets")]},
-        "data": {"replay_pairs": draw(trial, "replay_pairs")},
+        "data": {"replay_pairs": draw(trial, "replay_pairs"), "replay_distill_top_k": draw(trial, "replay_distill_top_k")},
     }
 
 
