@@ -60,8 +60,8 @@ def roleforge_trainer(base: Any, dpo_config: Any, lora_config: Any, base_adapter
         reference_logps,
         set_chosen_soft_targets,
     )
-    from roleforge.training.replay import REPLAY_SOURCE
     from roleforge.training.losses import check_losses
+    from roleforge.training.replay import REPLAY_SOURCE
 
     losses, weights = check_losses({"loss_type": dpo_config.loss_type, "loss_weights": dpo_config.loss_weights})
     # Activations of a short-sequence DPO batch usually fit in memory, so the recipes keep them (recomputing only
