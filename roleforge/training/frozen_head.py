@@ -23,7 +23,7 @@ def completion_token_logps(lm_head: Any, hidden: torch.Tensor, next_tokens: torc
     forward pass; a head that trains or is adapted takes autograd's own."""
     chunk = chunk or (CPU_HEAD_CHUNK if hidden.device.type == "cpu" else ACCELERATOR_HEAD_CHUNK)
     if weights is None:
-        next_tokens, weights = next_tokens.unsqueeze(1), None
+        next_tokens = next_tokens.unsqueeze(1)
     weight = getattr(lm_head, "weight", None)
     if type(lm_head) is torch.nn.Linear and lm_head.bias is None and not weight.requires_grad:
         return _FrozenHeadLogps.apply(hidden, weight, next_tokens, weights, chunk)
