@@ -24,9 +24,9 @@ def test_ingest_json_and_reingest(home):
     first = roleforge("ingest", str(SAMPLE), "--json")
     assert first.returncode == 0, first.stderr
     report = last_json(first)
-    assert report["ingested"] == 1491 and report["quarantined"] == 8 and Path(report["quarantine_path"]).exists()
+    assert report["ingested"] == 1991 and report["quarantined"] == 8 and Path(report["quarantine_path"]).exists()
     again = last_json(roleforge("ingest", str(SAMPLE), "--json"))
-    assert (again["ingested"], again["duplicates"]) == (0, 1491)
+    assert (again["ingested"], again["duplicates"]) == (0, 1991)
 
 
 def test_status_json_before_and_after_ingest(home):

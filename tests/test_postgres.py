@@ -201,7 +201,7 @@ def test_the_cli_labels_a_postgresql_store_as_it_labels_a_sqlite_one(home, postg
         results[name] = (last_json(ingested), last_json(labeled), {role: row["feedback"] for role, row in status.items()})
     (sqlite_ingest, sqlite_labels, sqlite_counts), (ingest, labels, counts) = results["sqlite"], results["postgresql"]
     assert {**ingest, "quarantine_path": None} == {**sqlite_ingest, "quarantine_path": None}
-    assert ingest["ingested"] == 1491 and labels == sqlite_labels and counts == sqlite_counts
+    assert ingest["ingested"] == 1991 and labels == sqlite_labels and counts == sqlite_counts
     assert labels["ceo"]["pairs"] > 0 and labels["ceo"]["pair_contract"] == "passed" and counts["ceo"] == 330
 
 

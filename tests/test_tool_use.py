@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from roleforge.sample.generate import (
+from roleforge.sample.generate import tool_agent_rows
+from roleforge.sample.tool_requests import (
     CALC,
     CALENDAR,
     CALENDAR_CANCELS,
@@ -18,7 +19,6 @@ from roleforge.sample.generate import (
     CALENDAR_QUERIES,
     CALENDAR_RANGES,
     SEARCH,
-    tool_agent_rows,
     tool_call,
     tool_request,
 )
