@@ -41,7 +41,7 @@ from roleforge.training.dpo_batches import (
     collate,
     length_buckets,
 )
-from roleforge.training.frozen_head import CPU_HEAD_CHUNK
+from roleforge.training.frozen_head import head_chunk
 from roleforge.training.losses import dpo_losses
 from roleforge.training.preemption import stop_if_shutdown
 from roleforge.training.sequence_logps import logps_path, sequence_logps, tokens_through
@@ -180,9 +180,9 @@ def set_chosen_soft_targets(model: Any, prefix_ids: list[int], examples: list[di
         with inference_autocast():
             hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
         picked = hidden[batch["targets"]]  # row by row, in order
-        ids, weights = [], []
-        for chunk in range(0, picked.size(0), CPU_HEAD_CHUNK):
-            top = torch.log_softmax(head(picked[chunk:chunk + CPU_HEAD_CHUNK]).float(), dim=-1).topk(top_k, dim=-1)
+        ids, weights, chunk = [], [], head_chunk(device)
+        for first in range(0, picked.size(0), chunk):
+            top = torch.log_softmax(head(picked[first:first + chunk]).float(), dim=-1).topk(top_k, dim=-1)
             probs = top.values.exp()
             ids.append(top.indices)
             weights.append(probs / probs.sum(-1, keepdim=True))

@@ -14,6 +14,11 @@ import torch.nn.functional as F
 CPU_HEAD_CHUNK, ACCELERATOR_HEAD_CHUNK = 128, 2048
 
 
+def head_chunk(device: torch.device) -> int:
+    """Positions projected onto the vocabulary at a time on this device."""
+    return CPU_HEAD_CHUNK if device.type == "cpu" else ACCELERATOR_HEAD_CHUNK
+
+
 def completion_token_logps(lm_head: Any, hidden: torch.Tensor, next_tokens: torch.Tensor,
                            chunk: int | None = None, weights: torch.Tensor | None = None) -> torch.Tensor:
     """log p(next token) at the given positions, the vocabulary logits made `chunk` positions at a time, so they are
@@ -21,7 +26,7 @@ def completion_token_logps(lm_head: Any, hidden: torch.Tensor, next_tokens: torc
     the result is sum_j weights[:, j] * log p(next_tokens[:, j]): a soft target (replay.py's distilled answers). A
     frozen linear head (the LoRA recipes' case) takes the fused path, whose gradient is computed chunk by chunk in the
     forward pass; a head that trains or is adapted takes autograd's own."""
-    chunk = chunk or (CPU_HEAD_CHUNK if hidden.device.type == "cpu" else ACCELERATOR_HEAD_CHUNK)
+    chunk = chunk or head_chunk(hidden.device)
     if weights is None:
         next_tokens = next_tokens.unsqueeze(1)
     weight = getattr(lm_head, "weight", None)
