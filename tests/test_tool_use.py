@@ -19,6 +19,7 @@ from roleforge.sample.tool_requests import (
     CALENDAR_QUERIES,
     CALENDAR_RANGES,
     SEARCH,
+    operation,
     tool_call,
     tool_request,
 )
@@ -158,6 +159,30 @@ def test_generated_requests_pass_and_their_wrong_arguments_fail():
             assert check_arguments(a.row, call(a.tool, **a.wrong_args)) is False, (a.request, a.wrong_args)
     calendar_actions = {a.args["action"] for a in asked if a.tool == "calendar"}
     assert calendar_actions == {"create", "list", "update", "delete"}
+
+
+def test_calculator_thought_names_the_operation_and_half_the_wrong_calls_miscopy_an_operand():
+    """The Thought line decides the operation in words; a wrong call keeps the operation and copies a number wrong
+    about as often as it picks the wrong operation, the two mistakes that make a call not do the job."""
+    rng = random.Random(11)
+    asked = [tool_request(rng, "calculator") for _ in range(400)]
+    thoughts = {a.thought for a in asked}
+    assert {f"The user needs {name}, so I will use the calculator." for name in
+            ("a percent change", "a percentage of a number", "a power", "a unit conversion", "an average")} <= thoughts
+    shape = lambda e: re.sub(r"[\d.]+", "N", e)  # noqa: E731
+    miscopies = [a for a in asked if a.wrong_args and shape(a.wrong_args["expression"]) == shape(a.args["expression"])]
+    assert 120 <= len(miscopies) <= 280, len(miscopies)
+    for a in miscopies:
+        assert check_arguments(a.row, call("calculator", **a.wrong_args)) is False, (a.request, a.wrong_args)
+
+
+@pytest.mark.parametrize(("expression", "name"), [
+    ("({n} - {a}) / {a} * 100", "a percent change"), ("{a} * {p} / 100", "a percentage of a number"),
+    ("{b} / 3.785411784", "a unit conversion"), ("({a} + {b} + {c}) / 3", "an average"),
+    ("{a} * (1 + {p} / 100) ** {e}", "compound growth"), ("{q} ** 0.5", "a square root"), ("{a} - {b}", "a difference"),
+])
+def test_operation_names_what_the_expression_computes(expression, name):
+    assert operation(expression) == name
 
 
 @pytest.mark.parametrize(("template", "numbers", "value"), [

@@ -135,6 +135,42 @@ def twelve_hour(clock: str) -> str:
     return f"{(hour - 1) % 12 + 1}{f':{minute:02d}' if minute else ''}{'am' if hour < 12 else 'pm'}"
 
 
+# What a calculation is, named in the Thought line before the expression is written: the operation is decided in
+# words first, where a small model tells a percentage from a percent change better than inside the JSON.
+OPERATIONS = [("/ {a} * 100", "a percent change"), ("/ {n} * 100", "what percent one number is of another"),
+              ("(1 + {p} / 100) **", "compound growth"), ("(1 - {p} / 100)", "a discount"), ("(1 + {p} / 100)", "a price with tax"),
+              ("{p} / 100", "a percentage of a number"), ("32", "a temperature conversion"), ("1.609344", "a unit conversion"),
+              ("2.20462", "a unit conversion"), ("2.54", "a unit conversion"), ("3.785411784", "a unit conversion"),
+              ("1000", "a unit conversion"), ("60", "a unit conversion"), ("12", "a monthly or yearly amount"),
+              ("/ 3", "an average"), ("** 0.5", "a square root"), ("**", "a power"), ("%", "a remainder"),
+              ("+", "a sum"), ("-", "a difference"), ("*", "a product"), ("/", "a division")]
+
+
+def operation(expression: str) -> str:
+    """The kind of calculation a template's expression makes (its first match in OPERATIONS)."""
+    return next(name for marker, name in OPERATIONS if marker in expression)
+
+
+def miscopied(expression: str, numbers: dict[str, int | float], rng: random.Random) -> str | None:
+    """The right expression with one operand copied wrong, the mistake a small model makes most: another number of
+    the request repeated in its place, or a digit dropped or doubled. None for an expression with one operand."""
+    used = [key for key in "abcnpeq" if f"{{{key}}}" in expression]
+    if not used:
+        return None
+    key = rng.choice(used)
+    value, others = numbers[key], [numbers[k] for k in used if numbers[k] != numbers[key]]
+    if others and rng.random() < 0.5:
+        return expression.format(**{**numbers, key: rng.choice(others)})
+    slip = rng.choice([value // 10, value * 10 + value % 10]) if isinstance(value, int) and value >= 10 else value * 10
+    return expression.format(**{**numbers, key: slip})
+
+
+def misread(clock: str) -> str:
+    """Another time than the request's: an afternoon hour read as a morning one, or an hour off."""
+    hour, minute = (int(part) for part in clock.split(":"))
+    return f"{hour - 12 if hour > 12 else (hour + 1) % 24:02d}:{minute:02d}"
+
+
 def calculator_request(rng: random.Random) -> ToolRequest:
     template, expression, wrong = rng.choice(CALC)
     large = rng.random() < 0.3  # users write big numbers with thousands separators; the expression has plain digits
@@ -142,10 +178,12 @@ def calculator_request(rng: random.Random) -> ToolRequest:
                "n": rng.randint(1000, 99999) if large else rng.randint(2, 999), "p": rng.choice([5, 7.5, 10, 12, 15, 18, 20, 25]),
                "e": rng.randint(3, 6), "q": rng.randint(2, 40) ** 2}
     shown = {key: f"{value:,}" if large and key in "an" else value for key, value in numbers.items()}
-    right, mistaken = expression.format(**numbers), wrong.format(**numbers)
+    right = expression.format(**numbers)
+    # Half the wrong calls make the template's typical mistake of operation, half copy an operand wrong.
+    mistaken = (rng.random() < 0.5 and miscopied(expression, numbers, rng)) or wrong.format(**numbers)
     same = math.isclose(evaluate_expression(right), evaluate_expression(mistaken), rel_tol=1e-6, abs_tol=1e-9)
-    return ToolRequest(template.format(**shown), "calculator", {"expression": right},
-                       None if same else {"expression": mistaken}, THOUGHTS["calculator"])
+    return ToolRequest(template.format(**shown), "calculator", {"expression": right}, None if same else {"expression": mistaken},
+                       f"The user needs {operation(expression)}, so I will use the calculator.")
 
 
 def search_request(rng: random.Random) -> ToolRequest:
@@ -170,7 +208,8 @@ def calendar_request(rng: random.Random) -> ToolRequest:
             date = random_date(rng)
             request = rng.choice(CALENDAR).format(t=title, d=date, h=clock)
             args = {"action": "create", "title": title, "date": date, "time": clock}
-        wrong = rng.choice([{k: v for k, v in args.items() if k != "title"}, {"action": "create", "title": title}])
+        wrong = rng.choice([{k: v for k, v in args.items() if k != "title"}, {"action": "create", "title": title},
+                            {**args, "title": rng.choice([t for t in TITLES if t != title])}, {**args, "time": misread(clock)}])
     elif action == "list":
         if rng.random() < 0.25:
             start = random_date(rng)
@@ -185,7 +224,8 @@ def calendar_request(rng: random.Random) -> ToolRequest:
         date = weekday if "{weekday}" in template else random_date(rng)
         request = template.format(t=title.lower() if template.islower() else title, d=date, h=clock, h12=twelve_hour(clock), weekday=weekday)
         args = {"action": "update", "title": title, **{k: v for k, v in (("date", date), ("time", clock)) if k in sets}}
-        wrong = rng.choice([{k: v for k, v in args.items() if k != "title"}, {**args, "action": "create"}])
+        wrong = rng.choice([{k: v for k, v in args.items() if k != "title"}, {**args, "action": "create"},
+                            {**args, "title": rng.choice([t for t in TITLES if t != title])}])
     else:
         template = rng.choice(CALENDAR_CANCELS)
         request = template.format(t=title.lower() if template.islower() else title, when=when)
@@ -209,11 +249,12 @@ def tool_rejected(rng: random.Random, asked: ToolRequest) -> str:
     preferences teach which tool a request needs and what to pass it, not only the format), otherwise prose, a
     refusal, broken JSON or a bare function call."""
     roll = rng.random()
-    if roll < 0.3:
+    # Half are wrong arguments: format and tool choice are learnt early, what to pass the tool is the hard part.
+    if roll < 0.25:
         wrong = rng.choice([t for t in ("calculator", "search", "calendar") if t != asked.tool])
         other = tool_request(rng, wrong)
         return tool_call(rng.choice([other.thought, "I will use a tool."]), wrong, rng.choice([asked.args, other.args]))
-    if roll < 0.65 and asked.wrong_args is not None:
+    if roll < 0.75 and asked.wrong_args is not None:
         return tool_call(asked.thought, asked.tool, asked.wrong_args)
     return rng.choice([
         f"Sure! {asked.request.rstrip('?.')} is something I can help with. Let me know if you need anything else.",
