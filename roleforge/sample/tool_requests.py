@@ -90,8 +90,8 @@ TITLES = ["Budget review", "Team sync", "Dentist", "Customer call", "Quarterly p
           "Piano lesson", "Release planning", "Doctor visit", "Gym session", "Call with the bank", "Book club"]
 HOURS = ["07:45", "08:30", "09:00", "10:30", "11:15", "12:00", "13:30", "14:00", "15:20", "16:15", "17:00", "18:45", "20:00"]
 WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
-THOUGHTS = {"calculator": "The user needs arithmetic, so I will use the calculator.",
-            "search": "The user needs current information, so I will search.",
+# A calculator call's Thought names its operation instead (calculator_request).
+THOUGHTS = {"search": "The user needs current information, so I will search.",
             "create": "The user wants an event, so I will use the calendar.",
             "list": "The user asks what is on the calendar, so I will list the events.",
             "update": "The user wants to move an event, so I will update it in the calendar.",
