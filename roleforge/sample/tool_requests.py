@@ -153,14 +153,16 @@ def operation(expression: str) -> str:
 
 def miscopied(expression: str, numbers: dict[str, int | float], rng: random.Random) -> str | None:
     """The right expression with one operand copied wrong, the mistake a small model makes most: another number of
-    the request repeated in its place, or a digit dropped or doubled. None for an expression with one operand."""
+    the request repeated in its place, or a digit dropped or doubled. None where that would put another operand in
+    an exponent's place (a power too large to compute)."""
     used = [key for key in "abcnpeq" if f"{{{key}}}" in expression]
     if not used:
         return None
     key = rng.choice(used)
     value, others = numbers[key], [numbers[k] for k in used if numbers[k] != numbers[key]]
     if others and rng.random() < 0.5:
-        return expression.format(**{**numbers, key: rng.choice(others)})
+        swapped = rng.choice(others)
+        return None if key == "e" else expression.format(**{**numbers, key: swapped})
     slip = rng.choice([value // 10, value * 10 + value % 10]) if isinstance(value, int) and value >= 10 else value * 10
     return expression.format(**{**numbers, key: slip})
 
