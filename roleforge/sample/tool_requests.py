@@ -161,7 +161,7 @@ def miscopied(expression: str, numbers: dict[str, int | float], rng: random.Rand
     key = rng.choice(used)
     value, others = numbers[key], [numbers[k] for k in used if numbers[k] != numbers[key]]
     if others and rng.random() < 0.5:
-        swapped = rng.choice(others)
+        swapped = rng.choice(others)  # drawn even when unused, so that the bundled sample stays as measured
         return None if key == "e" else expression.format(**{**numbers, key: swapped})
     slip = rng.choice([value // 10, value * 10 + value % 10]) if isinstance(value, int) and value >= 10 else value * 10
     return expression.format(**{**numbers, key: slip})
