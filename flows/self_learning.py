@@ -14,6 +14,7 @@ from roleforge.flows.train_role import run_role
 from roleforge.ops.retention import nightly_gc
 from roleforge.tasks.ingest import ingest_feedback
 from roleforge.tasks.report import RoleOutcome, publish_summary
+from roleforge.training.preemption import workers_stop_with_this_thread
 
 
 # The task wraps a plain module-level function, so that Dask pickles it by reference (a decorated function is
@@ -40,8 +41,9 @@ def task_runner(training: TrainingSettings) -> Any:
 
 @flow(name="train-roles")
 def train_roles(runs: list[RoleRun]) -> dict[str, RoleOutcome]:
-    futures = {run.role: role_pipeline.submit(run) for run in runs}
-    return {role: future.result() for role, future in futures.items()}
+    with workers_stop_with_this_thread():
+        futures = {run.role: role_pipeline.submit(run) for run in runs}
+        return {role: future.result() for role, future in futures.items()}
 
 
 @flow(name="self-learning")

@@ -35,6 +35,7 @@ def run_role(run: RoleRun) -> RoleOutcome:
     import time
 
     from roleforge.config.settings import load_settings
+    from roleforge.ops.errors import Preempted
     from roleforge.ops.status import write_training_status
     from roleforge.training.preemption import shutdown_requested
 
@@ -47,7 +48,8 @@ def run_role(run: RoleRun) -> RoleOutcome:
         outcome = train_role(run)
     except Exception as error:  # noqa: BLE001 - any failure of one role is that role's outcome, never the night's
         message = f"{type(error).__name__}: {error}"
-        write_training_status(load_settings().home, run.role, "failed", error=message)
+        if not isinstance(error, Preempted):  # a preempted training stays pending: the next run resumes it
+            write_training_status(load_settings().home, run.role, "failed", error=message)
         outcome = RoleOutcome.failed(run.role, message)
     outcome = outcome.model_copy(update={"seconds": round(time.monotonic() - started, 2)})
     progress.outcome(run.role, outcome.headline)

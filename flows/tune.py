@@ -12,11 +12,13 @@ from roleforge.storage.snapshots import PreferenceDataset
 from roleforge.tasks.label import label_role
 from roleforge.tasks.tune import TuneResult, search_recipe
 from roleforge.tasks.validate import check_contract
+from roleforge.training.preemption import workers_stop_with_this_thread
 
 
 @flow(name="tune-trials")
 def tune_trials(dataset: PreferenceDataset, run: TuneRun) -> TuneResult:
-    return search_recipe(dataset, run.profile, run.trials, run.seed)
+    with workers_stop_with_this_thread():
+        return search_recipe(dataset, run.profile, run.trials, run.seed)
 
 
 @flow(name="tune-role", flow_run_name="tune-{run.role}-{run.profile}")

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from roleforge.config.settings import Settings, load_settings
 from roleforge.ops.errors import Preempted
-from roleforge.ops.retries import retry_unless_stopping
+from roleforge.ops.retries import retry_transient
 from roleforge.runtime import MODEL_MODULES, import_for_stages
 from roleforge.storage.snapshots import PreferenceDataset
 from roleforge.tasks.evaluate import Evaluation
@@ -125,7 +125,7 @@ def run_trial(dataset: PreferenceDataset, profile: str, overrides: dict[str, dic
 
 # A plain module-level function under the task, so that Dask pickles it by reference (flows/self_learning.py).
 tune_trial = task(name="tune-trial", task_run_name="trial-{number}", retries=2, retry_delay_seconds=5,
-                  retry_condition_fn=retry_unless_stopping, cache_policy=NO_CACHE)(run_trial)
+                  retry_condition_fn=retry_transient, cache_policy=NO_CACHE)(run_trial)
 
 
 def open_study(settings: Settings, role: str, profile: str, seed: int) -> Any:

@@ -270,3 +270,11 @@ def test_one_classifier_decides_what_every_stage_retries():
     assert retry_transient(None, None, Failed(OSError("connection refused")))
     assert not retry_transient(None, None, Failed(KeyError("a bug"))) and not retry_transient(None, None, type(
         "Completed", (), {"result": lambda self: 1})())
+    from roleforge.training import preemption
+
+    preemption.request_shutdown()
+    try:  # a process on its way out retries nothing: the next run asks for the work again
+        assert not retry_transient(None, None, Failed(Preempted("evicted")))
+        assert not retry_transient(None, None, Failed(OSError("connection refused")))
+    finally:
+        preemption.reset()

@@ -36,14 +36,9 @@ def failure_of(state: Any) -> BaseException | None:
 
 
 def retry_transient(task: object, task_run: object, state: object) -> bool:
-    """Prefect retry_condition_fn: retry what can heal (retry_kind), fail fast on everything else."""
-    return retry_kind(failure_of(state)) is not None
-
-
-def retry_unless_stopping(task: object, task_run: object, state: object) -> bool:
-    """retry_transient, but nothing while the process shuts down (SIGTERM): the work is asked for again by the next
-    run."""
-    return not shutdown_requested() and retry_transient(task, task_run, state)
+    """Prefect retry_condition_fn: retry what can heal (retry_kind), fail fast on everything else, and retry nothing
+    while the process shuts down (SIGTERM): the next run asks for the work again."""
+    return not shutdown_requested() and retry_kind(failure_of(state)) is not None
 
 
 class RetryPolicy:

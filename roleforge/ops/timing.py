@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from roleforge.ops import progress
+from roleforge.training.preemption import stop_if_shutdown
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -28,6 +29,7 @@ class StageClock:
         def decorate(function: F) -> F:
             @functools.wraps(function)
             def wrapper(*args: Any, **kwargs: Any) -> Any:
+                stop_if_shutdown(f"waiting to start {stage}")
                 started = time.monotonic()
                 try:
                     with progress.stage(stage, progress.stage_role(args, kwargs)):

@@ -2,9 +2,14 @@
 
 SIGTERM (a spot eviction notice, `kill`, a scheduler stopping the run) while a role trains makes the trainer
 write a checkpoint at the end of the current step and stop; the task then raises `Preempted`. Outside training,
-SIGTERM unwinds the process like Ctrl-C, and
-work in progress that writes no checkpoint (generating answers, scoring pairs) stops at its next step. Retries of a preempted task come from their own budget
-(roleforge/ops/retries.py), separate from retries of transient infrastructure errors; code errors are never retried.
+SIGTERM unwinds the process like Ctrl-C, and work in progress that writes no checkpoint (generating answers, scoring
+pairs) stops at its next step. Retries of a preempted task come from their own budget (roleforge/ops/retries.py),
+separate from retries of transient infrastructure errors; code errors are never retried.
+
+Inside a flow, Prefect's engine owns SIGTERM: it raises `TerminationSignal` in the main thread and waits for the
+task runner's threads before it reports the crash. The flag below is what stops those threads, so a flow body that
+waits on them runs inside `workers_stop_with_this_thread`, and a training in the main thread takes SIGTERM back
+for its duration (`training_in_progress`).
 """
 
 from __future__ import annotations
@@ -19,7 +24,6 @@ from roleforge.ops.errors import Preempted
 
 _shutdown = threading.Event()
 _training = threading.Event()
-_installed = False
 
 
 def shutdown_requested() -> bool:
@@ -39,22 +43,38 @@ def _on_sigterm(signum: int, _frame: Any) -> None:
 
 def install_handler() -> None:
     """Route SIGTERM here (main thread only; elsewhere the process's own handler stays)."""
-    global _installed
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_sigterm)
-        _installed = True
 
 
 @contextmanager
 def training_in_progress() -> Iterator[None]:
-    """While a trainer runs, SIGTERM asks it for a checkpoint instead of killing the process."""
-    if not _installed:
-        install_handler()
+    """While a trainer runs, SIGTERM asks it for a checkpoint instead of killing the process. In the main thread the
+    handler is roleforge's for the block, whoever installed the one before (Prefect's flow engine, whose handler
+    raises mid-step), and that one is back after it."""
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
     _training.set()
     try:
         yield
     finally:
         _training.clear()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def workers_stop_with_this_thread() -> Iterator[None]:
+    """Around a flow body that waits for work in other threads: when SIGTERM (Prefect's TerminationSignal) or
+    Ctrl-C unwinds this thread, the workers are told to stop too (a training checkpoints, answers stop at the next
+    batch). Without it the engine waited for them: a training ran to its end and evaluation promoted after SIGTERM."""
+    try:
+        yield
+    except BaseException as error:
+        if not isinstance(error, Exception):
+            request_shutdown()
+        raise
 
 
 def checkpoint_on_shutdown_callback() -> Any:
