@@ -22,10 +22,12 @@ def completion_logps(model: Any, tokenizer: Any, prompts: list[str], completions
 
     from roleforge.models.base import inference_autocast
     from roleforge.training.dpo_batches import pad_sequences
+    from roleforge.training.preemption import stop_if_shutdown
     from roleforge.training.sequence_logps import sequence_logps
 
     results: list[tuple[float, int]] = []
     for start in range(0, len(prompts), batch_size):
+        stop_if_shutdown("scoring pairs")
         prompt_ids = tokenizer(prompts[start:start + batch_size], add_special_tokens=False)["input_ids"]
         completion_ids = tokenizer(completions[start:start + batch_size], add_special_tokens=False)["input_ids"]
         batch = pad_sequences([p + c for p, c in zip(prompt_ids, completion_ids)], [len(p) for p in prompt_ids],
