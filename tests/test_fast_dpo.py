@@ -356,3 +356,33 @@ def test_replay_soft_targets_are_the_references_top_k_and_every_path_reads_them_
     others = [i for i in range(2 * len(PAIRS)) if i not in distilled]
     assert torch.allclose(packed[others], hard[others], atol=1e-4), "other rows keep their one-hot targets"
     assert not torch.allclose(packed[distilled], hard[distilled], atol=1e-2)
+
+
+def test_a_step_in_micro_batches_makes_the_same_update_as_one_batch(tiny_model_dir, tmp_path):
+    """gradient_accumulation_steps splits a step's pairs to bound memory (the default profile's 4 x 2): the adapter
+    after the step is the one a single batch of all its pairs gives, DPO and SFT terms both."""
+    from trl import DPOConfig
+
+    from roleforge.training.engines import roleforge_trainer
+
+    tokenizer = load_tokenizer(tiny_model_dir)
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    pairs = PAIRS + [{**pair, "prompt": pair["prompt"] + " Be exact.", "rejected": pair["rejected"] * 4} for pair in PAIRS[:3]]
+
+    def adapter_after_one_step(batch, accumulation):
+        torch.manual_seed(0)
+        args = DPOConfig(output_dir=str(tmp_path / f"{batch}x{accumulation}"), report_to="none", use_cpu=True, bf16=False,
+                         optim="sgd", learning_rate=0.5, per_device_train_batch_size=batch,
+                         gradient_accumulation_steps=accumulation, max_steps=1, save_strategy="no", disable_tqdm=True,
+                         loss_type=["sigmoid", "sft"], loss_weights=[1.0, 1.0])
+        trainer = roleforge_trainer(load_model(tiny_model_dir), args, lora, None, tokenizer, pairs, SYSTEM, [],
+                                    tmp_path / f"{batch}x{accumulation}" / "reference.json")
+        trainer.train()
+        return {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_B" in n}
+
+    whole = adapter_after_one_step(8, 1)
+    assert any(value.abs().max() > 0 for value in whole.values())  # the step moved the adapter (B starts at zero)
+    for batch, accumulation in ((4, 2), (2, 4)):
+        split = adapter_after_one_step(batch, accumulation)
+        for name, value in whole.items():
+            assert torch.allclose(split[name], value, atol=1e-6, rtol=1e-4), (batch, accumulation, name)

@@ -35,8 +35,11 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     # an SFT term on the chosen answers teaches the role's answer shape; replay of the base model's own answers to
     # general prompts keeps that shape to the role's questions; distilled, it leaves room for 3e-4 under the drift
     # limit (docs/engine.md, "Learning the role without forgetting", has the runs behind both).
+    # A step's 8 pairs go through in two micro-batches of 4: the same update, 2.3 GB less at the peak, as fast
+    # (docs/perf-notes.md, "Training memory").
     "default": {"dpo": {**DPO_DEFAULTS, "num_train_epochs": 2, "learning_rate": 3e-4, "loss_type": ["sigmoid", "sft"],
-                        "loss_weights": [1.0, 1.0], "save_steps": 40},
+                        "loss_weights": [1.0, 1.0], "save_steps": 40, "per_device_train_batch_size": 4,
+                        "gradient_accumulation_steps": 2},
                 # LoRA on the MLP too: on attention alone the role's shape stayed half-learnt (docs/engine.md).
                 "lora": {**LORA_DEFAULTS, "target_modules": LORA_TARGETS["all-linear"]},
                 # Replay by distillation: the base's whole next-token distribution on its own answers, not its
