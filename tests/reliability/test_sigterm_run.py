@@ -15,18 +15,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SAMPLE
+from tests.reliability.test_kill_training import SLOW_TRAINING as KILL_TRAINING
 
 # Steps long enough to land a signal in, and no checkpoint before the signal asks for one.
-SLOW_TRAINING = """
-[roles."tool-agent".training.dpo]
-num_train_epochs = 1
-per_device_train_batch_size = 1
-learning_rate = 0.01
-save_steps = 1000
-[roles."tool-agent".training.data]
-max_train_pairs = 48
-max_eval_pairs = 16
-"""
+SLOW_TRAINING = KILL_TRAINING.replace("save_steps = 2", "save_steps = 1000")
 COMMAND = [sys.executable, "-m", "roleforge.cli", "run", str(SAMPLE / "tool-agent.jsonl"), "--roles", "tool-agent",
            "--profile", "quick", "--json"]
 
