@@ -44,6 +44,7 @@ FAST_RECIPE = "\n".join(
 [roles.{role}.training.dpo]
 num_train_epochs = 1
 per_device_train_batch_size = 4
+gradient_accumulation_steps = 1
 learning_rate = 0.01
 save_steps = 2
 [roles.{role}.training.data]
