@@ -17,8 +17,14 @@ import pytest
 from tests.conftest import SAMPLE
 from tests.reliability.test_kill_training import SLOW_TRAINING as KILL_TRAINING
 
-# Steps long enough to land a signal in, and no checkpoint before the signal asks for one.
-SLOW_TRAINING = KILL_TRAINING.replace("save_steps = 2", "save_steps = 1000")
+# Work long enough to land a signal in on any machine, the run stopped well before its end: 960 training steps with
+# no checkpoint before the signal asks for one; answers generated one at a time, up to 400 tokens each.
+ONE_EPOCH = KILL_TRAINING.replace("save_steps = 2", "save_steps = 1000")
+SLOW_TRAINING, STEPS = ONE_EPOCH.replace("num_train_epochs = 1", "num_train_epochs = 20"), 20 * 48
+SLOW_EVALUATION = ONE_EPOCH + """[roles."tool-agent".evaluation]
+batch_size = 1
+max_new_tokens = 400
+"""
 COMMAND = [sys.executable, "-m", "roleforge.cli", "run", str(SAMPLE / "tool-agent.jsonl"), "--roles", "tool-agent",
            "--profile", "quick", "--json"]
 
@@ -64,11 +70,11 @@ def stopped_cleanly(process: subprocess.Popen, log_path: Path, signalled: float)
 @pytest.mark.slow
 def test_sigterm_mid_training_checkpoints_that_step_and_a_rerun_resumes_from_it(home, tmp_path):
     (tmp_path / "roleforge.toml").write_text(SLOW_TRAINING)
-    process, log_path, signalled = start_and_terminate_at("tool-agent train: loss", tmp_path)
+    process, log_path, signalled = start_and_terminate_at("tool-agent train: loss", tmp_path)  # 10 s in
     outcome = stopped_cleanly(process, log_path, signalled)
     assert "failed: Preempted: stopped by SIGTERM after a checkpoint at step" in outcome
     checkpoints = complete_checkpoints(home)
-    assert checkpoints and checkpoints[-1] < 48, log_path.read_text()[-3000:]  # written on the signal, mid-epoch
+    assert checkpoints and checkpoints[-1] < STEPS, log_path.read_text()[-3000:]  # written on the signal
     assert json.loads((home / "status" / "tool-agent.json").read_text())["state"] == "pending"
 
     rerun = subprocess.run(COMMAND, capture_output=True, text=True, timeout=900)
@@ -79,7 +85,7 @@ def test_sigterm_mid_training_checkpoints_that_step_and_a_rerun_resumes_from_it(
 
 @pytest.mark.slow
 def test_sigterm_mid_evaluation_stops_it_without_promoting(home, tmp_path):
-    (tmp_path / "roleforge.toml").write_text(SLOW_TRAINING.replace("save_steps = 1000", "save_steps = 10"))
+    (tmp_path / "roleforge.toml").write_text(SLOW_EVALUATION)
     process, log_path, signalled = start_and_terminate_at("tool-agent evaluate: started", tmp_path)
     outcome = stopped_cleanly(process, log_path, signalled)
     # The stage's own stop, not a retry's: a process on its way out retries nothing.
