@@ -216,6 +216,7 @@ def test_preemption_and_code_errors_have_separate_retry_budgets():
     try:
         other = type("Other", (), {"id": "run-2"})()
         assert policy(None, other, Failed(Preempted("evicted"))) is False, "a process going away does not retry itself"
+        assert policy(None, other, Failed(OSError("database is locked"))) is False
     finally:
         preemption.reset()
 

@@ -35,10 +35,15 @@ def failure_of(state: Any) -> BaseException | None:
     return None
 
 
+def retryable_kind(state: Any) -> str | None:
+    """The retry kind of a task run's state; None for anything not worth a retry, and for everything while the
+    process shuts down (SIGTERM): the next run asks for the work again."""
+    return None if shutdown_requested() else retry_kind(failure_of(state))
+
+
 def retry_transient(task: object, task_run: object, state: object) -> bool:
-    """Prefect retry_condition_fn: retry what can heal (retry_kind), fail fast on everything else, and retry nothing
-    while the process shuts down (SIGTERM): the next run asks for the work again."""
-    return not shutdown_requested() and retry_kind(failure_of(state)) is not None
+    """Prefect retry_condition_fn: retry what can heal (retryable_kind), fail fast on everything else."""
+    return retryable_kind(state) is not None
 
 
 class RetryPolicy:
@@ -52,8 +57,8 @@ class RetryPolicy:
         self._lock = threading.Lock()
 
     def __call__(self, task: object, task_run: Any, state: Any) -> bool:
-        kind = retry_kind(failure_of(state))
-        if kind is None or (kind == "preempted" and shutdown_requested()):
+        kind = retryable_kind(state)
+        if kind is None:
             return False
         with self._lock:
             key = (str(getattr(task_run, "id", "")), kind)
