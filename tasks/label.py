@@ -152,10 +152,12 @@ def teacher_judge(teacher: TeacherConfig, base_model: Path) -> Judge | None:
 
 @functools.cache
 def local_judge(model_dir: Path, batch_size: int) -> LocalJudge:
-    from roleforge.models.base import load_model, load_tokenizer
+    """A judge on `model_dir` that borrows the process's generating copy of it for each verdict: on the base model
+    (the default), the copy evaluation already generates with, so judging costs no memory of its own."""
+    from roleforge.models.base import load_tokenizer
 
     import_for_stages(MODEL_MODULES)
-    return LocalJudge(load_model(model_dir).eval(), load_tokenizer(model_dir), batch_size)
+    return LocalJudge(Path(model_dir), load_tokenizer(model_dir), batch_size)
 
 
 def label_stored(role: str, settings: Settings) -> tuple[PreferenceDataset, list[ContractResult]]:

@@ -154,6 +154,9 @@ def test_a_local_judges_calibration_is_computed_once_per_model_and_file(tmp_path
     (model_dir / "model.safetensors").write_bytes(b"new weights")
     judge_calibration(judge, JUDGE_CALIBRATION, 0.1, 0.75, tmp_path / "cache", model_dir)
     assert judge.asked == 2 * asked, "new weights, new calibration"
+    judge.dtype = "bfloat16"  # the same weights read in another dtype give other verdicts
+    judge_calibration(judge, JUDGE_CALIBRATION, 0.1, 0.75, tmp_path / "cache", model_dir)
+    assert judge.asked == 3 * asked, "another dtype, another calibration"
 
 
 def test_a_remote_judges_calibration_is_kept_for_one_run(tmp_path):

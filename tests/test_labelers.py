@@ -101,6 +101,27 @@ def test_local_judge_gives_probabilities(tiny_model_dir):
     assert probabilities[0] == pytest.approx(probabilities[2], abs=1e-5), "batching must not change a verdict"
 
 
+def test_the_local_judge_borrows_the_processs_generating_copy_of_the_model(tiny_model_dir):
+    """The default A/B judge keeps no model of its own: each call borrows the copy evaluation generates with from the
+    pool (one copy in the process, not two), gives it back clean, and its verdicts are the loaded model's."""
+    from roleforge.models.base import BASE_MODELS, inference_dtype, load_model, load_tokenizer
+    from roleforge.tasks.label import local_judge
+
+    items = [("Grow?", "Yes.", "No."), ("Hire?", "Decision: hire two.", "Maybe.")]
+    with BASE_MODELS.lend(tiny_model_dir, dtype=inference_dtype()):
+        pass  # the generating copy exists, as after an evaluation's answers
+    loads = BASE_MODELS.loads
+    judge = local_judge(tiny_model_dir, 2)
+    borrowed = [judge.prefer_a("You are the CEO.", items) for _ in range(2)]
+    assert BASE_MODELS.loads == loads, "the judge loaded a copy of its own"
+    assert not hasattr(judge.model, "parameters"), "a model directory, not a model"
+    with BASE_MODELS.lend(tiny_model_dir, dtype=inference_dtype()) as model:
+        assert model.training is False and not hasattr(model, "peft_config"), "handed back clean"
+    own = LocalJudge(load_model(tiny_model_dir, inference_dtype()).eval(), load_tokenizer(tiny_model_dir), 2)
+    assert borrowed[0] == borrowed[1]
+    assert borrowed[0] == pytest.approx(own.prefer_a("You are the CEO.", items), abs=2e-3)
+
+
 class JudgeEndpoint(BaseHTTPRequestHandler):
     """An OpenAI-compatible endpoint: prefers the answer containing "good"; answers 503 once, or babbles, on cue."""
 

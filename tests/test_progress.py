@@ -6,11 +6,13 @@ import os
 import subprocess
 import sys
 import threading
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from roleforge.ops import progress
+from roleforge.ops.memory import glibc
 from roleforge.ops.progress import END, OUTCOME, START, STEP, ProgressEvent, StepThrottle
 from roleforge.ops.timing import StageClock
 
@@ -122,3 +124,41 @@ def test_a_stage_s_progress_reaches_the_prefect_run_log_and_not_the_terminal(tmp
     assert {"ceo label: started", "ceo label: pairs, 3/3"} <= set(messages), messages
     assert any(m.startswith("ceo label: done in ") for m in messages)
     assert "ceo label" not in result.stderr and "INFO" not in result.stderr, result.stderr
+
+
+HEAP_RELEASE_PROBE = """
+import json
+from roleforge.ops.timing import StageClock
+
+def rss_mb():
+    return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) / 1024
+
+kept = []
+
+def work():
+    # 300 MB in 100 KB blocks (below glibc's mmap threshold: from the heap), each followed by a small block that
+    # stays: freeing the large ones leaves holes the heap cannot hand back by shrinking its top.
+    blocks = []
+    for _ in range(3000):
+        blocks.append(bytearray(100_000))
+        kept.append(bytearray(1_000))
+    del blocks
+
+StageClock().timed("evaluate")(lambda: None)()  # what a stage imports on first use, loaded before measuring
+before = rss_mb()
+work()
+after_plain = rss_mb()
+StageClock().timed("evaluate")(work)()
+print(json.dumps({"before": before, "after_plain": after_plain, "after_stage": rss_mb()}))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists() or glibc() is None, reason="glibc's allocator on Linux only")
+def test_a_stage_hands_the_memory_it_freed_back_to_the_system():
+    """A night's stages run in the task runner's threads, each with its own heap arena, where memory one stage frees
+    is of no use to the next: every stage hands what it freed back (glibc keeps it otherwise, as the plain call
+    shows). In a process of its own, so that the heap starts as a night's does."""
+    probe = subprocess.run([sys.executable, "-c", HEAP_RELEASE_PROBE], capture_output=True, text=True, check=True, timeout=300)
+    rss = json.loads(probe.stdout.strip().splitlines()[-1])
+    assert rss["after_plain"] - rss["before"] > 250, rss  # glibc kept the freed blocks
+    assert rss["after_stage"] < rss["before"] + 50, rss  # the stage's 300 MB, and the plain call's, went back

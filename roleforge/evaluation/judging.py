@@ -128,7 +128,7 @@ def judge_calibration(judge: Any, pairs_path: Path, margin: float, min_agreement
         if key not in _RUN_CALIBRATIONS:
             _RUN_CALIBRATIONS[key] = calibrate(judge, calibration_pairs(pairs_path), margin, min_agreement)
         return _RUN_CALIBRATIONS[key]
-    digest = hashlib.sha256(f"{model_identity(model_dir)}|{settings}".encode()).hexdigest()[:32]
+    digest = hashlib.sha256(f"{model_identity(model_dir)}|{getattr(judge, 'dtype', '')}|{settings}".encode()).hexdigest()[:32]
     target = cache_dir / f"{judge.name}-{digest}.json"
     try:
         return JudgeCalibration.model_validate_json(target.read_text())

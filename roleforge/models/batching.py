@@ -8,6 +8,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from roleforge.ops.memory import trim_heap
 from roleforge.ops.progress import advance
 from roleforge.training.preemption import stop_if_shutdown
 
@@ -146,6 +147,9 @@ def generate_all(model: Any, tokenizer: Any, requests: list[Request], batch_size
         chunk = ordered[start:start + batch_size]
         for key in dict.fromkeys(r.sampling for r in chunk):
             generate_batch(model, tokenizer, [r for r in chunk if r.sampling == key], eos_ids, lora)
+        # A batch's KV caches grow a step at a time and are freed at its end: the heap hands them back rather than
+        # keep them, scattered between what stays, for batches whose shapes differ (docs/perf-notes.md).
+        trim_heap()
         advance(start + len(chunk), len(ordered), "answers")  # a stage's progress (evaluation); serving has none
 
 

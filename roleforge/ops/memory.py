@@ -33,6 +33,7 @@ def heap_kept() -> Iterator[None]:
     if libc is None:
         yield
         return
+    libc.malloc_trim(0)  # what was freed before is not kept: only what the loop itself frees
     libc.mallopt(M_MMAP_THRESHOLD, LARGEST_MMAP_THRESHOLD)
     libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)
     try:
@@ -47,11 +48,16 @@ def heap_kept() -> Iterator[None]:
 HEAP_KEPT_ENVIRONMENT = {"MALLOC_TRIM_THRESHOLD_": str(2**32), "MALLOC_MMAP_THRESHOLD_": str(LARGEST_MMAP_THRESHOLD)}
 
 
+def trim_heap() -> None:
+    """Hand the heap's free pages back to the system (glibc's malloc_trim: milliseconds for a heap of gigabytes)."""
+    libc = glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
 def release_memory() -> None:
     """Hand freed memory back to the system, so that one measurement's peak does not count against the next."""
     import gc
 
     gc.collect()
-    libc = glibc()
-    if libc is not None:
-        libc.malloc_trim(0)
+    trim_heap()

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from roleforge.ops import progress
+from roleforge.ops.memory import release_memory
 from roleforge.training.preemption import stop_if_shutdown
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -37,6 +38,9 @@ class StageClock:
                 finally:
                     with self._lock:
                         self.intervals.append((stage, started, time.monotonic()))
+                    # What the stage freed goes back to the system, not kept in its thread's heap arena where the
+                    # next stage (another thread, another arena) cannot reuse it: docs/perf-notes.md.
+                    release_memory()
 
             return wrapper  # type: ignore[return-value]
 

@@ -13,7 +13,9 @@ import re
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from roleforge.tasks.labelers import Comparison, LabelResult, comparisons
@@ -38,7 +40,11 @@ def judge_message(system_prompt: str, prompt: str, a: str, b: str) -> str:
 
 @dataclass
 class LocalJudge:
-    """P(A better) = softmax over the next-token logits of "A" and "B" after the judge prompt."""
+    """P(A better) = softmax over the next-token logits of "A" and "B" after the judge prompt.
+
+    `model` is a loaded causal LM, or a model directory: then each call borrows the process's generating copy of
+    that model from the pool (roleforge/models/base.py) instead of keeping a copy of its own for the process's life.
+    """
 
     model: Any
     tokenizer: Any
@@ -50,20 +56,38 @@ class LocalJudge:
 
         from roleforge.models.base import decoder_and_head, inference_autocast
 
-        decoder, lm_head = decoder_and_head(self.model)
         letters = [self.tokenizer.encode(letter, add_special_tokens=False)[0] for letter in ("A", "B")]
         texts = [self.tokenizer.apply_chat_template([{"role": "user", "content": judge_message(system_prompt, *item)}],
                                                     tokenize=False, add_generation_prompt=True) for item in items]
         results: list[float | str] = []
         self.tokenizer.padding_side = "right"
-        for start in range(0, len(texts), self.batch_size):
-            batch = self.tokenizer(texts[start:start + self.batch_size], return_tensors="pt", padding=True, add_special_tokens=False).to(self.model.device)
-            last = batch["attention_mask"].sum(dim=1) - 1
-            with torch.no_grad(), inference_autocast():
-                hidden = decoder(**batch).last_hidden_state[torch.arange(len(last)), last]
-                pair_logits = lm_head(hidden)[:, letters].float()  # only the next-token logits are needed
-            results.extend(torch.softmax(pair_logits, dim=-1)[:, 0].tolist())
+        with self._borrowed() as model:
+            decoder, lm_head = decoder_and_head(model)
+            for start in range(0, len(texts), self.batch_size):
+                batch = self.tokenizer(texts[start:start + self.batch_size], return_tensors="pt", padding=True,
+                                       add_special_tokens=False).to(model.device)
+                last = batch["attention_mask"].sum(dim=1) - 1
+                with torch.no_grad(), inference_autocast():
+                    hidden = decoder(**batch).last_hidden_state[torch.arange(len(last)), last]
+                    pair_logits = lm_head(hidden)[:, letters].float()  # only the next-token logits are needed
+                results.extend(torch.softmax(pair_logits, dim=-1)[:, 0].tolist())
         return results
+
+    @property
+    def dtype(self) -> str:
+        """The weights' dtype the verdicts come from (part of a kept calibration's key)."""
+        if isinstance(self.model, Path):
+            from roleforge.models.base import inference_dtype
+
+            return inference_dtype()
+        return str(next(self.model.parameters()).dtype).removeprefix("torch.")
+
+    def _borrowed(self) -> AbstractContextManager[Any]:
+        if not isinstance(self.model, Path):
+            return nullcontext(self.model)
+        from roleforge.models.base import BASE_MODELS, inference_dtype
+
+        return BASE_MODELS.lend(self.model, dtype=inference_dtype())
 
 
 @dataclass
