@@ -4,6 +4,7 @@ back to the system between measurements."""
 from __future__ import annotations
 
 import ctypes
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -12,6 +13,7 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 LARGEST_MMAP_THRESHOLD = 32 * 2**20  # glibc's upper bound for M_MMAP_THRESHOLD on 64-bit systems
 
 
+@functools.cache  # trim_heap runs after every batch of generation: the library is looked up once
 def glibc() -> Any:
     """The process's C library when it is glibc (the allocator heap_kept tunes), else None."""
     try:
