@@ -54,7 +54,7 @@ def labelers_for(config: LabelingConfig, judge: Judge | None, system_prompt: str
                  contract: OutputContract | None = None) -> list[Labeler]:
     """The labelers a role's configuration asks for, human ones first; `contract` is the role's output contract,
     for the heuristic rule of that name."""
-    labelers: list[Labeler] = [HumanChoiceLabeler(), RatingGapLabeler(config.min_rating_gap)]
+    labelers: list[Labeler] = [HumanChoiceLabeler(), RatingGapLabeler(config.min_rating_gap, config.min_chosen_rating)]
     if config.heuristics:
         options = {"min_detail_chars": config.min_detail_chars, "contract": contract}
         labelers.append(HeuristicLabeler(list(config.heuristics), options, config.min_rating_gap))
@@ -134,7 +134,8 @@ def snapshot_dataset(outcome: LabelingOutcome, role: str, held_out_fraction: flo
 def build_dataset(rows: list[dict[str, Any]], role: str, config: LabelingConfig, held_out_fraction: float, min_pairs: int,
                   datasets_dir: Path, labelers: list[Labeler] | None = None) -> PreferenceDataset:
     """Label a role's feedback with its labelers (human ones by default) and snapshot the result."""
-    labelers = labelers if labelers is not None else [HumanChoiceLabeler(), RatingGapLabeler(config.min_rating_gap)]
+    if labelers is None:
+        labelers = [HumanChoiceLabeler(), RatingGapLabeler(config.min_rating_gap, config.min_chosen_rating)]
     return snapshot_dataset(label_rows(rows, labelers, config.max_source_share), role, held_out_fraction, min_pairs, datasets_dir)
 
 

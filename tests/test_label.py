@@ -38,6 +38,17 @@ def test_rating_pairs_need_the_minimum_gap():
     assert pairs[("good", "bad")].confidence == 1.0 and pairs[("good", "bad")].feedback_ids == (1, 3)
 
 
+def test_a_middling_answer_rated_above_a_bad_one_is_not_chosen(tmp_path):
+    rows = [rated(1, "p", "good", 5), rated(2, "p", "middling", 3), rated(3, "p", "bad", 1),
+            rated(4, "q", "fine", 4), rated(5, "q", "fine", 5), rated(6, "q", "poor", 2)]
+    result = RatingGapLabeler(2, min_chosen=4).label(rows)
+    assert {(p.chosen, p.rejected) for p in result.pairs} == {("good", "middling"), ("good", "bad"), ("fine", "poor")}
+    assert result.skipped == {"chosen answer rated below 4": 1}
+    dataset = build_dataset(rows, "ceo", CONFIG, 0.5, 1, tmp_path)
+    assert dataset.skipped == {"chosen answer rated below 4": 1}
+    assert dataset.train_pairs + dataset.held_out_pairs == 3
+
+
 def test_human_choice_wins_a_conflict_and_duplicates_collapse():
     rows = [ab(1, "p", "x", "y", "a"), ab(2, "p", "x", "y", "a"), rated(3, "p", "x", 1), rated(4, "p", "y", 5)]
     pairs, conflicts = resolve_pairs([*human_choice_pairs(rows), *rating_pairs(rows, 2)])

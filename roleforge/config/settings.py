@@ -82,6 +82,9 @@ class LabelingConfig(BaseModel):
     """How a role's feedback becomes preference pairs."""
 
     min_rating_gap: int = Field(default=2, ge=1, le=4, description="Smallest mean-rating difference that makes a pair.")
+    min_chosen_rating: float = Field(default=4, ge=1, le=5, description=(
+        "Lowest mean rating (1-5) a rated answer needs to be chosen: a 3 over a 1 is a pair of a middling answer, and "
+        "training imitates chosen answers. Below it the pair is skipped and counted; 1 keeps every gap."))
     heuristics: list[Literal["contract", "refusal", "detail", "tool_format"]] = Field(
         default_factory=lambda: ["contract", "refusal", "detail"],
         description="Heuristic rules, tried in order (contract: an answer that follows the role's output contract wins).")
