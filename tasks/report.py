@@ -29,6 +29,7 @@ class RoleOutcome(BaseModel):
     by_source: dict[str, int] = {}
     conflicts: int = 0
     abstained: int = 0
+    skipped: dict[str, int] = {}  # reason -> judgements that made no pair (a middling answer rated above a bad one, ...)
     new_pairs: int | None = None
     trained: bool = False
     promoted: bool = False
@@ -108,7 +109,8 @@ class RoleOutcome(BaseModel):
 def _dataset_fields(dataset: Any) -> dict[str, Any]:
     return {"pairs": dataset.train_pairs + dataset.held_out_pairs, "train_pairs": dataset.train_pairs,
             "held_out_pairs": dataset.held_out_pairs, "by_source": dataset.by_source, "conflicts": dataset.conflicts,
-            "abstained": dataset.abstained, "new_pairs": dataset.new_pairs, "snapshot_hash": dataset.snapshot_hash}
+            "abstained": dataset.abstained, "skipped": dataset.skipped, "new_pairs": dataset.new_pairs,
+            "snapshot_hash": dataset.snapshot_hash}
 
 
 def outcome_rows(outcomes: dict[str, RoleOutcome]) -> list[dict[str, Any]]:

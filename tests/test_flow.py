@@ -35,6 +35,7 @@ def test_roles_train_promote_or_are_held_back_with_a_reason(home, prefect_harnes
     assert not coo.trained and "contract failed" in coo.reason  # no coo feedback at all: an empty batch fails
     assert not tool.trained and "too few pairs" in tool.reason and tool.pairs > 100
     assert ceo.by_source["human_ab"] > 0 and ceo.by_source["rating"] > 0
+    assert ceo.skipped["chosen answer rated below 4"] > 0  # the sample's middling answers rated above bad ones
 
     assert [(e, r["prefect.resource.id"]) for e, r, _ in events] == [
         ("roleforge.adapter.promoted", "roleforge.role.ceo"), ("roleforge.contract.failed", "roleforge.role.coo")]
