@@ -50,11 +50,16 @@ def resolve_pairs(pairs: Iterable[PreferencePair]) -> tuple[list[PreferencePair]
     return sorted(kept, key=lambda p: p.pair_id), conflicts
 
 
+def human_labelers(config: LabelingConfig) -> list[Labeler]:
+    """The labelers of human judgements (A/B choices, rating gaps), as the role's configuration sets them."""
+    return [HumanChoiceLabeler(), RatingGapLabeler(config.min_rating_gap, config.min_chosen_rating)]
+
+
 def labelers_for(config: LabelingConfig, judge: Judge | None, system_prompt: str, teacher: TeacherConfig,
                  contract: OutputContract | None = None) -> list[Labeler]:
     """The labelers a role's configuration asks for, human ones first; `contract` is the role's output contract,
     for the heuristic rule of that name."""
-    labelers: list[Labeler] = [HumanChoiceLabeler(), RatingGapLabeler(config.min_rating_gap, config.min_chosen_rating)]
+    labelers = human_labelers(config)
     if config.heuristics:
         options = {"min_detail_chars": config.min_detail_chars, "contract": contract}
         labelers.append(HeuristicLabeler(list(config.heuristics), options, config.min_rating_gap))
@@ -134,8 +139,7 @@ def snapshot_dataset(outcome: LabelingOutcome, role: str, held_out_fraction: flo
 def build_dataset(rows: list[dict[str, Any]], role: str, config: LabelingConfig, held_out_fraction: float, min_pairs: int,
                   datasets_dir: Path, labelers: list[Labeler] | None = None) -> PreferenceDataset:
     """Label a role's feedback with its labelers (human ones by default) and snapshot the result."""
-    if labelers is None:
-        labelers = [HumanChoiceLabeler(), RatingGapLabeler(config.min_rating_gap, config.min_chosen_rating)]
+    labelers = labelers if labelers is not None else human_labelers(config)
     return snapshot_dataset(label_rows(rows, labelers, config.max_source_share), role, held_out_fraction, min_pairs, datasets_dir)
 
 
