@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -19,9 +20,31 @@ NUL = "\x00"
 Text = Field(min_length=1, max_length=MAX_TEXT_CHARS)
 
 
+# Between the words of a role name: "Tool Agent", "tool_agent" and "TOOL-AGENT" all name tool-agent.
+NAME_SEPARATORS = re.compile(r"[\s_-]+")
+# The choice of an A/B row as users' tools write it: "A", " b", or the field name of the chosen answer.
+PREFERENCES = {"a": "a", "b": "b", "response_a": "a", "response_b": "b"}
+
+
+def role_key(name: str) -> str:
+    """A role name as names are matched: case, blanks around it and the separators between its words ignored."""
+    return NAME_SEPARATORS.sub("-", name.strip().casefold())
+
+
+def preference_choice(value: Any) -> Any:
+    """An A/B choice as `a` or `b`, from any of the ways users' tools write it (a pydantic before-validator: a
+    value of another type is left to the field's own check)."""
+    if not isinstance(value, str):
+        return value
+    choice = PREFERENCES.get(NAME_SEPARATORS.sub("_", value.strip().casefold()))
+    if choice is None:
+        raise ValueError(f"must be a or b (response_a or response_b), not {value!r}")
+    return choice
+
+
 class RoleSpellings(dict[str, str]):
-    """Every way a row may name a role -> the role's configured name: names and aliases as written and case-folded
-    (role names match case-insensitively). The contract's checks take the roles in this form (role_spellings)."""
+    """Every way a row may name a role -> the role's configured name: names and aliases as written, case-folded and
+    as role_key gives them. The contract's checks take the roles in this form (role_spellings)."""
 
 
 def role_spellings(roles: Iterable[str], aliases: Mapping[str, Iterable[str]] | None = None) -> RoleSpellings:
@@ -36,16 +59,17 @@ def role_spellings(roles: Iterable[str], aliases: Mapping[str, Iterable[str]] | 
     spellings = RoleSpellings()
     for name in roles:
         for spelling in (name, *(aliases or {}).get(name, ())):
-            for key in (spelling, spelling.casefold()):
+            for key in (spelling, spelling.casefold(), role_key(spelling)):
                 if spellings.setdefault(key, name) != name:
                     raise ValueError(f"roles {spellings[key]!r} and {name!r} both answer to {spelling!r} (role names "
-                                     "and aliases match case-insensitively)")
+                                     "and aliases match ignoring case, spaces, hyphens and underscores)")
     return spellings
 
 
 def canonical_role(role: str, spellings: RoleSpellings) -> str | None:
-    """The configured name of the role a row names, None for an unknown one (the bulk paths inline this)."""
-    return spellings.get(role) or spellings.get(role.casefold())
+    """The configured name of the role a row names, None for an unknown one (the bulk paths inline its first two
+    lookups and leave the rest to the model)."""
+    return spellings.get(role) or spellings.get(role.casefold()) or spellings.get(role_key(role))
 
 
 class FeedbackRow(BaseModel):
@@ -77,6 +101,11 @@ class FeedbackRow(BaseModel):
         if name is None:
             raise ValueError(f"unknown role {role!r} (configured: {', '.join(sorted(set(spellings.values())))})")
         return name  # the row is stored under the role's configured name, however it was spelled
+
+    @field_validator("preference", mode="before")
+    @classmethod
+    def _choice(cls, value: Any) -> Any:
+        return preference_choice(value)
 
     @field_validator("prompt", "response", "response_a", "response_b")
     @classmethod

@@ -9,6 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from roleforge.ingest.rows import parse_records
+
 from roleforge.data_contracts.feedback import (MAX_TEXT_CHARS, FeedbackRow, decode_record, describe_error, fast_fields,
                                                role_spellings)
 
@@ -60,10 +62,12 @@ def test_csv_digit_strings_are_ratings():
 # The bulk path's check (fast_fields) must never accept what the model rejects, nor change a value it accepts.
 texts = st.one_of(st.text(max_size=12), st.sampled_from(["", " ", "\u2003", "ok", "x" * (MAX_TEXT_CHARS + 1)]))
 anything = st.one_of(st.none(), st.booleans(), st.integers(-2, 7), st.floats(-1, 2), texts,
-                     st.sampled_from(["low", "HIGH", "4", "2026-11-01T10:00:00Z", "2026-11-01", "yesterday"]),
+                     st.sampled_from(["low", "HIGH", "4", "2026-11-01T10:00:00Z", "2026-11-01", "yesterday", "a", "B", " A ",
+                                      "response_b", "Response A"]),
                      st.dictionaries(st.text(max_size=3), st.integers(), max_size=2), st.lists(st.integers(), max_size=2))
 candidate_rows = st.fixed_dictionaries(
-    {"agent_role": st.sampled_from(["ceo", "CEO", "Chief-Executive", "tool-agent", "Tool-Agent", "cmo", "", 3]),
+    {"agent_role": st.sampled_from(["ceo", "CEO", "Chief-Executive", "tool-agent", "Tool-Agent", "Tool Agent", " ceo ",
+                                    "tool_agent", "cmo", "", 3]),
      "prompt": anything},
     optional={name: anything for name in ("response", "rating", "response_a", "response_b", "preference", "event_id",
                                           "rater", "confidence", "metadata", "timestamp", "colour")},
@@ -151,10 +155,26 @@ def test_roles_match_case_insensitively_and_by_alias_on_every_path():
         assert FeedbackRow.model_validate(row, context=ROLES).agent_role == "ceo"
         assert fast_fields(row, ROLES["roles"])["agent_role"] == "ceo"
         assert decode_record(orjson.dumps(row), ROLES["roles"]).agent_role == "ceo"
+    # Other separators and blanks around the name: the bulk paths leave them to the model, and ingest stores them so.
+    spellings = (" ceo ", "Chief Executive", "chief_executive", "CHIEF -  EXECUTIVE")
+    lines = [(n, orjson.dumps({"agent_role": s, "prompt": "p", "response": "r", "rating": 4})) for n, s in enumerate(spellings)]
+    batch = parse_records("f.jsonl", lines, ROLES["roles"])
+    assert ([row["agent_role"] for row in batch.rows], batch.quarantined) == (["ceo"] * 4, [])
     assert "unknown role 'chief'" in reason({"agent_role": "chief", "prompt": "p", "response": "r", "rating": 4})
+
+
+def test_a_b_choices_as_users_write_them_are_stored_as_a_or_b():
+    for written, stored in (("A", "a"), (" b ", "b"), ("response_a", "a"), ("Response B", "b"), ("RESPONSE-A", "a")):
+        row = {"agent_role": "Tool Agent", "prompt": "p", "response_a": "x", "response_b": "y", "preference": written}
+        fields = FeedbackRow.model_validate(row, context=ROLES).__dict__
+        assert (fields["agent_role"], fields["preference"]) == ("tool-agent", stored)
+    assert reason({"agent_role": "ceo", "prompt": "p", "response_a": "x", "response_b": "y", "preference": "first"}) == (
+        "preference: must be a or b (response_a or response_b), not 'first'")
 
 
 def test_two_roles_answering_to_one_name_are_refused():
     with pytest.raises(ValueError, match="roles 'ceo' and 'cfo' both answer to 'CEO'"):
         role_spellings(["ceo", "cfo"], {"cfo": ["CEO"]})
+    with pytest.raises(ValueError, match="roles 'vp-sales' and 'vp sales' both answer to 'vp sales'"):
+        role_spellings(["vp-sales", "vp sales"])
     assert role_spellings(["ceo"], {"ceo": ["CEO", "ceo"]}) == {"ceo": "ceo", "CEO": "ceo"}

@@ -48,9 +48,13 @@ def test_aliases_are_stored_under_the_role_and_count_as_the_same_content(home, t
 
 def test_csv_rows_are_matched_the_same_way(home, tmp_path):
     feedback = tmp_path / "platform.csv"
-    feedback.write_text("agent_role,prompt,response,rating\nCFO,Budget?,Figures: 3.,4\nTool-Agent,Weather?,Thought: x,2\n")
+    feedback.write_text("agent_role,prompt,response,rating,response_a,response_b,preference\n"
+                        "CFO,Budget?,Figures: 3.,4,,,\nTool-Agent,Weather?,Thought: x,2,,,\n"
+                        "Tool Agent,Rain?,,,Thought: a,Thought: b,B\nCFO ,Cash?,,,Figures: 1.,Figures: 2.,response_a\n")
     report = ingest_configured(load_settings(), [str(feedback)])
-    assert (report.ingested, report.by_role) == (2, {"cfo": 1, "tool-agent": 1})
+    assert (report.ingested, report.quarantined, report.by_role) == (4, 0, {"cfo": 2, "tool-agent": 2})
+    engine = engine_for(load_settings().resolved_store_url)
+    assert {row["prompt"]: row["preference"] for row in feedback_for_role(engine, "tool-agent")} == {"Weather?": None, "Rain?": "b"}
 
 
 def test_two_roles_answering_to_one_name_are_a_one_line_error(home):

@@ -209,7 +209,9 @@ def test_ab_serving_answers_twice_blind_and_the_choice_is_a_human_ab_row(champio
         assert orders == {(CHAMPION, CHALLENGER), (CHALLENGER, CHAMPION)} or len(replies) < 4, "the order is randomised"
         reply, record = next((r, s) for r, s in zip(replies, served) if s.answers[0]["text"] != s.answers[1]["text"])
         assert httpx.post(f"{url}/v1/feedback", json={"response_id": reply["id"], "rating": 4}).status_code == 422
-        assert httpx.post(f"{url}/v1/feedback", json={"response_id": reply["id"], "preference": "b"}).status_code == 200
+        assert httpx.post(f"{url}/v1/feedback", json={"response_id": reply["id"], "preference": "first"}).status_code == 422
+        # Stored as "b", the way a feedback file's "B" is.
+        assert httpx.post(f"{url}/v1/feedback", json={"response_id": reply["id"], "preference": "B"}).status_code == 200
         assert chat(url, "cfo", PROMPTS[1]).json()["roleforge"]["ab"] is False, "only roles with an ab_share"
     (row,) = [json.loads(p.read_text()) for p in (settings.home / "inbox").iterdir()]
     assert (row["response_a"], row["response_b"], row["preference"]) == (

@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from roleforge.data_contracts.feedback import preference_choice
 from roleforge.serving.engine import Job
 from roleforge.serving.ledger import FeedbackError
 from roleforge.serving.scheduler import QueueFull
@@ -74,6 +75,8 @@ class FeedbackRequest(BaseModel):
     preference: Literal["a", "b"] | None = None
     rater: str | None = Field(default=None, max_length=256)
     comment: str | None = Field(default=None, max_length=4000)
+
+    _choice = field_validator("preference", mode="before")(preference_choice)
 
 
 def create_app(service: Service, api_keys: frozenset[str] = frozenset(), start: bool = True) -> FastAPI:
