@@ -131,15 +131,36 @@ class FeedbackRow(BaseModel):
             raise ValueError("must be an integer from 1 to 5")
         return value
 
+    @field_validator("event_id", "rater", mode="before")
+    @classmethod
+    def _id(cls, value: Any) -> Any:
+        # Platforms number their users and events: an integer id is that id's text.
+        return str(value) if type(value) is int else value
+
+    @field_validator("metadata", mode="before")
+    @classmethod
+    def _metadata(cls, value: Any) -> Any:
+        # A CSV cell holds an object only as its JSON text.
+        if isinstance(value, str) and value.lstrip().startswith("{"):
+            try:
+                return orjson.loads(value)
+            except orjson.JSONDecodeError:
+                raise ValueError("must be an object (a CSV cell: its JSON text)") from None
+        return value
+
     @field_validator("confidence", mode="before")
     @classmethod
     def _confidence(cls, value: Any) -> float | None:
         if value is None:
             return None
         if isinstance(value, str):
-            if value.lower() not in CONFIDENCE_LEVELS:
-                raise ValueError("must be low, medium, high or a number in [0, 1]")
-            return CONFIDENCE_LEVELS[value.lower()]
+            level = CONFIDENCE_LEVELS.get(value.strip().lower())
+            if level is None:  # a CSV cell holds a number as its text
+                try:
+                    level = float(value)
+                except ValueError:
+                    raise ValueError("must be low, medium, high or a number in [0, 1]") from None
+            value = level
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
             raise ValueError("must be low, medium, high or a number in [0, 1]")
         return float(value)

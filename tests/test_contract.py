@@ -59,6 +59,17 @@ def test_csv_digit_strings_are_ratings():
     assert row.rating == 5
 
 
+def test_csv_cells_and_numeric_ids_are_read_as_meant():
+    # A CSV row's cells are all text; a platform's rater and event ids are often numbers.
+    row = FeedbackRow.model_validate({"agent_role": "ceo", "prompt": "p", "response": "r", "rating": "4", "confidence": "0.8",
+                                      "metadata": '{"channel": "slack"}', "rater": 17, "event_id": 9001}, context=ROLES)
+    assert (row.confidence, row.metadata, row.rater, row.event_id) == (0.8, {"channel": "slack"}, "17", "9001")
+    assert reason({"agent_role": "ceo", "prompt": "p", "response": "r", "rating": 4, "metadata": "{oops"}) == (
+        "metadata: must be an object (a CSV cell: its JSON text)")
+    assert reason({"agent_role": "ceo", "prompt": "p", "response": "r", "rating": 4, "confidence": "1.5"}).startswith("confidence")
+    assert reason({"agent_role": "ceo", "prompt": "p", "response": "r", "rating": 4, "rater": True}).startswith("rater")
+
+
 # The bulk path's check (fast_fields) must never accept what the model rejects, nor change a value it accepts.
 texts = st.one_of(st.text(max_size=12), st.sampled_from(["", " ", "\u2003", "ok", "x" * (MAX_TEXT_CHARS + 1)]))
 anything = st.one_of(st.none(), st.booleans(), st.integers(-2, 7), st.floats(-1, 2), texts,
