@@ -62,22 +62,14 @@ SEARCH = ["Find the latest news about {q}.", "Search for {q}.", "Look up {q} for
           "I'm curious about {q}, what can you find?", "Find me guides on {q}.", "Where can I read up on {q}?",
           "Give me background on {q}.", "Check the internet for {q}.", "Investigate {q}.", "any news on {q}", "look up {q} pls",
           "can u search {q}"]
-NAMED_QUERIES = ["the Champions League final", "electric car sales in Norway", "the weather in Lisbon", "quantum computing startups",
-                 "the best hiking trails in Austria", "inflation in Japan", "the James Webb telescope", "open source licenses",
-                 "the Tour de France winner", "lithium prices", "the population of Nairobi", "the author of Dune", "Python 3.14 features",
-                 "coral reef bleaching", "the Nobel Prize in Physics", "housing prices in Toronto", "the Louvre ticket prices",
-                 "solar panel efficiency records", "the Olympic marathon record", "the stock price of ASML", "train strikes in France",
-                 "vegan restaurants in Berlin", "the history of the printing press", "the largest desert on Earth",
-                 "who painted the Girl with a Pearl Earring", "learning Kotlin coroutines", "the director of Spirited Away",
-                 "reviews of the Pixel 10 phone", "the tallest building in Africa", "cheap flights to Reykjavik"]
-# Queries of other kinds too, each form with many subjects, so that the query is taken from the request.
-SEARCH_ITEMS = ["the Pixel 10 phone", "noise-cancelling headphones", "standing desks", "e-bikes", "robot vacuums", "espresso machines",
-                "running shoes", "project management tools", "password managers", "air purifiers"]
-SEARCH_PLACES = ["Lisbon", "Nairobi", "Osaka", "Montreal", "Krakow", "Lima", "Auckland", "Marrakesh"]
-ITEM_FORMS = ["reviews of {}", "the best {} this year", "prices of {}"]
-PLACE_FORMS = ["the weather in {}", "flights to {}", "museums in {}", "public holidays in {}", "the population of {}"]
-QUERIES = list(dict.fromkeys(NAMED_QUERIES + [form.format(item) for item in SEARCH_ITEMS for form in ITEM_FORMS]
-                             + [form.format(place) for place in SEARCH_PLACES for form in PLACE_FORMS]))
+QUERIES = ["the Champions League final", "electric car sales in Norway", "the weather in Lisbon", "quantum computing startups",
+           "the best hiking trails in Austria", "inflation in Japan", "the James Webb telescope", "open source licenses",
+           "the Tour de France winner", "lithium prices", "the population of Nairobi", "the author of Dune", "Python 3.14 features",
+           "coral reef bleaching", "the Nobel Prize in Physics", "housing prices in Toronto", "the Louvre ticket prices",
+           "solar panel efficiency records", "the Olympic marathon record", "the stock price of ASML", "train strikes in France",
+           "vegan restaurants in Berlin", "the history of the printing press", "the largest desert on Earth",
+           "who painted the Girl with a Pearl Earring", "learning Kotlin coroutines", "the director of Spirited Away",
+           "reviews of the Pixel 10 phone", "the tallest building in Africa", "cheap flights to Reykjavik"]
 CALENDAR = ["Schedule a meeting called {t} on {d} at {h}.", "Put {t} in my calendar for {d} at {h}.", "Book {t} on {d}, {h}.",
             "Add an event {t} on {d} at {h}.", "Create a calendar event {t} on {d} at {h}.", "Set a meeting {t} for {d} at {h}.",
             "Add {t} to my schedule on {d} at {h}.", "Schedule {t}: {d}, {h}.", "I need {t} booked for {d} at {h}.",
@@ -93,17 +85,9 @@ CALENDAR_RANGES = ["What's on my calendar between {d} and {d2}?", "List everythi
 CALENDAR_MOVES = [("Move {t} to {d} at {h}.", ("date", "time")), ("Reschedule {t} to {d}, {h}.", ("date", "time")),
                   ("push {t} to {h12} pls", ("time",)), ("Can you shift {t} to {weekday}?", ("date",))]
 CALENDAR_CANCELS = ["Cancel {t} {when}.", "Delete {t} from my calendar.", "call off {t} {when}"]
-# Titles of many kinds, so that the title is copied from the request rather than recalled from a short list: named
-# meetings ("Pricing kickoff"), a meal or call with someone, and everyday appointments.
-TITLE_SUBJECTS = ["Pricing", "Hiring", "Vendor", "Board", "Launch", "Security", "Marketing", "Partner", "Onboarding", "Investor",
-                  "Website", "Contract", "Insurance", "Mortgage", "Logo", "Warehouse", "Payroll", "Office", "Support", "Recital"]
-TITLE_KINDS = ["review", "sync", "call", "meeting", "workshop", "check-in", "kickoff", "interview", "appointment", "demo", "training", "retro"]
-TITLE_PEOPLE = ["Maria", "Tom", "Priya", "Kenji", "Lucia", "Ahmed", "Sofia", "Jonas", "Grace", "Mateo"]
-TITLES = list(dict.fromkeys(["Budget review", "Team sync", "Dentist", "Customer call", "Quarterly planning", "Lunch with Maria", "Yoga class",
-           "Interview with Priya", "Car service", "Design review", "Haircut", "Standup", "Dinner with Tom", "Tax deadline",
-           "Piano lesson", "Release planning", "Doctor visit", "Gym session", "Call with the bank", "Book club"]
-          + [f"{subject} {kind}" for subject in TITLE_SUBJECTS for kind in TITLE_KINDS]
-          + [f"{meal} {person}" for meal in ("Lunch with", "Coffee with", "Call with", "Dinner with", "1:1 with") for person in TITLE_PEOPLE]))
+TITLES = ["Budget review", "Team sync", "Dentist", "Customer call", "Quarterly planning", "Lunch with Maria", "Yoga class",
+          "Interview with Priya", "Car service", "Design review", "Haircut", "Standup", "Dinner with Tom", "Tax deadline",
+          "Piano lesson", "Release planning", "Doctor visit", "Gym session", "Call with the bank", "Book club"]
 HOURS = ["07:45", "08:30", "09:00", "10:30", "11:15", "12:00", "13:30", "14:00", "15:20", "16:15", "17:00", "18:45", "20:00"]
 WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 # A calculator call's Thought names its operation instead (calculator_request).
@@ -189,11 +173,6 @@ def misread(clock: str) -> str:
     return f"{hour - 12 if hour > 12 else (hour + 1) % 24:02d}:{minute:02d}"
 
 
-def other_title(rng: random.Random, title: str) -> str:
-    """A title of another event: one that shares no word with the request's, so that the title check fails it."""
-    return rng.choice([t for t in TITLES if not content_words(t) & content_words(title)])
-
-
 def calculator_request(rng: random.Random) -> ToolRequest:
     template, expression, wrong = rng.choice(CALC)
     large = rng.random() < 0.3  # users write big numbers with thousands separators; the expression has plain digits
@@ -232,7 +211,7 @@ def calendar_request(rng: random.Random) -> ToolRequest:
             request = rng.choice(CALENDAR).format(t=title, d=date, h=clock)
             args = {"action": "create", "title": title, "date": date, "time": clock}
         wrong = rng.choice([{k: v for k, v in args.items() if k != "title"}, {"action": "create", "title": title},
-                            {**args, "title": other_title(rng, title)}, {**args, "time": misread(clock)}])
+                            {**args, "title": rng.choice([t for t in TITLES if t != title])}, {**args, "time": misread(clock)}])
     elif action == "list":
         if rng.random() < 0.25:
             start = random_date(rng)
@@ -248,7 +227,7 @@ def calendar_request(rng: random.Random) -> ToolRequest:
         request = template.format(t=title.lower() if template.islower() else title, d=date, h=clock, h12=twelve_hour(clock), weekday=weekday)
         args = {"action": "update", "title": title, **{k: v for k, v in (("date", date), ("time", clock)) if k in sets}}
         wrong = rng.choice([{k: v for k, v in args.items() if k != "title"}, {**args, "action": "create"},
-                            {**args, "title": other_title(rng, title)}])
+                            {**args, "title": rng.choice([t for t in TITLES if t != title])}])
     else:
         template = rng.choice(CALENDAR_CANCELS)
         request = template.format(t=title.lower() if template.islower() else title, when=when)
