@@ -66,6 +66,21 @@ def test_two_roles_answering_to_one_name_are_a_one_line_error(home):
     assert "bad configuration: roles 'ceo' and 'cfo' both answer to 'Ceo'" in result.stderr
 
 
+def test_a_role_name_that_cannot_name_its_folders_and_model_is_a_one_line_error(home):
+    add_config('\n[roles."sales/ops"]\nsystem_prompt = "You run sales operations."\n')
+    result = subprocess.run([sys.executable, "-m", "roleforge.cli", "status"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "role name 'sales/ops' may not hold /" in result.stderr
+
+
+def test_a_role_named_in_words_is_a_role_like_any_other(home, tmp_path):
+    add_config('\n[roles."Head of Sales"]\nsystem_prompt = "You are the head of sales."\n')
+    feedback = tmp_path / "sales.jsonl"
+    feedback.write_text(json.dumps(rated("head-of-sales", "Q3 plan?")) + "\n" + json.dumps(rated("HEAD OF SALES ", "Q4?")) + "\n")
+    report = ingest_configured(load_settings(), [str(feedback)])
+    assert (report.ingested, report.by_role) == (2, {"Head of Sales": 2})
+
+
 def test_role_options_take_the_names_and_aliases_feedback_may_use(home):
     add_config('\n[roles.ceo]\naliases = ["chief-executive"]\n')
     args = argparse.Namespace(role="Chief-Executive")

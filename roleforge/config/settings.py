@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -310,6 +311,8 @@ class Settings(BaseSettings):
             return roles
         merged: dict[str, Any] = {name: config.model_dump() for name, config in DEFAULT_ROLES.items()}
         for name, override in roles.items():
+            if problem := role_name_problem(name):
+                raise ValueError(f"role name {name!r} {problem}")
             given = override.model_dump() if isinstance(override, BaseModel) else override
             merged[name] = deep_merge(merged.get(name, {}), given) if isinstance(given, dict) else given
         return merged
@@ -391,6 +394,23 @@ class Settings(BaseSettings):
 
     def registered_model_name(self, role: str) -> str:
         return f"{self.registry_prefix}-{role}"
+
+
+# A role's name is a folder under home and part of its registered model's name, where MLflow refuses / and :.
+UNSAFE_IN_ROLE_NAME = re.compile(r"[/\\:\x00-\x1f\x7f]")
+
+
+def role_name_problem(name: str) -> str | None:
+    """What makes `name` unusable as a role's name, or None."""
+    if not name.strip() or name.strip() in (".", ".."):
+        return "is blank or a folder's dot"
+    if name != name.strip():
+        return "has blanks around it"
+    if UNSAFE_IN_ROLE_NAME.search(name):
+        return "may not hold /, \\, : or control characters (it names the role's folders and its registered model)"
+    if len(name) > 128:
+        return "is longer than 128 characters (a feedback row's agent_role could not name it)"
+    return None
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
