@@ -63,6 +63,33 @@ def test_csv_and_parquet_and_directories(tmp_path):
     assert entry["line"] == 3 and "rating" in entry["reason"]
 
 
+def test_exports_as_editors_and_spreadsheets_write_them(tmp_path):
+    """A byte-order mark before a CSV's header or a JSONL's first row, and a JSON document holding an array of rows
+    (pretty-printed), are read as the rows they hold; a bad item of the array is quarantined under its number."""
+    bom = b"\xef\xbb\xbf"
+    (tmp_path / "sheet.csv").write_bytes(bom + b"agent_role,prompt,response,rating\nceo,Expand?,Decision: yes.,5\n")
+    (tmp_path / "notes.jsonl").write_bytes(bom + json.dumps(GOOD[1]).encode() + b"\r\n")
+    (tmp_path / "export.json").write_text(json.dumps([GOOD[2], {**GOOD[0], "rating": 0}, [1, 2]], indent=2))
+    report = ingest(tmp_path, tmp_path / "sheet.csv", tmp_path / "notes.jsonl", tmp_path / "export.json")
+    assert (report["ingested"], report["duplicates"], report["quarantined"]) == (3, 0, 2)
+    entries = [json.loads(line) for line in Path(report["quarantine_path"]).read_text().splitlines()]
+    assert [(e["line"], e["reason"].split(":")[0]) for e in entries] == [(2, "rating"), (3, "not a JSON object but list")]
+    assert json.loads(entries[0]["raw"]) == {**GOOD[0], "rating": 0}
+
+
+def test_pretty_printed_objects_one_after_another_are_rows(tmp_path):
+    (tmp_path / "jq.json").write_text("".join(json.dumps(row, indent=2) + "\n" for row in GOOD))
+    report = ingest(tmp_path, tmp_path / "jq.json")
+    assert (report["ingested"], report["quarantined"]) == (3, 0)
+
+
+def test_a_json_array_that_does_not_parse_is_quarantined_line_by_line(tmp_path):
+    (tmp_path / "cut.json").write_text(json.dumps([GOOD[0], GOOD[2]], indent=1)[:-3])
+    report = ingest(tmp_path, tmp_path / "cut.json")
+    lines = [line for line in (tmp_path / "cut.json").read_text().splitlines() if line.strip()]
+    assert (report["ingested"], report["quarantined"]) == (0, len(lines))
+
+
 def test_duplicates_inside_one_batch_are_stored_once(tmp_path):
     path = tmp_path / "dup.jsonl"
     path.write_text((json.dumps(GOOD[0]) + "\n") * 3)
@@ -247,6 +274,7 @@ def test_parse_workers_store_and_quarantine_what_the_ingest_process_does(tmp_pat
     lines = [json.dumps({**GOOD[n % 3], "prompt": f"{GOOD[n % 3]['prompt']} #{n}"}).encode() for n in range(14)]
     lines[3:3] = BAD + [b"", b"  "]
     lines.append(lines[0])  # a duplicate
+    lines[0] = b"\xef\xbb\xbf" + lines[0]  # a byte-order mark, in the first worker's first span
     lines.append(b'{"agent_role": "ceo"')  # a bad last line with no line end
     source = tmp_path / "feedback.jsonl"
     source.write_bytes(b"\n".join(lines))

@@ -5,11 +5,17 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import orjson
+
 from roleforge.ops.errors import RoleforgeError
+
+# The byte-order mark some editors and spreadsheets put at the start of a UTF-8 file.
+UTF8_BOM = b"\xef\xbb\xbf"
 
 
 def read_records(path: str) -> Iterator[tuple[int, bytes | dict[str, Any]]]:
@@ -23,12 +29,77 @@ def read_records(path: str) -> Iterator[tuple[int, bytes | dict[str, Any]]]:
             for index, record in enumerate(pq.read_table(handle).to_pylist(), start=1):
                 yield index, {k: v for k, v in record.items() if v is not None}
         elif path.endswith(".csv"):
-            reader = csv.DictReader(io.TextIOWrapper(handle, encoding="utf-8", newline=""))
+            # utf-8-sig: a spreadsheet's CSV export starts with a byte-order mark, which would be part of the first
+            # column's name.
+            reader = csv.DictReader(io.TextIOWrapper(handle, encoding="utf-8-sig", newline=""))
             for record in reader:
                 yield reader.line_num, {k: v for k, v in record.items() if v not in ("", None)}
+        elif path.endswith(".json") and (items := json_document(handle)) is not None:
+            # One JSON document (an export): an array of rows, or one row over several lines; each row numbered as a line.
+            for index, item in enumerate(items, start=1):
+                yield index, orjson.dumps(item)
         else:
             for index, line in enumerate(handle, start=1):
                 yield index, line
+
+
+def json_document(handle: Any) -> list[Any] | None:
+    """The rows of a `.json` file written as JSON documents rather than JSON lines, read whole: an array's items, or
+    objects written over several lines (one, or one after another as `jq` prints them); None for JSON lines (many
+    `.json` files are) or for documents that do not parse, whose lines are then checked one by one. The handle is
+    left at its start."""
+    if not is_json_document(handle):
+        return None
+    data = handle.read()
+    handle.seek(0)
+    try:
+        text = data.removeprefix(UTF8_BOM).decode("utf-8")
+        decoder, rows, at = json.JSONDecoder(parse_constant=_no_constant), [], 0
+        while (at := _skip_blanks(text, at)) < len(text):
+            value, at = decoder.raw_decode(text, at)
+            rows.extend(value if isinstance(value, list) else [value])
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return None
+    return rows
+
+
+def _skip_blanks(text: str, at: int) -> int:
+    while at < len(text) and text[at] in " \t\r\n":
+        at += 1
+    return at
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def is_json_document(handle: Any) -> bool:
+    """Whether a file's first line opens a JSON document rather than being a JSON line: `[`, or a `{` that does not
+    close on its line. The handle is left at its start."""
+    first = handle.readline().removeprefix(UTF8_BOM)
+    while first and not first.strip():
+        first = handle.readline()
+    handle.seek(0)
+    first = first.strip()
+    if first.startswith(b"["):
+        return True
+    if not first.startswith(b"{"):
+        return False
+    try:
+        orjson.loads(first)
+    except orjson.JSONDecodeError:
+        return True
+    return False
+
+
+def whole_json_document(path: str) -> bool:
+    """Whether a feedback file is read whole as one JSON document (never cut into spans of lines)."""
+    import fsspec
+
+    if not path.endswith(".json"):
+        return False
+    with fsspec.open(path, "rb") as handle:
+        return is_json_document(handle)
 
 
 def read_span(path: str, offset: int, length: int) -> bytes:

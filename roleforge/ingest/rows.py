@@ -23,6 +23,7 @@ from roleforge.data_contracts.feedback import (FeedbackRecord, FeedbackRow, deco
 from roleforge.ingest import pii
 from roleforge.ingest.hashing import HASHED_FIELDS, canonical_json, content_keys
 from roleforge.ingest.quarantine import Quarantined, quarantine_lines
+from roleforge.ingest.readers import UTF8_BOM
 from roleforge.storage.staging import Staging, copy_csv, stage_columns
 
 
@@ -90,6 +91,8 @@ def check_records(source: str, records: Iterable[tuple[int, bytes | dict[str, An
     lines: list[int] = []
     for line, raw in records:
         if isinstance(raw, bytes):
+            if line == 1 and raw.startswith(UTF8_BOM):  # a byte-order mark from an editor: not part of the row
+                raw = raw[len(UTF8_BOM):]
             record = decode_record(raw, roles)
             if record is not None:
                 checked.append(record)
