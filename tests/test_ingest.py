@@ -67,7 +67,7 @@ def test_exports_as_editors_and_spreadsheets_write_them(tmp_path):
     """A byte-order mark before a CSV's header or a JSONL's first row, and a JSON document holding an array of rows
     (pretty-printed), are read as the rows they hold; a bad item of the array is quarantined under its number."""
     bom = b"\xef\xbb\xbf"
-    (tmp_path / "sheet.csv").write_bytes(bom + b"agent_role,prompt,response,rating\nceo,Expand?,Decision: yes.,5\n")
+    (tmp_path / "sheet.csv").write_bytes(bom + b"Agent Role,Prompt,Response , RATING\nceo,Expand?,Decision: yes.,5\n")
     (tmp_path / "notes.jsonl").write_bytes(bom + json.dumps(GOOD[1]).encode() + b"\r\n")
     (tmp_path / "export.json").write_text(json.dumps([GOOD[2], {**GOOD[0], "rating": 0}, [1, 2]], indent=2))
     report = ingest(tmp_path, tmp_path / "sheet.csv", tmp_path / "notes.jsonl", tmp_path / "export.json")

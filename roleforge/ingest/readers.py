@@ -32,6 +32,9 @@ def read_records(path: str) -> Iterator[tuple[int, bytes | dict[str, Any]]]:
             # utf-8-sig: a spreadsheet's CSV export starts with a byte-order mark, which would be part of the first
             # column's name.
             reader = csv.DictReader(io.TextIOWrapper(handle, encoding="utf-8-sig", newline=""))
+            names = [column_name(name) for name in reader.fieldnames or ()]
+            if len(set(names)) == len(names):  # two headers that name one field stay as written: each row is refused
+                reader.fieldnames = names
             for record in reader:
                 yield reader.line_num, {k: v for k, v in record.items() if v not in ("", None)}
         elif path.endswith(".json") and (items := json_document(handle)) is not None:
@@ -41,6 +44,15 @@ def read_records(path: str) -> Iterator[tuple[int, bytes | dict[str, Any]]]:
         else:
             for index, line in enumerate(handle, start=1):
                 yield index, line
+
+
+def column_name(header: str) -> str:
+    """A CSV header as written in a spreadsheet ("Agent Role", "Rating ") -> the row field it names; a header that
+    names none is kept as written, for the quarantine's reason."""
+    from roleforge.data_contracts.feedback import FIELDS, NAME_SEPARATORS
+
+    field = NAME_SEPARATORS.sub("_", header.strip().casefold())
+    return field if field in FIELDS else header
 
 
 def json_document(handle: Any) -> list[Any] | None:
