@@ -6,6 +6,8 @@ import json
 import re
 from collections import Counter
 
+import pytest
+
 from roleforge.sample import ROLE_EVAL
 from roleforge.sample.generate import (
     ASKS,
@@ -81,6 +83,23 @@ def test_a_prompts_file_may_name_the_role_as_users_write_it(tmp_path) -> None:
     spellings = {"ceo": "ceo", "chief-executive": "ceo", "cfo": "cfo"}
     assert [r["prompt"] for r in role_prompts("ceo", path, OutputContract(), spellings)] == ["Sell the unit?", "Hire?", "Anything?"]
     assert [r["prompt"] for r in role_prompts("ceo", path, OutputContract())] == ["Anything?"], "without spellings: exact names"
+
+
+def test_a_prompts_file_may_be_plain_lines_or_json_with_a_byte_order_mark(tmp_path) -> None:
+    from roleforge.evaluation.contracts import OutputContract
+    from roleforge.evaluation.role_report import role_prompts
+    from roleforge.ops.errors import RoleforgeError
+
+    text = tmp_path / "prompts.txt"
+    text.write_bytes("\ufeffShould we open a Lisbon office?\n\n2024\n  Cut the travel budget?  \n".encode())
+    assert [r["prompt"] for r in role_prompts("ceo", text, OutputContract())] == [
+        "Should we open a Lisbon office?", "2024", "Cut the travel budget?"]
+    rows = tmp_path / "prompts.jsonl"
+    rows.write_bytes('\ufeff{"request": "Sell the unit?", "role": "Ceo "}\n'.encode())
+    assert [r["prompt"] for r in role_prompts("ceo", rows, OutputContract(), {"ceo": "ceo"})] == ["Sell the unit?"]
+    rows.write_text('{"prompt": "  "}\n')
+    with pytest.raises(RoleforgeError, match="prompts.jsonl:1: expected a JSON object with a string 'prompt' \\(or 'request'\\)"):
+        role_prompts("ceo", rows, OutputContract())
 
 
 def test_business_roles_train_on_situations_and_the_ways_users_type() -> None:

@@ -187,8 +187,8 @@ def build_parser() -> Parser:
     role_eval = evaluate.add_parser("role", help="base model vs the role's champion (or --adapter) on prompts it was not "
                                                  "trained on: output contract, retained capability, tool calls")
     role_eval.add_argument("--role", required=True)
-    role_eval.add_argument("--prompts", help="JSONL with `prompt` (or `request`) and optionally `role` (default: the "
-                                             "bundled evaluation set for the role)")
+    role_eval.add_argument("--prompts", help="JSONL with `prompt` (or `request`) and optionally `role`, or one prompt "
+                                             "per line (default: the bundled evaluation set for the role)")
     role_eval.add_argument("--adapter", help="an adapter directory to evaluate instead of the champion")
     role_eval.add_argument("--answers", help="also write each prompt with both answers to this JSONL file")
     role_eval.add_argument("--json", action="store_true")

@@ -17,19 +17,19 @@ def role_prompts(role: str, path: Path | None, contract: OutputContract,
     """The prompts to ask: `path` (JSONL with `prompt` or `request`, and optionally `role`), else the bundled set
     written apart from the sample generator (tool requests for a tool-call contract, the role's rows otherwise).
     A row's `role` may be any spelling of it (`spellings`: Settings.role_spellings())."""
-    import json
-
+    from roleforge.data_contracts.feedback import RoleSpellings, canonical_role
+    from roleforge.models.generation import read_prompts
     from roleforge.ops.errors import RoleforgeError
     from roleforge.sample import ROLE_EVAL, TOOL_USE_EVAL
 
     source = path or (TOOL_USE_EVAL if contract.tool_call else ROLE_EVAL)
-    rows = [json.loads(line) for line in Path(source).read_text(encoding="utf-8").splitlines() if line.strip()]
+
     def named(row: dict[str, Any]) -> str:
         given = str(row.get("role", role))
-        return (spellings.get(given) or spellings.get(given.casefold()) or given) if spellings else given
+        return (canonical_role(given, RoleSpellings(spellings)) or given) if spellings else given
 
-    rows = [row | {"prompt": row.get("prompt") or row.get("request")} for row in rows if named(row) == role]
-    if not rows or not all(isinstance(row["prompt"], str) for row in rows):
+    rows = [row for row in read_prompts(source, "prompt", alternative="request") if named(row) == role]
+    if not rows:
         raise RoleforgeError(f"{source}: no prompts for role {role!r} (rows need `prompt` or `request`; pass --prompts FILE)")
     return rows
 

@@ -121,20 +121,26 @@ def tool_use_rates(answers: list[str], rows_or_tools: list[dict[str, Any]] | lis
     }
 
 
-def read_prompts(path: str | Path, key: str) -> list[dict[str, Any]]:
-    """JSONL rows (each with `key`), or plain text lines taken as the prompt itself."""
+def read_prompts(path: str | Path, key: str, alternative: str | None = None) -> list[dict[str, Any]]:
+    """JSONL rows (each with `key`, or `alternative` in its place), or plain text lines taken as the prompt itself."""
     import json
 
     rows = []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+    # utf-8-sig: an editor's byte-order mark would make the first JSON line a plain-text prompt.
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8-sig").splitlines(), start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
-            row = {key: line}
-        if not isinstance(row, dict) or not isinstance(row.get(key), str):
-            raise RoleforgeError(f"{path}:{number}: expected a JSON object with a string {key!r}")
+            row = None
+        if not isinstance(row, dict):  # text, or a line that happens to be JSON of another kind ("2024", "true")
+            row = {key: line.strip()}
+        if alternative is not None and key not in row and alternative in row:
+            row = {**row, key: row[alternative]}
+        if not isinstance(row.get(key), str) or not row[key].strip():
+            raise RoleforgeError(f"{path}:{number}: expected a JSON object with a string {key!r}"
+                                 + (f" (or {alternative!r})" if alternative else ""))
         rows.append(row)
     if not rows:
         raise RoleforgeError(f"{path}: no prompts")
