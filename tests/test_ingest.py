@@ -77,6 +77,19 @@ def test_exports_as_editors_and_spreadsheets_write_them(tmp_path):
     assert json.loads(entries[0]["raw"]) == {**GOOD[0], "rating": 0}
 
 
+def test_compressed_files_and_suffixes_in_capitals_are_read_by_their_format(tmp_path):
+    import gzip
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.JSONL.gz").write_bytes(gzip.compress(json.dumps(GOOD[0]).encode() + b"\n"))
+    (folder / "b.CSV").write_text("agent_role,prompt,response,rating\ncfo,Cash?,Figures: 1.,4\n")
+    (folder / "c.json.gz").write_bytes(gzip.compress(json.dumps([GOOD[1]], indent=2).encode()))
+    (folder / "notes.txt.gz").write_bytes(gzip.compress(b"not feedback"))
+    report = ingest(tmp_path, folder)
+    assert (report["files"], report["ingested"], report["quarantined"]) == (3, 3, 0)
+
+
 def test_pretty_printed_objects_one_after_another_are_rows(tmp_path):
     (tmp_path / "jq.json").write_text("".join(json.dumps(row, indent=2) + "\n" for row in GOOD))
     report = ingest(tmp_path, tmp_path / "jq.json")

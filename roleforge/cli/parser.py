@@ -26,7 +26,7 @@ def build_parser() -> Parser:
     parser = Parser(prog="roleforge", description="Self-learning pipeline for role-playing LLM agents.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
-    ingest = commands.add_parser("ingest", help="ingest feedback files (JSONL, CSV, Parquet; paths or fsspec URLs)")
+    ingest = commands.add_parser("ingest", help="ingest feedback files (JSONL, JSON, CSV, Parquet, also gzipped; paths or fsspec URLs)")
     ingest.add_argument("paths", nargs="*", help="feedback files or directories (default: the inbox, $ROLEFORGE_HOME/inbox; "
                         "its files move to $ROLEFORGE_HOME/archive once stored)")
     ingest.add_argument("--json", action="store_true", help="print a JSON summary as the last line")

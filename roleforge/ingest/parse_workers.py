@@ -10,7 +10,8 @@ from typing import Any
 
 from roleforge.data_contracts.feedback import RoleSpellings, role_spellings
 from roleforge.ingest.frames import decode_chunk, encode_request, read_frame
-from roleforge.ingest.readers import line_spans, read_records, shared_path, whole_json_document, tapered_spans
+from roleforge.ingest.readers import (compressed, file_format, line_spans, read_records, shared_path, tapered_spans,
+                                      whole_json_document)
 from roleforge.ingest.rows import ParsedChunk, Roles, parse_chunk
 from roleforge.ops.errors import RoleforgeError
 from roleforge.storage.staging import Staging
@@ -53,7 +54,8 @@ class ParseWorkers:
                 process.wait()
 
     def wanted(self, path: str) -> bool:
-        if self.count < 1 or path.endswith((".csv", ".parquet")) or whole_json_document(path):
+        # Spans of lines are cut from the file's own bytes: JSON lines, uncompressed, not one JSON document.
+        if self.count < 1 or file_format(path) not in ("jsonl", "json") or compressed(path) or whole_json_document(path):
             return False
         if self.requested is not None:
             return True

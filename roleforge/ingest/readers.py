@@ -22,13 +22,14 @@ def read_records(path: str) -> Iterator[tuple[int, bytes | dict[str, Any]]]:
     """(line number, raw line or record) for each row of a JSONL, CSV or Parquet file, local or fsspec URL."""
     import fsspec
 
-    with fsspec.open(path, "rb") as handle:
-        if path.endswith(".parquet"):
+    kind = file_format(path)
+    with fsspec.open(path, "rb", compression="infer") as handle:
+        if kind == "parquet":
             import pyarrow.parquet as pq
 
             for index, record in enumerate(pq.read_table(handle).to_pylist(), start=1):
                 yield index, {k: v for k, v in record.items() if v is not None}
-        elif path.endswith(".csv"):
+        elif kind == "csv":
             # utf-8-sig: a spreadsheet's CSV export starts with a byte-order mark, which would be part of the first
             # column's name.
             reader = csv.DictReader(io.TextIOWrapper(handle, encoding="utf-8-sig", newline=""))
@@ -37,7 +38,7 @@ def read_records(path: str) -> Iterator[tuple[int, bytes | dict[str, Any]]]:
                 reader.fieldnames = names
             for record in reader:
                 yield reader.line_num, {k: v for k, v in record.items() if v not in ("", None)}
-        elif path.endswith(".json") and (items := json_document(handle)) is not None:
+        elif kind == "json" and (items := json_document(handle)) is not None:
             # One JSON document (an export): an array of rows, or one row over several lines; each row numbered as a line.
             for index, item in enumerate(items, start=1):
                 yield index, orjson.dumps(item)
@@ -108,9 +109,9 @@ def whole_json_document(path: str) -> bool:
     """Whether a feedback file is read whole as one JSON document (never cut into spans of lines)."""
     import fsspec
 
-    if not path.endswith(".json"):
+    if file_format(path) != "json":
         return False
-    with fsspec.open(path, "rb") as handle:
+    with fsspec.open(path, "rb", compression="infer") as handle:
         return is_json_document(handle)
 
 
@@ -190,6 +191,30 @@ def tapered_spans(spans: Iterable[tuple[int, int, int]], read_at: Any, size: int
 
 
 FEEDBACK_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+# Compressed feedback files, read through fsspec's decompression: an export is often gzipped.
+COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".zst")
+
+
+def compressed(path: str) -> bool:
+    return path.lower().endswith(COMPRESSION_SUFFIXES)
+
+
+def _uncompressed_name(path: str) -> str:
+    name = path.lower()
+    return next((name.removesuffix(suffix) for suffix in COMPRESSION_SUFFIXES if name.endswith(suffix)), name)
+
+
+def file_format(path: str) -> str:
+    """How a feedback file is read, from its name in any case, under a compression suffix: parquet, csv, json, or
+    JSON lines for any other name."""
+    name = _uncompressed_name(path)
+    return next((suffix[1:] for suffix in (".parquet", ".csv", ".json") if name.endswith(suffix)), "jsonl")
+
+
+def is_feedback_file(name: str) -> bool:
+    """A directory entry ingest reads: a feedback suffix in any case, compressed or not; a dot-name is a file still
+    being written (producers write it so, then rename it into place)."""
+    return _uncompressed_name(name).endswith(FEEDBACK_SUFFIXES) and not name.rsplit("/", 1)[-1].startswith(".")
 
 
 def expand_paths(paths: Iterable[str]) -> list[str]:
@@ -202,9 +227,7 @@ def expand_paths(paths: Iterable[str]) -> list[str]:
         if not filesystem.exists(resolved):
             raise RoleforgeError(f"no such feedback file or directory: {path}")
         if filesystem.isdir(resolved):
-            # A dot-name is a file still being written (producers write it so, then rename it into place).
-            names = sorted(n for n in filesystem.ls(resolved, detail=False)
-                           if n.endswith(FEEDBACK_SUFFIXES) and not n.rsplit("/", 1)[-1].startswith("."))
+            names = sorted(n for n in filesystem.ls(resolved, detail=False) if is_feedback_file(n))
             found.extend(filesystem.unstrip_protocol(n) if "://" in path else n for n in names)
         else:
             found.append(path)
