@@ -192,7 +192,7 @@ def tapered_spans(spans: Iterable[tuple[int, int, int]], read_at: Any, size: int
 
 FEEDBACK_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 # Compressed feedback files, read through fsspec's decompression: an export is often gzipped.
-COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".zst")
+COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz")
 
 
 def compressed(path: str) -> bool:
