@@ -1,5 +1,5 @@
-"""Reading feedback files: the records of a JSONL, CSV or Parquet file (local or fsspec URL), and a JSON-lines
-file cut into spans of whole lines for the parse workers, found without Python work per line."""
+"""Reading feedback files: the records of a JSONL, JSON, CSV or Parquet file (local or fsspec URL, compressed or not),
+and a JSON-lines file cut into spans of whole lines for the parse workers, found without Python work per line."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ UTF8_BOM = b"\xef\xbb\xbf"
 
 
 def read_records(path: str) -> Iterator[tuple[int, bytes | dict[str, Any]]]:
-    """(line number, raw line or record) for each row of a JSONL, CSV or Parquet file, local or fsspec URL."""
+    """(line number, raw line or record) for each row of a JSONL, JSON, CSV or Parquet file (file_format), local or
+    fsspec URL, compressed or not."""
     import fsspec
 
     kind = file_format(path)
