@@ -73,6 +73,13 @@ def test_a_role_name_that_cannot_name_its_folders_and_model_is_a_one_line_error(
     assert "role name 'sales/ops' may not hold /" in result.stderr
 
 
+def test_a_misspelt_setting_is_a_one_line_error_not_ignored(home):
+    add_config('\n[roles.ceo.trainng.dpo]\nlearning_rate = 1e-4\n[roles.cfo.output]\nrequired_line = ["Figures:"]\n')
+    result = subprocess.run([sys.executable, "-m", "roleforge.cli", "status"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "roles.ceo.trainng: Extra inputs are not permitted" in result.stderr
+
+
 def test_a_role_named_in_words_is_a_role_like_any_other(home, tmp_path):
     add_config('\n[roles."Head of Sales"]\nsystem_prompt = "You are the head of sales."\n')
     feedback = tmp_path / "sales.jsonl"

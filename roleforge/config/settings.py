@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from roleforge.data_contracts.feedback import RoleSpellings, canonical_role, role_spellings
@@ -19,7 +19,14 @@ from roleforge.sample import TOOL_USE_HELDOUT
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 
 
-class GateConfig(BaseModel):
+class ConfigSection(BaseModel):
+    """A section of the configuration: a key it does not know (`[roles.ceo.trainng]`, `[teacher] kindd`) is an error,
+    not a setting silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class GateConfig(ConfigSection):
     """When a candidate adapter may replace the champion."""
 
     min_accuracy_gain: float = Field(
@@ -55,7 +62,7 @@ class GateConfig(BaseModel):
                     "beyond chance at the gate's confidence.")
 
 
-class EvaluationConfig(BaseModel):
+class EvaluationConfig(ConfigSection):
     """What the A/B of a candidate against its opponent generates, beyond scoring the held-out pairs."""
 
     generation_prompts: int = Field(default=8, ge=0, description="Held-out prompts both models answer for the judge (0: no generation A/B).")
@@ -79,7 +86,7 @@ class EvaluationConfig(BaseModel):
     max_task_prompts: int = Field(default=16, ge=1, description="Most tool-use requests asked.")
 
 
-class LabelingConfig(BaseModel):
+class LabelingConfig(ConfigSection):
     """How a role's feedback becomes preference pairs."""
 
     min_rating_gap: int = Field(default=2, ge=1, le=4, description="Smallest mean-rating difference that makes a pair.")
@@ -101,7 +108,7 @@ class LabelingConfig(BaseModel):
         default=20, ge=1, description="Flood guard: fewest pairs a rater's share is judged on (one pair is a share of 1.0).")
 
 
-class ShiftGuardConfig(BaseModel):
+class ShiftGuardConfig(ConfigSection):
     """Poisoning guard on the feedback a role received since its last training: the role is held back, with the
     reason, when one rater, one source or one prompt suddenly dominates it."""
 
@@ -113,7 +120,7 @@ class ShiftGuardConfig(BaseModel):
     min_prompt_repeats: int = Field(default=10, ge=2, description="... once it repeats more than this often.")
 
 
-class TeacherConfig(BaseModel):
+class TeacherConfig(ConfigSection):
     """The judge that ranks response pairs humans left undecided."""
 
     kind: Literal["none", "local", "http"] = Field(
@@ -129,7 +136,7 @@ class TeacherConfig(BaseModel):
     retries: int = Field(default=3, ge=0)
 
 
-class TrainingSettings(BaseModel):
+class TrainingSettings(ConfigSection):
     """Where and how the per-role trainings run."""
 
     backend: Literal["local", "azure_ml"] = Field(default="local", description="Train in this process, or as Azure ML jobs.")
@@ -143,7 +150,7 @@ class TrainingSettings(BaseModel):
     transient_retries: int = Field(default=2, ge=0, description="Retries after a transient infrastructure error; code errors fail fast.")
 
 
-class AzureMLSettings(BaseModel):
+class AzureMLSettings(ConfigSection):
     """An Azure ML workspace with a low-priority GPU cluster. Credentials come from the environment
     (DefaultAzureCredential: AZURE_CLIENT_ID / AZURE_TENANT_ID / AZURE_CLIENT_SECRET, a managed identity, az login)."""
 
@@ -163,7 +170,7 @@ class AzureMLSettings(BaseModel):
     registry: str | None = Field(default=None, description="An Azure ML registry to mirror into instead of the workspace.")
 
 
-class RetentionSettings(BaseModel):
+class RetentionSettings(ConfigSection):
     """What `roleforge gc` (also the nightly flow's last step) prunes. Whatever a registered model version points at
     (its adapter, its dataset snapshot, its run) is kept whatever these say."""
 
@@ -180,7 +187,7 @@ class RetentionSettings(BaseModel):
         default=None, gt=0, description="Disk ROLEFORGE_HOME should stay under after gc; gc and status warn when it does not.")
 
 
-class RoleServingConfig(BaseModel):
+class RoleServingConfig(ConfigSection):
     """How `roleforge api` serves a role."""
 
     ab_share: float = Field(
@@ -189,7 +196,7 @@ class RoleServingConfig(BaseModel):
                     "side by side (order randomised); the rater's choice comes back as a human A/B row.")
 
 
-class ServingSettings(BaseModel):
+class ServingSettings(ConfigSection):
     """`roleforge api`: one base model with every champion attached, requests batched across roles."""
 
     host: str = Field(default="127.0.0.1", description="Address to bind; any other than loopback needs ROLEFORGE_API_KEYS.")
@@ -205,7 +212,7 @@ class ServingSettings(BaseModel):
     ledger_days: int = Field(default=30, ge=1, description="Days a served answer stays known to /v1/feedback.")
 
 
-class RoleConfig(BaseModel):
+class RoleConfig(ConfigSection):
     """A role that an agent plays, with its own data rules, training recipe overrides and promotion gate."""
 
     description: str = ""

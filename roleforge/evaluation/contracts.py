@@ -8,7 +8,7 @@ import re
 from functools import cached_property
 from typing import Any
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # A required line may carry markdown emphasis or a heading mark ("**Decision:**", "## Risk:"), as chat models write.
 _DECORATION = r"[\s>*_#-]*"
@@ -16,6 +16,8 @@ _DECORATION = r"[\s>*_#-]*"
 
 class OutputContract(BaseModel):
     """What every answer of a role must contain; `[roles.R.output]` in roleforge.toml. Empty: no contract."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt key would leave the role without the check it meant
 
     required_lines: list[str] = Field(
         default=[], description="Labels that must each start a line, in this order, e.g. ['Decision:', 'Reason:', 'Next step:'] "
