@@ -66,7 +66,7 @@ def role_spellings(roles: Iterable[str], aliases: Mapping[str, Iterable[str]] | 
     return spellings
 
 
-def canonical_role(role: str, spellings: RoleSpellings) -> str | None:
+def canonical_role(role: str, spellings: Mapping[str, str]) -> str | None:
     """The configured name of the role a row names, None for an unknown one (the bulk paths inline its first two
     lookups and leave the rest to the model)."""
     return spellings.get(role) or spellings.get(role.casefold()) or spellings.get(role_key(role))

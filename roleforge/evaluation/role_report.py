@@ -17,7 +17,7 @@ def role_prompts(role: str, path: Path | None, contract: OutputContract,
     """The prompts to ask: `path` (JSONL with `prompt` or `request`, and optionally `role`), else the bundled set
     written apart from the sample generator (tool requests for a tool-call contract, the role's rows otherwise).
     A row's `role` may be any spelling of it (`spellings`: Settings.role_spellings())."""
-    from roleforge.data_contracts.feedback import RoleSpellings, canonical_role
+    from roleforge.data_contracts.feedback import canonical_role
     from roleforge.models.generation import read_prompts
     from roleforge.ops.errors import RoleforgeError
     from roleforge.sample import ROLE_EVAL, TOOL_USE_EVAL
@@ -26,7 +26,7 @@ def role_prompts(role: str, path: Path | None, contract: OutputContract,
 
     def named(row: dict[str, Any]) -> str:
         given = str(row.get("role", role))
-        return (canonical_role(given, RoleSpellings(spellings)) or given) if spellings else given
+        return (canonical_role(given, spellings) or given) if spellings else given
 
     rows = [row for row in read_prompts(source, "prompt", alternative="request") if named(row) == role]
     if not rows:

@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -16,6 +17,8 @@ from roleforge.ops.errors import RoleforgeError
 
 # The byte-order mark some editors and spreadsheets put at the start of a UTF-8 file.
 UTF8_BOM = b"\xef\xbb\xbf"
+# What JSON allows between documents; raw_decode takes none before one.
+JSON_BLANKS = re.compile(r"[ \t\n\r]*")
 
 
 def read_records(path: str) -> Iterator[tuple[int, bytes | dict[str, Any]]]:
@@ -69,18 +72,12 @@ def json_document(handle: Any) -> list[Any] | None:
     try:
         text = data.removeprefix(UTF8_BOM).decode("utf-8")
         decoder, rows, at = json.JSONDecoder(parse_constant=_no_constant), [], 0
-        while (at := _skip_blanks(text, at)) < len(text):
+        while (at := JSON_BLANKS.match(text, at).end()) < len(text):
             value, at = decoder.raw_decode(text, at)
             rows.extend(value if isinstance(value, list) else [value])
     except ValueError:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         return None
     return rows
-
-
-def _skip_blanks(text: str, at: int) -> int:
-    while at < len(text) and text[at] in " \t\r\n":
-        at += 1
-    return at
 
 
 def _no_constant(name: str) -> None:
