@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -13,6 +12,8 @@ import orjson
 from pydantic import (BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 
+from roleforge.data_contracts.feedback_spellings import NAME_SEPARATORS, feedback_fields, thumbs_rating
+
 MAX_TEXT_CHARS = 32_000
 CONFIDENCE_LEVELS = {"low": 0.5, "medium": 0.75, "high": 1.0}
 NUL = "\x00"
@@ -20,8 +21,6 @@ NUL = "\x00"
 Text = Field(min_length=1, max_length=MAX_TEXT_CHARS)
 
 
-# Between the words of a role name: "Tool Agent", "tool_agent" and "TOOL-AGENT" all name tool-agent.
-NAME_SEPARATORS = re.compile(r"[\s_-]+")
 # The choice of an A/B row as users' tools write it: "A", " b", or the field name of the chosen answer.
 PREFERENCES = {"a": "a", "b": "b", "response_a": "a", "response_b": "b"}
 
@@ -73,7 +72,8 @@ def canonical_role(role: str, spellings: Mapping[str, str]) -> str | None:
 
 
 class FeedbackRow(BaseModel):
-    """One piece of feedback on a role's answer: a 1-5 rating of one response, or an A/B choice of two."""
+    """One piece of feedback on a role's answer: a 1-5 rating of one response, or an A/B choice of two. Rows written
+    in other tools' fields and shapes are read first (feedback_spellings.py); fields it does not know go to metadata."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False, frozen=True)
 
@@ -89,6 +89,11 @@ class FeedbackRow(BaseModel):
     confidence: float | None = None
     metadata: dict[str, Any] | None = None
     timestamp: datetime | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _spellings(cls, value: Any) -> Any:
+        return feedback_fields(value, FIELDS)
 
     @field_validator("agent_role")
     @classmethod
@@ -127,6 +132,7 @@ class FeedbackRow(BaseModel):
     @classmethod
     def _whole_number(cls, value: Any) -> Any:
         # JSON gives ints, CSV gives digit strings; a bool or a fraction is a mistake, not a rating.
+        value = thumbs_rating(value)
         if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
             raise ValueError("must be an integer from 1 to 5")
         return value

@@ -44,7 +44,13 @@ def test_rating_and_ab_rows_are_accepted():
     ({"agent_role": "ceo", "prompt": "p", "response": "r"}, "needs both"),
     ({"agent_role": "ceo", "prompt": "p", "response": "r", "rating": 3, "preference": "a"}, "not both"),
     ({"agent_role": "ceo", "prompt": "p", "response": "r", "rating": 3, "confidence": 1.5}, "confidence"),
-    ({"agent_role": "ceo", "prompt": "p", "response": "r", "rating": 3, "colour": "red"}, "colour"),
+    ({"agent_role": "ceo", "prompt": "p", "response": "r", "rating": 3, "colour": "red", "metadata": {"colour": "blue"}},
+     "colour: given as a field and in metadata with another value"),
+    ({"agent_role": "ceo", "prompt": "p", "response": "r", "thumbs": "sideways"}, "thumbs: must be up or down"),
+    ({"agent_role": "ceo", "messages": [{"role": "assistant", "content": "Hi."}]}, "messages: no user turn"),
+    ({"agent_role": "ceo", "messages": [{"role": "user"}], "rating": 4}, "messages: message 1 must be an object"),
+    ({"agent_role": "ceo", "messages": "Expand?", "response": "r", "rating": 4}, "messages: must be a list"),
+    ({"agent_role": "ceo", "prompt": "p", "chosen": {"role": "user", "content": "x"}, "rejected": "y"}, "chosen: must be"),
     ({"agent_role": "ceo", "prompt": "p", "response": "r", "rating": 3, "timestamp": "yesterday"}, "timestamp"),
     ({"agent_role": "ceo", "prompt": "p", "response": "r\x00", "rating": 3}, "response: must not contain a NUL"),
     ({"agent_role": "ceo", "prompt": "p", "response": "r", "rating": 3, "rater": "\x00"}, "rater: must not contain a NUL"),
@@ -68,6 +74,35 @@ def test_csv_cells_and_numeric_ids_are_read_as_meant():
         "metadata: must be an object (a CSV cell: its JSON text)")
     assert reason({"agent_role": "ceo", "prompt": "p", "response": "r", "rating": 4, "confidence": "1.5"}).startswith("confidence")
     assert reason({"agent_role": "ceo", "prompt": "p", "response": "r", "rating": 4, "rater": True}).startswith("rater")
+
+
+def test_rows_in_other_tools_fields_and_shapes_are_read_as_meant():
+    """Exports name fields their own way, carry fields of their own, and give feedback as thumbs, chosen/rejected
+    pairs (TRL's preference datasets) or chat transcripts: each is the row it means, and nothing in it is dropped."""
+    def row(value: dict) -> dict:
+        return FeedbackRow.model_validate(value, context=ROLES).model_dump(exclude_none=True)
+
+    assert row({"Role": "CEO", "question": "Expand?", "answer": "Decision: yes.", "score": "4/5", "session_id": "s-9",
+                "latency_ms": 840}) == {"agent_role": "ceo", "prompt": "Expand?", "response": "Decision: yes.", "rating": 4,
+                                        "metadata": {"session_id": "s-9", "latency_ms": 840}}
+    # The contract's own field wins over an alias, which is kept.
+    assert row({"agent_role": "ceo", "prompt": "p", "input": "q", "response": "r", "rating": 2})["metadata"] == {"input": "q"}
+    thumbs = [row({"agent_role": "ceo", "prompt": "p", "response": "r", **given})["rating"]
+              for given in ({"thumbs": "up"}, {"thumbs": "Thumbs Down"}, {"thumbs": True}, {"thumbs": 0}, {"thumbs": "FALSE"},
+                            {"rating": "\N{THUMBS UP SIGN}"}, {"rating": "down"})]
+    assert thumbs == [5, 1, 5, 1, 1, 5, 1]
+    pair = {"agent_role": "ceo", "response_a": "Decision: yes.", "response_b": "Maybe.", "preference": "a"}
+    assert row({"role": "ceo", "prompt": "Expand?", "chosen": "Decision: yes.", "rejected": "Maybe."}) == {**pair, "prompt": "Expand?"}
+    assert row({"agent_role": "ceo", "prompt": [{"role": "user", "content": "Expand?"}],
+                "chosen": [{"role": "assistant", "content": "Decision: yes."}],
+                "rejected": [{"role": "assistant", "content": [{"type": "text", "text": "Maybe."}]}]}) == {**pair, "prompt": "Expand?"}
+    transcript = row({"agent_role": "ceo", "thumbs": "down", "messages": [
+        {"role": "system", "content": "You are our CEO."}, {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Expand?"},
+        {"role": "assistant", "content": "Maybe."}]})
+    assert transcript == {"agent_role": "ceo", "prompt": "Expand?", "response": "Maybe.", "rating": 1, "metadata": {
+        "history": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}],
+        "system_prompt": "You are our CEO."}}
 
 
 # The bulk path's check (fast_fields) must never accept what the model rejects, nor change a value it accepts.
