@@ -158,6 +158,16 @@ def test_load_over_four_roles_with_a_promotion_midway(champions, tiny_model_dir,
         assert 'roleforge_requests_total{role="cfo",status="429"}' in metrics and "roleforge_queue_depth" in metrics
 
 
+def test_feedback_takes_a_thumbs_button_as_the_ends_of_the_rating_scale():
+    from pydantic import ValidationError
+
+    from roleforge.serving.app import FeedbackRequest
+
+    assert [FeedbackRequest(response_id="r", rating=given).rating for given in ("up", "Thumbs Down", "\N{THUMBS UP SIGN}", 3)] == [5, 1, 5, 3]
+    with pytest.raises(ValidationError):
+        FeedbackRequest(response_id="r", rating="sideways")
+
+
 def test_feedback_lands_in_the_inbox_and_ingest_stores_its_ids(champions):
     settings, versions = champions
     service, server = running(settings)

@@ -18,6 +18,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from roleforge.data_contracts.feedback import preference_choice
+from roleforge.data_contracts.feedback_spellings import thumbs_rating
 from roleforge.serving.engine import Job
 from roleforge.serving.ledger import FeedbackError
 from roleforge.serving.scheduler import QueueFull
@@ -77,6 +78,7 @@ class FeedbackRequest(BaseModel):
     comment: str | None = Field(default=None, max_length=4000)
 
     _choice = field_validator("preference", mode="before")(preference_choice)
+    _thumbs = field_validator("rating", mode="before")(thumbs_rating)  # a chat UI's thumbs: "up" is 5, "down" 1
 
 
 def create_app(service: Service, api_keys: frozenset[str] = frozenset(), start: bool = True) -> FastAPI:
