@@ -28,20 +28,27 @@ THUMBS = {"up": 5, "thumbs_up": 5, "thumbsup": 5, "\N{THUMBS UP SIGN}": 5, "+1":
           "down": 1, "thumbs_down": 1, "thumbsdown": 1, "\N{THUMBS DOWN SIGN}": 1, "-1": 1, "dislike": 1}
 # A thumbs field may also be a flag: true/false, 1/0, or their text in a CSV cell.
 FLAGS = {"true": 5, "yes": 5, "1": 5, "false": 1, "no": 1, "0": 1}
-OUT_OF_FIVE = re.compile(r"\s*([1-5])\s*(?:/|out\s+of)\s*5\s*")
+# "4/5", "8 out of 10", "4 stars": a score on a stated scale, put on the contract's 1-5.
+OUT_OF = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(?:/|out\s+of)\s*(\d+)\s*")
+STARS = re.compile(r"\s*([1-5])\s*stars?\s*", re.IGNORECASE)
 RATED, COMPARED = ("response", "rating"), ("response_a", "response_b", "preference")
 
 
 def thumbs_rating(value: Any) -> Any:
-    """A rating written as a thumbs up or down, or as "4/5", as the contract's 1-5 integer; anything else as given
-    (the rating's own check then judges it)."""
+    """A rating written as a thumbs up or down, as "4 stars", or on a stated scale ("4/5", "8 out of 10"), as the
+    contract's 1-5 integer; anything else as given (the rating's own check then judges it)."""
     if not isinstance(value, str):
         return value
     spelled = _spelled(value)
     if spelled in THUMBS:
         return THUMBS[spelled]
-    out_of_five = OUT_OF_FIVE.fullmatch(value)
-    return int(out_of_five.group(1)) if out_of_five else value
+    stars = STARS.fullmatch(value)
+    if stars:
+        return int(stars.group(1))
+    out_of = OUT_OF.fullmatch(value)
+    if out_of and 0 < float(out_of.group(1)) <= int(out_of.group(2)):
+        return max(1, int(float(out_of.group(1)) / int(out_of.group(2)) * 5 + 0.5))  # half up: 5/10 is a 3
+    return value
 
 
 def _spelled(value: str) -> str:

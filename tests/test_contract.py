@@ -33,7 +33,7 @@ def test_rating_and_ab_rows_are_accepted():
 
 @pytest.mark.parametrize(("row", "expected"), [
     ({"agent_role": "cmo", "prompt": "p", "response": "r", "rating": 3}, "unknown role 'cmo'"),
-    ({"agent_role": "ceo", "prompt": "p", "response": "r", "rating": 6}, "rating"),
+    ({"agent_role": "ceo", "prompt": "p", "response": "r", "rating": 6}, "rating: must be from 1 to 5, not 6 (a score on another scale"),
     ({"agent_role": "ceo", "prompt": "p", "response": "r", "rating": 4.5}, "integer"),
     ({"agent_role": "ceo", "prompt": "p", "response": "r", "rating": True}, "integer"),
     ({"agent_role": "ceo", "prompt": "p", "response_a": "x", "response_b": "y", "preference": "c"}, "preference"),
@@ -87,10 +87,11 @@ def test_rows_in_other_tools_fields_and_shapes_are_read_as_meant():
                                         "metadata": {"session_id": "s-9", "latency_ms": 840}}
     # The contract's own field wins over an alias, which is kept.
     assert row({"agent_role": "ceo", "prompt": "p", "input": "q", "response": "r", "rating": 2})["metadata"] == {"input": "q"}
-    thumbs = [row({"agent_role": "ceo", "prompt": "p", "response": "r", **given})["rating"]
-              for given in ({"thumbs": "up"}, {"thumbs": "Thumbs Down"}, {"thumbs": True}, {"thumbs": 0}, {"thumbs": "FALSE"},
-                            {"rating": "\N{THUMBS UP SIGN}"}, {"rating": "down"})]
-    assert thumbs == [5, 1, 5, 1, 1, 5, 1]
+    ratings = [row({"agent_role": "ceo", "prompt": "p", "response": "r", **given})["rating"]
+               for given in ({"thumbs": "up"}, {"thumbs": "Thumbs Down"}, {"thumbs": True}, {"thumbs": 0}, {"thumbs": "FALSE"},
+                             {"rating": "\N{THUMBS UP SIGN}"}, {"rating": "down"}, {"rating": "8/10"}, {"stars": "2 stars"},
+                             {"rating": "5 out of 10"})]
+    assert ratings == [5, 1, 5, 1, 1, 5, 1, 4, 2, 3]
     pair = {"agent_role": "ceo", "response_a": "Decision: yes.", "response_b": "Maybe.", "preference": "a"}
     assert row({"role": "ceo", "prompt": "Expand?", "chosen": "Decision: yes.", "rejected": "Maybe."}) == {**pair, "prompt": "Expand?"}
     assert row({"agent_role": "ceo", "prompt": [{"role": "user", "content": "Expand?"}],
