@@ -12,7 +12,7 @@ import orjson
 from pydantic import (BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 
-from roleforge.data_contracts.feedback_spellings import NAME_SEPARATORS, feedback_fields, thumbs_rating
+from roleforge.data_contracts.feedback_spellings import NAME_SEPARATORS, feedback_fields, thumbs_rating, timestamp_text
 
 MAX_TEXT_CHARS = 32_000
 CONFIDENCE_LEVELS = {"low": 0.5, "medium": 0.75, "high": 1.0}
@@ -138,6 +138,11 @@ class FeedbackRow(BaseModel):
         if isinstance(value, (int, float)) and value > 5:  # a score on another scale, which only the writer knows
             raise ValueError(f"must be from 1 to 5, not {value:g} (a score on another scale: give it as {value:g}/10)")
         return value
+
+    @field_validator("timestamp", mode="before")
+    @classmethod
+    def _timestamp(cls, value: Any) -> Any:
+        return timestamp_text(value)
 
     @field_validator("event_id", "rater", mode="before")
     @classmethod

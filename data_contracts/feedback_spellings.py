@@ -51,6 +51,30 @@ def thumbs_rating(value: Any) -> Any:
     return value
 
 
+# "2026-11-02 09:30:00 UTC" (SQL and BigQuery exports) and "Mon, 02 Nov 2026 09:30:00 GMT" (HTTP and mail dates) name one
+# instant each; ISO 8601 needs neither. Ambiguous forms such as 11/02/2026 stay refused.
+NAMED_UTC = re.compile(r"(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)\s*(?:UTC|GMT)", re.IGNORECASE)
+MAIL_DATE = re.compile(r"[A-Za-z]{3},\s*\d{1,2}\s+[A-Za-z]{3}\s+\d{4}\s+\d{2}:\d{2}(?::\d{2})?\s+(?:[A-Z]{2,3}|[+-]\d{4})")
+
+
+def timestamp_text(value: Any) -> Any:
+    """A timestamp in one of the unambiguous forms ISO 8601 lacks (above), as ISO 8601; anything else as given."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    named = NAMED_UTC.fullmatch(text)
+    if named:
+        return f"{named.group(1)}+00:00"
+    if MAIL_DATE.fullmatch(text):
+        from email.utils import parsedate_to_datetime
+
+        try:
+            return parsedate_to_datetime(text).isoformat()
+        except (TypeError, ValueError):
+            return value
+    return value
+
+
 def _spelled(value: str) -> str:
     return NAME_SEPARATORS.sub("_", value.strip().casefold().replace("\N{VARIATION SELECTOR-16}", ""))
 

@@ -97,6 +97,10 @@ def test_rows_in_other_tools_fields_and_shapes_are_read_as_meant():
     assert row({"agent_role": "ceo", "prompt": [{"role": "user", "content": "Expand?"}],
                 "chosen": [{"role": "assistant", "content": "Decision: yes."}],
                 "rejected": [{"role": "assistant", "content": [{"type": "text", "text": "Maybe."}]}]}) == {**pair, "prompt": "Expand?"}
+    stamps = [row({"agent_role": "ceo", "prompt": "p", "response": "r", "rating": 3, "timestamp": given})["timestamp"].isoformat()
+              for given in ("2026-11-02 09:30:00 UTC", "Mon, 02 Nov 2026 10:30:00 +0100")]
+    assert stamps == ["2026-11-02T09:30:00+00:00", "2026-11-02T10:30:00+01:00"]
+    assert reason({"agent_role": "ceo", "prompt": "p", "response": "r", "rating": 3, "timestamp": "11/02/2026"}).startswith("timestamp")
     transcript = row({"agent_role": "ceo", "thumbs": "down", "messages": [
         {"role": "system", "content": "You are our CEO."}, {"role": "user", "content": "Hi"},
         {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Expand?"},
@@ -109,7 +113,8 @@ def test_rows_in_other_tools_fields_and_shapes_are_read_as_meant():
 # The bulk path's check (fast_fields) must never accept what the model rejects, nor change a value it accepts.
 texts = st.one_of(st.text(max_size=12), st.sampled_from(["", " ", "\u2003", "ok", "x" * (MAX_TEXT_CHARS + 1)]))
 anything = st.one_of(st.none(), st.booleans(), st.integers(-2, 7), st.floats(-1, 2), texts,
-                     st.sampled_from(["low", "HIGH", "4", "2026-11-01T10:00:00Z", "2026-11-01", "yesterday", "a", "B", " A ",
+                     st.sampled_from(["low", "HIGH", "4", "2026-11-01T10:00:00Z", "2026-11-01", "yesterday", "2026-11-01 10:00 UTC",
+                                      "Sun, 01 Nov 2026 10:00:00 GMT", "a", "B", " A ",
                                       "response_b", "Response A"]),
                      st.dictionaries(st.text(max_size=3), st.integers(), max_size=2), st.lists(st.integers(), max_size=2))
 candidate_rows = st.fixed_dictionaries(
