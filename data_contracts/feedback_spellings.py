@@ -182,7 +182,7 @@ def _read_transcript(row: dict[str, Any], turns: list[dict[str, str]]) -> None:
     if turns[:users[-1]]:
         kept["history"] = turns[:users[-1]]
     if turns[users[-1] + 1:]:
-        kept["after"] = turns[users[-1] + 1:]
+        kept["later_turns"] = turns[users[-1] + 1:]  # turns after the prompt that are not the rated answer
     if system:
         kept["system_prompt"] = "\n\n".join(system)
     if kept:
