@@ -8,6 +8,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from roleforge.config.recipes import check_recipes
 from roleforge.config.settings import TrainingSettings, load_settings
 from roleforge.flows.params import RoleRun, SelfLearningRun
 from roleforge.flows.train_role import run_role
@@ -49,9 +50,10 @@ def train_roles(runs: list[RoleRun]) -> dict[str, RoleOutcome]:
 @flow(name="self-learning")
 def self_learning(run: SelfLearningRun = SelfLearningRun()) -> dict[str, RoleOutcome]:
     settings = load_settings()
-    ingest_feedback(run.feedback or [str(settings.path("inbox"))])
     # Roles as a user types them in the UI's form (CEO, an alias) run under their configured names.
     roles = list(dict.fromkeys(settings.role_name(role) for role in run.roles)) if run.roles else list(settings.roles)
+    check_recipes(settings, roles, run.profile)
+    ingest_feedback(run.feedback or [str(settings.path("inbox"))])
     runs = [RoleRun(role=role, profile=run.profile, force=run.force) for role in roles]
     # The tracking store and its experiment exist before roles fan out to other processes.
     from roleforge.registry.tracking import experiment_id, mlflow_client

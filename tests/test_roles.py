@@ -80,6 +80,20 @@ def test_a_misspelt_setting_is_a_one_line_error_not_ignored(home):
     assert "roles.ceo.trainng: Extra inputs are not permitted" in result.stderr
 
 
+def test_a_misspelt_recipe_field_stops_a_night_before_it_starts(home, tmp_path):
+    """TRL's DPOConfig knows its fields; a night checks every role's recipe with it up front, so a misspelt one is not
+    found only when the role's turn to train comes, after the other roles have trained, or never while it has no
+    feedback (as here: nothing is stored for it)."""
+    add_config('\n[roles.cmo]\nsystem_prompt = "You are the CMO."\n[roles.cmo.training.dpo]\nlearning_rte = 1e-4\n')
+    feedback = tmp_path / "ceo.jsonl"
+    feedback.write_text(json.dumps(rated("ceo", "Expand?")) + "\n")
+    result = subprocess.run([sys.executable, "-m", "roleforge.cli", "run", str(feedback), "--profile", "quick", "--no-warm-up"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "[roles.cmo.training]: bad training recipe:" in result.stderr and "learning_rte" in result.stderr
+    assert not (home / "store.db").exists() or not feedback_for_role(engine_for(load_settings().resolved_store_url), "ceo")
+
+
 def test_a_role_named_in_words_is_a_role_like_any_other(home, tmp_path):
     add_config('\n[roles."Head of Sales"]\nsystem_prompt = "You are the head of sales."\n')
     feedback = tmp_path / "sales.jsonl"

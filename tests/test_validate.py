@@ -19,5 +19,6 @@ def test_mixed_roles_and_duplicates_fail_with_names():
     assert "agent_role" in result.failure_summary
 
 
-def test_empty_batch_fails():
-    assert not validate_feedback("ceo", []).success
+def test_empty_batch_fails_saying_so():
+    result = validate_feedback("ceo", [])
+    assert not result.success and result.failure_summary == "contract failed: no rows (nothing stored for this role yet)"

@@ -39,6 +39,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from roleforge.runtime import start_warm_up
 
     settings.base_model_dir()
+    from roleforge.config.recipes import check_recipes
+
+    # The flow checks them too (a run started from the UI); here a bad one is one line instead of a flow's traceback.
+    check_recipes(settings, roles or list(settings.roles), args.profile or settings.profile)
     started = time.monotonic()
     if not args.no_warm_up:
         start_warm_up(settings.resolved_tracking_uri, settings.path("mlartifacts"))

@@ -131,6 +131,20 @@ def build_configs(recipe: dict[str, dict[str, Any]], output_dir: str) -> tuple[A
     return dpo, lora
 
 
+def check_recipes(settings: Any, roles: list[str], profile: str) -> None:
+    """Builds each role's recipe as its training will, so that a bad value or a misspelt field (`learning_rte`) is a
+    one-line error before the night starts, not when the role's turn to train comes (or never, while it has no
+    feedback). TRL's own check of a DPO field's name needs DPOConfig, which the night's training imports anyway."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="roleforge-recipe-") as scratch:
+        for role in roles:
+            try:
+                build_configs(role_recipe(profile, settings.role_training(role), role), scratch)
+            except RoleforgeError as error:
+                raise RoleforgeError(f"[roles.{role}.training]: {error}") from None
+
+
 def has_accelerator() -> bool:
     """A CUDA device to train on."""
     import torch

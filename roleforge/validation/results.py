@@ -25,6 +25,11 @@ class ContractResult(BaseModel):
 
     @property
     def failure_summary(self) -> str:
-        failed = [f"{e.expectation}({e.column or ''}): {e.unexpected_count} unexpected"
-                  + (f", e.g. {e.examples[0]}" if e.examples else "") for e in self.expectations if not e.success]
+        failed = [self._failure(e) for e in self.expectations if not e.success]
         return f"{self.name} failed: " + "; ".join(failed) if failed else ""
+
+    def _failure(self, outcome: ExpectationOutcome) -> str:
+        if outcome.expectation == "expect_table_row_count_to_be_between":  # GX counts no unexpected values here
+            return "no rows (nothing stored for this role yet)" if not self.rows else f"too few rows ({self.rows})"
+        return (f"{outcome.expectation}({outcome.column or ''}): {outcome.unexpected_count} unexpected"
+                + (f", e.g. {outcome.examples[0]}" if outcome.examples else ""))
