@@ -102,6 +102,24 @@ def test_a_prompts_file_may_be_plain_lines_or_json_with_a_byte_order_mark(tmp_pa
         role_prompts("ceo", rows, OutputContract())
 
 
+def test_a_prompts_file_may_be_a_spreadsheet_or_a_json_array(tmp_path) -> None:
+    """A CSV of test questions (its prompt column, or its only one) and a `.json` array are read as the prompts they
+    hold, not line by line with their quotes, commas and header."""
+    from roleforge.evaluation.contracts import OutputContract
+    from roleforge.evaluation.role_report import role_prompts
+
+    def prompts(name: str, content: str, spellings: dict | None = None) -> list[str]:
+        (tmp_path / name).write_text(content)
+        return [r["prompt"] for r in role_prompts("ceo", tmp_path / name, OutputContract(), spellings)]
+
+    assert prompts("questions.csv", 'Role,Question\nCEO,"Open an office in Lisbon, or in Porto?"\ncfo,Budget?\n\n',
+                   {"ceo": "ceo", "cfo": "cfo"}) == ["Open an office in Lisbon, or in Porto?"]
+    assert prompts("one.csv", 'Questions to ask\n"Hire now, or wait?"\nSell the unit?\n') == ["Hire now, or wait?", "Sell the unit?"]
+    assert prompts("list.json", json.dumps(["Hire now, or wait?", "Sell the unit?"], indent=2)) == ["Hire now, or wait?", "Sell the unit?"]
+    assert prompts("rows.json", json.dumps([{"question": "Hire?", "agent_role": "CEO"}, {"input": "Cut costs?"}]),
+                   {"ceo": "ceo"}) == ["Hire?", "Cut costs?"]
+
+
 def test_business_roles_train_on_situations_and_the_ways_users_type() -> None:
     import random
 

@@ -25,7 +25,7 @@ def role_prompts(role: str, path: Path | None, contract: OutputContract,
     source = path or (TOOL_USE_EVAL if contract.tool_call else ROLE_EVAL)
 
     def named(row: dict[str, Any]) -> str:
-        given = str(row.get("role", role))
+        given = str(row.get("role", row.get("agent_role", role)))
         return (canonical_role(given, spellings) or given) if spellings else given
 
     rows = [row for row in read_prompts(source, "prompt", alternative="request") if named(row) == role]

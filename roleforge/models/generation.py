@@ -121,30 +121,88 @@ def tool_use_rates(answers: list[str], rows_or_tools: list[dict[str, Any]] | lis
     }
 
 
-def read_prompts(path: str | Path, key: str, alternative: str | None = None) -> list[dict[str, Any]]:
-    """JSONL rows (each with `key`, or `alternative` in its place), or plain text lines taken as the prompt itself."""
-    import json
+# Other names a prompts file's rows give the prompt (`question` in a spreadsheet of test questions, ...).
+PROMPT_NAMES = ("prompt", "request", "question", "query", "input", "instruction", "text")
 
-    rows = []
+
+def read_prompts(path: str | Path, key: str, alternative: str | None = None) -> list[dict[str, Any]]:
+    """A prompts file's rows, each with `key`: JSON lines (each with `key`, `alternative` or another name for the
+    prompt: PROMPT_NAMES), plain text lines (each the prompt itself), a CSV with a header (the prompt's column, or
+    its only column), or a `.json` array of prompts or of rows."""
+    path = Path(path)
     # utf-8-sig: an editor's byte-order mark would make the first JSON line a plain-text prompt.
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8-sig").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            row = None
-        if not isinstance(row, dict):  # text, or a line that happens to be JSON of another kind ("2024", "true")
-            row = {key: line.strip()}
-        if alternative is not None and key not in row and alternative in row:
-            row = {**row, key: row[alternative]}
-        if not isinstance(row.get(key), str) or not row[key].strip():
+    text = path.read_text(encoding="utf-8-sig")
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        items = _csv_rows(text)
+    elif suffix == ".json":
+        items = _json_items(path, text)
+    else:
+        items = [(number, _line_item(line)) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    rows = []
+    for number, item in items:
+        row = _prompt_row(item, key, alternative)
+        if row is None:
             raise RoleforgeError(f"{path}:{number}: expected a JSON object with a string {key!r}"
                                  + (f" (or {alternative!r})" if alternative else ""))
         rows.append(row)
     if not rows:
         raise RoleforgeError(f"{path}: no prompts")
     return rows
+
+
+def _line_item(line: str) -> Any:
+    import json
+
+    try:
+        item = json.loads(line)
+    except json.JSONDecodeError:
+        return line.strip()
+    return item if isinstance(item, dict) else line.strip()  # a line that happens to be JSON of another kind ("2024")
+
+
+def _csv_rows(text: str) -> list[tuple[int, Any]]:
+    """A CSV's rows as dicts under its headers as fields are matched (`Question ` is question); a one-column CSV's
+    cells are the prompts, whatever its header. Numbered by file line, the header being line 1."""
+    import csv
+    import io
+
+    from roleforge.data_contracts.feedback import NAME_SEPARATORS
+
+    reader = csv.reader(io.StringIO(text))
+    header = [NAME_SEPARATORS.sub("_", name.strip().casefold()) for name in next(reader, [])]
+    rows = []
+    for cells in reader:
+        if any(cell.strip() for cell in cells):
+            rows.append((reader.line_num, cells[0].strip() if len(header) == 1 else dict(zip(header, cells))))
+    return rows
+
+
+def _json_items(path: Path, text: str) -> list[tuple[int, Any]]:
+    import json
+
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError:  # JSON lines under a .json name
+        return [(number, _line_item(line)) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    if not isinstance(document, list):
+        raise RoleforgeError(f"{path}: expected a JSON array of prompts, or of objects with a prompt")
+    return [(number, item.strip() if isinstance(item, str) else item) for number, item in enumerate(document, start=1)]
+
+
+def _prompt_row(item: Any, key: str, alternative: str | None) -> dict[str, Any] | None:
+    """The row with its prompt under `key`, or None where it has none."""
+    if isinstance(item, str):
+        item = {key: item}
+    if not isinstance(item, dict):
+        return None
+    if key not in item:
+        given = next((name for name in (alternative, *PROMPT_NAMES) if name and name in item), None)
+        if given is not None:
+            item = {**item, key: item[given]}
+    if not isinstance(item.get(key), str) or not item[key].strip():
+        return None
+    return item
 
 
 def read_tool_use_prompts(path: str | Path) -> list[dict[str, Any]]:
