@@ -32,6 +32,9 @@ FLAGS = {"true": 5, "yes": 5, "1": 5, "false": 1, "no": 1, "0": 1}
 OUT_OF = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(?:/|out\s+of)\s*(\d+)\s*")
 STARS = re.compile(r"\s*([1-5])\s*stars?\s*", re.IGNORECASE)
 RATED, COMPARED = ("response", "rating"), ("response_a", "response_b", "preference")
+# Where ingest's CSV reader puts a row's cells past its header's columns (csv.DictReader's restkey). Such a row is
+# refused, in ingest and in a quarantine replay alike: a text with an unquoted comma shifts every cell after it.
+EXTRA_CELLS = "cells past the header"
 
 
 def thumbs_rating(value: Any) -> Any:
@@ -89,6 +92,9 @@ def feedback_fields(value: Any, fields: frozenset[str]) -> Any:
     """
     if type(value) is not dict or fields.issuperset(value):
         return value
+    if EXTRA_CELLS in value:
+        raise ValueError(f"{len(value[EXTRA_CELLS])} more cell(s) than the CSV header has columns (a text with an "
+                         "unquoted comma shifts the cells after it)")
     row: dict[str, Any] = {}
     others: list[tuple[str, str, Any]] = []  # (field as written, the name it matches, value), in the row's order
     for key, item in value.items():

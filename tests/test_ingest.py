@@ -81,13 +81,17 @@ def test_exports_of_other_tools_are_stored_with_their_own_fields_kept(tmp_path):
     """A chat platform's export (its own fields, a thumbs column, a transcript) and a preference dataset
     (prompt/chosen/rejected) are stored as rows, not quarantined for the fields the contract does not name."""
     (tmp_path / "platform.csv").write_text("Role,Question,Answer,Thumbs,Session ID\n"
-                                           "ceo,Expand?,Decision: yes.,up,s-1\nCEO,Expand?,Maybe.,down,s-2\n")
+                                           "ceo,Expand?,Decision: yes.,up,s-1\nCEO,Expand?,Maybe.,down,s-2\n"
+                                           "ceo,Expand?,Decision: yes, now.,up,s-3\n")  # an unquoted comma: refused
     (tmp_path / "chats.jsonl").write_text(json.dumps({"agent": "cfo", "rating": 4, "conversation_id": 7, "messages": [
         {"role": "user", "content": "Cash?"}, {"role": "assistant", "content": "Figures: 1."}]}) + "\n")
     (tmp_path / "pairs.json").write_text(json.dumps([{"prompt": "Hire?", "chosen": "Decision: wait.", "rejected": "Hm.",
                                                       "role": "ceo"}]))
     report = ingest(tmp_path, tmp_path / "platform.csv", tmp_path / "chats.jsonl", tmp_path / "pairs.json")
-    assert (report["ingested"], report["quarantined"]) == (4, 0)
+    assert (report["ingested"], report["quarantined"]) == (4, 1)
+    (entry,) = [json.loads(line) for line in Path(report["quarantine_path"]).read_text().splitlines()]
+    assert (entry["line"], entry["reason"]) == (4, "1 more cell(s) than the CSV header has columns (a text with an "
+                                                   "unquoted comma shifts the cells after it)")
     engine = engine_for(f"sqlite:///{tmp_path / 'store.db'}")
     ceo = {(row["prompt"], row["response"] or row["response_a"]): row for row in feedback_for_role(engine, "ceo")}
     assert ceo["Expand?", "Decision: yes."]["rating"] == 5 and ceo["Expand?", "Maybe."]["rating"] == 1

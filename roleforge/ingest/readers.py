@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from roleforge.data_contracts.feedback_spellings import EXTRA_CELLS
 from roleforge.ops.errors import RoleforgeError
 
 # The byte-order mark some editors and spreadsheets put at the start of a UTF-8 file.
@@ -36,7 +37,7 @@ def read_records(path: str) -> Iterator[tuple[int, bytes | dict[str, Any]]]:
         elif kind == "csv":
             # utf-8-sig: a spreadsheet's CSV export starts with a byte-order mark, which would be part of the first
             # column's name.
-            reader = csv.DictReader(io.TextIOWrapper(handle, encoding="utf-8-sig", newline=""))
+            reader = csv.DictReader(io.TextIOWrapper(handle, encoding="utf-8-sig", newline=""), restkey=EXTRA_CELLS)
             names = [column_name(name) for name in reader.fieldnames or ()]
             if len(set(names)) == len(names):  # two headers that name one field stay as written: each row is refused
                 reader.fieldnames = names
@@ -53,7 +54,7 @@ def read_records(path: str) -> Iterator[tuple[int, bytes | dict[str, Any]]]:
 
 def column_name(header: str) -> str:
     """A CSV header as written in a spreadsheet ("Agent Role", "Rating ") -> the row field it names; a header that
-    names none is kept as written, for the quarantine's reason."""
+    names none is kept as written (the contract reads it as an alias, or keeps its cells in the row's metadata)."""
     from roleforge.data_contracts.feedback import FIELDS, NAME_SEPARATORS
 
     field = NAME_SEPARATORS.sub("_", header.strip().casefold())
