@@ -107,6 +107,7 @@ def test_a_prompts_file_may_be_a_spreadsheet_or_a_json_array(tmp_path) -> None:
     hold, not line by line with their quotes, commas and header."""
     from roleforge.evaluation.contracts import OutputContract
     from roleforge.evaluation.role_report import role_prompts
+    from roleforge.ops.errors import RoleforgeError
 
     def prompts(name: str, content: str, spellings: dict | None = None) -> list[str]:
         (tmp_path / name).write_text(content)
@@ -118,6 +119,8 @@ def test_a_prompts_file_may_be_a_spreadsheet_or_a_json_array(tmp_path) -> None:
     assert prompts("list.json", json.dumps(["Hire now, or wait?", "Sell the unit?"], indent=2)) == ["Hire now, or wait?", "Sell the unit?"]
     assert prompts("rows.json", json.dumps([{"question": "Hire?", "agent_role": "CEO"}, {"input": "Cut costs?"}]),
                    {"ceo": "ceo"}) == ["Hire?", "Cut costs?"]
+    with pytest.raises(RoleforgeError, match="topics.csv:2: no text in a prompt column"):
+        prompts("topics.csv", "role,topic\nceo,pricing\n")
 
 
 def test_business_roles_train_on_situations_and_the_ways_users_type() -> None:

@@ -142,6 +142,8 @@ def read_prompts(path: str | Path, key: str, alternative: str | None = None) -> 
     rows = []
     for number, item in items:
         row = _prompt_row(item, key, alternative)
+        if row is None and suffix == ".csv":
+            raise RoleforgeError(f"{path}:{number}: no text in a prompt column (name one {key!r}, or give one column)")
         if row is None:
             raise RoleforgeError(f"{path}:{number}: expected a JSON object with a string {key!r}"
                                  + (f" (or {alternative!r})" if alternative else ""))
@@ -185,6 +187,8 @@ def _json_items(path: Path, text: str) -> list[tuple[int, Any]]:
         document = json.loads(text)
     except json.JSONDecodeError:  # JSON lines under a .json name
         return [(number, _line_item(line)) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    if isinstance(document, dict):  # one row
+        return [(1, document)]
     if not isinstance(document, list):
         raise RoleforgeError(f"{path}: expected a JSON array of prompts, or of objects with a prompt")
     return [(number, item.strip() if isinstance(item, str) else item) for number, item in enumerate(document, start=1)]
