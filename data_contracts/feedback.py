@@ -135,8 +135,9 @@ class FeedbackRow(BaseModel):
         value = thumbs_rating(value)
         if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
             raise ValueError("must be an integer from 1 to 5")
-        if isinstance(value, (int, float)) and value > 5:  # a score on another scale, which only the writer knows
-            raise ValueError(f"must be from 1 to 5, not {value:g} (a score on another scale: give it as {value:g}/10)")
+        number = int(value) if isinstance(value, str) and value.strip().isdigit() else value  # a CSV cell's text
+        if isinstance(number, (int, float)) and number > 5:  # a score on another scale, which only the writer knows
+            raise ValueError(f"must be from 1 to 5, not {number:g} (a score on another scale: give it as {number:g}/10)")
         return value
 
     @field_validator("timestamp", mode="before")

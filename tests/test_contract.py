@@ -34,6 +34,7 @@ def test_rating_and_ab_rows_are_accepted():
 @pytest.mark.parametrize(("row", "expected"), [
     ({"agent_role": "cmo", "prompt": "p", "response": "r", "rating": 3}, "unknown role 'cmo'"),
     ({"agent_role": "ceo", "prompt": "p", "response": "r", "rating": 6}, "rating: must be from 1 to 5, not 6 (a score on another scale"),
+    ({"agent_role": "ceo", "prompt": "p", "response": "r", "rating": " 8"}, "rating: must be from 1 to 5, not 8 (a score on another scale"),
     ({"agent_role": "ceo", "prompt": "p", "response": "r", "rating": 4.5}, "integer"),
     ({"agent_role": "ceo", "prompt": "p", "response": "r", "rating": True}, "integer"),
     ({"agent_role": "ceo", "prompt": "p", "response_a": "x", "response_b": "y", "preference": "c"}, "preference"),

@@ -21,4 +21,4 @@ def test_mixed_roles_and_duplicates_fail_with_names():
 
 def test_empty_batch_fails_saying_so():
     result = validate_feedback("ceo", [])
-    assert not result.success and result.failure_summary == "contract failed: no rows (nothing stored for this role yet)"
+    assert not result.success and result.failure_summary == "contract failed: no rows to check"

@@ -30,6 +30,6 @@ class ContractResult(BaseModel):
 
     def _failure(self, outcome: ExpectationOutcome) -> str:
         if outcome.expectation == "expect_table_row_count_to_be_between":  # GX counts no unexpected values here
-            return "no rows (nothing stored for this role yet)" if not self.rows else f"too few rows ({self.rows})"
+            return "no rows to check" if not self.rows else f"too few rows ({self.rows})"
         return (f"{outcome.expectation}({outcome.column or ''}): {outcome.unexpected_count} unexpected"
                 + (f", e.g. {outcome.examples[0]}" if outcome.examples else ""))
