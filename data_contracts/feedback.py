@@ -12,7 +12,8 @@ import orjson
 from pydantic import (BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 
-from roleforge.data_contracts.feedback_spellings import NAME_SEPARATORS, feedback_fields, thumbs_rating, timestamp_text
+from roleforge.data_contracts.feedback_spellings import (NAME_SEPARATORS, feedback_fields, field_key, metadata_value,
+                                                        thumbs_rating, timestamp_text)
 
 MAX_TEXT_CHARS = 32_000
 CONFIDENCE_LEVELS = {"low": 0.5, "medium": 0.75, "high": 1.0}
@@ -35,7 +36,7 @@ def preference_choice(value: Any) -> Any:
     value of another type is left to the field's own check)."""
     if not isinstance(value, str):
         return value
-    choice = PREFERENCES.get(NAME_SEPARATORS.sub("_", value.strip().casefold()))
+    choice = PREFERENCES.get(field_key(value))
     if choice is None:
         raise ValueError(f"must be a or b (response_a or response_b), not {value!r}")
     return choice
@@ -154,13 +155,7 @@ class FeedbackRow(BaseModel):
     @field_validator("metadata", mode="before")
     @classmethod
     def _metadata(cls, value: Any) -> Any:
-        # A CSV cell holds an object only as its JSON text.
-        if isinstance(value, str) and value.lstrip().startswith("{"):
-            try:
-                return orjson.loads(value)
-            except orjson.JSONDecodeError:
-                raise ValueError("must be an object (a CSV cell: its JSON text)") from None
-        return value
+        return metadata_value(value)  # a CSV cell holds an object only as its JSON text
 
     @field_validator("confidence", mode="before")
     @classmethod

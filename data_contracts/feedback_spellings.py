@@ -32,9 +32,31 @@ FLAGS = {"true": 5, "yes": 5, "1": 5, "false": 1, "no": 1, "0": 1}
 OUT_OF = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(?:/|out\s+of)\s*(\d+)\s*")
 STARS = re.compile(r"\s*([1-5])\s*stars?\s*", re.IGNORECASE)
 RATED, COMPARED = ("response", "rating"), ("response_a", "response_b", "preference")
+# The fields that hold an answer, in whatever shape it came.
+ANSWER_FIELDS = ("response", "chosen", "rejected", "response_a", "response_b")
 # Where ingest's CSV reader puts a row's cells past its header's columns (csv.DictReader's restkey). Such a row is
 # refused, in ingest and in a quarantine replay alike: a text with an unquoted comma shifts every cell after it.
 EXTRA_CELLS = "cells past the header"
+
+
+def field_key(name: str) -> str:
+    """A name as field names and A/B choices are matched: case, blanks around it and the separators between its words
+    ignored ("Agent Role " is agent_role, "Response B" response_b)."""
+    return NAME_SEPARATORS.sub("_", name.strip().casefold())
+
+
+def metadata_value(value: Any) -> Any:
+    """Metadata as given, or the object a CSV cell's JSON text holds.
+
+    Raises:
+        ValueError: text that starts like an object and does not parse as one.
+    """
+    if isinstance(value, str) and value.lstrip().startswith("{"):
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            raise ValueError("must be an object (a CSV cell: its JSON text)") from None
+    return value
 
 
 def thumbs_rating(value: Any) -> Any:
@@ -98,7 +120,7 @@ def feedback_fields(value: Any, fields: frozenset[str]) -> Any:
     row: dict[str, Any] = {}
     others: list[tuple[str, str, Any]] = []  # (field as written, the name it matches, value), in the row's order
     for key, item in value.items():
-        name = NAME_SEPARATORS.sub("_", key.strip().casefold()) if isinstance(key, str) else key
+        name = field_key(key) if isinstance(key, str) else key
         if name in fields and name not in row:
             row[name] = item
         else:
@@ -126,7 +148,7 @@ def _read_shapes(row: dict[str, Any], extras: dict[str, Any]) -> None:
             extras["messages"] = row.pop("messages")
         else:
             _read_transcript(row, _turns(row.pop("messages")))
-    for field in ("response", "chosen", "rejected", "response_a", "response_b"):
+    for field in ANSWER_FIELDS:
         if isinstance(row.get(field), (list, dict)):
             row[field] = _answer_text(field, row[field])
     if "chosen" in row or "rejected" in row:
@@ -176,7 +198,7 @@ def _read_transcript(row: dict[str, Any], turns: list[dict[str, str]]) -> None:
     turns = [turn for turn in turns if turn["role"] not in ("system", "developer")]
     if turns and turns[-1]["role"] == "assistant":
         last = turns.pop()
-        if all(row.get(field) is None for field in ("response", "response_a", "response_b", "chosen", "rejected")):
+        if all(row.get(field) is None for field in ANSWER_FIELDS):
             row["response"] = last["content"]
         else:
             turns.append(last)
@@ -208,11 +230,10 @@ def _with_extras(metadata: Any, extras: dict[str, Any]) -> Any:
     """The row's metadata with the fields the contract does not know added under their own names."""
     if metadata is None:
         return dict(extras)
-    if isinstance(metadata, str) and metadata.lstrip().startswith("{"):  # a CSV cell's JSON text
-        try:
-            metadata = orjson.loads(metadata)
-        except orjson.JSONDecodeError:
-            return metadata
+    try:
+        metadata = metadata_value(metadata)
+    except ValueError:
+        return metadata  # the contract's check of metadata says what is wrong with it
     if not isinstance(metadata, dict):
         return metadata  # the contract's check of metadata says what is wrong with it
     merged = dict(metadata)

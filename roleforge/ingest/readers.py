@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from roleforge.data_contracts.feedback_spellings import EXTRA_CELLS
+from roleforge.data_contracts.feedback_spellings import EXTRA_CELLS, field_key
 from roleforge.ops.errors import RoleforgeError
 
 # The byte-order mark some editors and spreadsheets put at the start of a UTF-8 file.
@@ -55,9 +55,9 @@ def read_records(path: str) -> Iterator[tuple[int, bytes | dict[str, Any]]]:
 def column_name(header: str) -> str:
     """A CSV header as written in a spreadsheet ("Agent Role", "Rating ") -> the row field it names; a header that
     names none is kept as written (the contract reads it as an alias, or keeps its cells in the row's metadata)."""
-    from roleforge.data_contracts.feedback import FIELDS, NAME_SEPARATORS
+    from roleforge.data_contracts.feedback import FIELDS
 
-    field = NAME_SEPARATORS.sub("_", header.strip().casefold())
+    field = field_key(header)
     return field if field in FIELDS else header
 
 

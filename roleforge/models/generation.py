@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from roleforge.config.settings import Settings
+from roleforge.data_contracts.feedback_spellings import FIELD_ALIASES, field_key
 from roleforge.ops.errors import RoleforgeError
 
 if TYPE_CHECKING:
@@ -121,8 +122,9 @@ def tool_use_rates(answers: list[str], rows_or_tools: list[dict[str, Any]] | lis
     }
 
 
-# Other names a prompts file's rows give the prompt (`question` in a spreadsheet of test questions, ...).
-PROMPT_NAMES = ("prompt", "request", "question", "query", "input", "instruction", "text")
+# Other names a prompts file's rows give the prompt (`question` in a spreadsheet of test questions, ...): the feedback
+# contract's aliases of its prompt, a tool request's name, and plain text.
+PROMPT_NAMES = ("prompt", "request", *(alias for alias, field in FIELD_ALIASES.items() if field == "prompt"), "text")
 
 
 def read_prompts(path: str | Path, key: str, alternative: str | None = None) -> list[dict[str, Any]]:
@@ -138,7 +140,7 @@ def read_prompts(path: str | Path, key: str, alternative: str | None = None) -> 
     elif suffix == ".json":
         items = _json_items(path, text)
     else:
-        items = [(number, _line_item(line)) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
+        items = _line_items(text)
     rows = []
     for number, item in items:
         row = _prompt_row(item, key, alternative)
@@ -153,14 +155,21 @@ def read_prompts(path: str | Path, key: str, alternative: str | None = None) -> 
     return rows
 
 
-def _line_item(line: str) -> Any:
+def _line_items(text: str) -> list[tuple[int, Any]]:
+    """Each non-blank line, numbered: its JSON object, or its text (a line that happens to be JSON of another kind,
+    such as "2024", is text too)."""
     import json
 
-    try:
-        item = json.loads(line)
-    except json.JSONDecodeError:
-        return line.strip()
-    return item if isinstance(item, dict) else line.strip()  # a line that happens to be JSON of another kind ("2024")
+    items = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError:
+            item = None
+        items.append((number, item if isinstance(item, dict) else line.strip()))
+    return items
 
 
 def _csv_rows(text: str) -> list[tuple[int, Any]]:
@@ -169,10 +178,8 @@ def _csv_rows(text: str) -> list[tuple[int, Any]]:
     import csv
     import io
 
-    from roleforge.data_contracts.feedback import NAME_SEPARATORS
-
     reader = csv.reader(io.StringIO(text))
-    header = [NAME_SEPARATORS.sub("_", name.strip().casefold()) for name in next(reader, [])]
+    header = [field_key(name) for name in next(reader, [])]
     rows = []
     for cells in reader:
         if any(cell.strip() for cell in cells):
@@ -186,7 +193,7 @@ def _json_items(path: Path, text: str) -> list[tuple[int, Any]]:
     try:
         document = json.loads(text)
     except json.JSONDecodeError:  # JSON lines under a .json name
-        return [(number, _line_item(line)) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
+        return _line_items(text)
     if isinstance(document, dict):  # one row
         return [(1, document)]
     if not isinstance(document, list):
