@@ -97,12 +97,12 @@ def _prefill(model: Any, ids: list[list[int]], pad_id: int, adapters: list[str |
     once per adapter (an adapter changes its keys and values) and is shared; each row's own tokens follow it,
     left-padded to the longest."""
     import torch
-    from transformers import DynamicCache
+    from roleforge.models.kv_cache import GrowingCache
 
     shared = 0
     while shared < min(len(row) for row in ids) - 1 and len({row[shared] for row in ids}) == 1:
         shared += 1
-    device, cache = model.device, DynamicCache()
+    device, cache = model.device, GrowingCache()
     if shared < 8 or len(ids) == 1:  # too little to share: one pass over the whole prompts
         shared = 0
     else:
