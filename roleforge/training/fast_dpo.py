@@ -36,6 +36,7 @@ import torch
 from transformers import Trainer
 
 from roleforge.ops.memory import heap_kept
+from roleforge.ops.progress import advance
 from roleforge.training.dpo_batches import (
     TRAINING_GROUP_BATCHES,
     collate,
@@ -154,6 +155,7 @@ def reference_logps(model: Any, prefix_ids: list[int], examples: list[dict[str, 
             chosen, rejected = sums.float().chunk(2)
             for row, c, r in zip(rows, chosen.tolist(), rejected.tolist()):
                 results[row["index"]] = (c, r)
+            advance(len(results), len(order), "reference log-probs")
     model.train(was_training)
     return [results[e["index"]] for e in examples]
 
@@ -192,6 +194,7 @@ def set_chosen_soft_targets(model: Any, prefix_ids: list[int], examples: list[di
             row["chosen_soft_ids"] = ids_all[start_token:start_token + count].tolist()
             row["chosen_soft_weights"] = weights_all[start_token:start_token + count].tolist()
             start_token += count
+        advance(start + len(rows), len(examples), "replayed answers distilled")
     model.train(was_training)
 
 

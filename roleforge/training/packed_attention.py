@@ -137,8 +137,8 @@ def packed_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value:
     packing = _current.get()
     if packing is None:
         if not torch.is_grad_enabled():
-            # Generation and scoring: the fused kernel decodes 2.5x faster than matmul attention on a CPU, where
-            # eager's copies of every key and value per head dominate a step (docs/perf-notes.md).
+            # Generation and scoring: the fused kernel reads the shared key/value heads in place, where eager
+            # attention copies them per head at every decoding step (docs/perf-notes.md).
             from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
             return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
