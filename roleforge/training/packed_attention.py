@@ -133,12 +133,13 @@ def packed_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value:
                      attention_mask: torch.Tensor | None, scaling: float, dropout: float = 0.0,
                      **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
     """transformers' attention interface: query [1, heads, tokens, dim], key and value [1, kv heads, prefix +
-    tokens, dim]; returns [1, tokens, heads, dim]. Outside a packed call, the model's own eager attention."""
+    tokens, dim]; returns [1, tokens, heads, dim]. Outside a packed call, the model's own eager attention, or SDPA
+    where no gradient is asked for."""
     packing = _current.get()
     if packing is None:
         if not torch.is_grad_enabled():
-            # Generation and scoring: the fused kernel reads the shared key/value heads in place, where eager
-            # attention copies them per head at every decoding step (docs/perf-notes.md).
+            # Generation and scoring: one fused kernel per layer, where eager attention runs its matmuls, mask and
+            # softmax apart (docs/perf-notes.md).
             from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
             return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
