@@ -7,7 +7,7 @@ import torch
 from transformers import DynamicCache
 
 from roleforge.models import kv_cache
-from roleforge.models.base import chat_prompts, load_model, load_tokenizer, pooled_attention
+from roleforge.models.base import load_model, load_tokenizer, pooled_attention
 from roleforge.models.generation import generate_answers
 
 
@@ -40,7 +40,7 @@ def test_growing_cache_decodes_as_the_dynamic_cache(tiny_model_dir, monkeypatch)
     for step, (a, b) in enumerate(zip(expected, got)):
         torch.testing.assert_close(b, a, msg=f"step {step}")
     assert cache.get_seq_length() == 6 + 20
-    assert cache.layers[0]._keys.shape[-2] >= cache.get_seq_length()
+    assert cache.layers[0]._keys.shape[-2] > 2 * 6  # grown past its first room (6 tokens + 3, at least doubled)
 
 
 def test_pool_attention_generates_as_sdpa(tiny_model_dir):
@@ -52,4 +52,3 @@ def test_pool_attention_generates_as_sdpa(tiny_model_dir):
     plain = generate_answers(load_model(tiny_model_dir, attention="sdpa").eval(), tokenizer, "You are the CFO.",
                              prompts, 12, batch_size=3)
     assert pooled == plain
-    assert chat_prompts(tokenizer, "s", ["p"])  # the template the answers were made in

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 PACKED_ATTENTION = "roleforge_packed_eager"
 ARCHITECTURES = ("llama",)  # model types whose attention is checked against full sequences (tests/test_fast_dpo.py)
@@ -140,8 +141,6 @@ def packed_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value:
         if not torch.is_grad_enabled():
             # Generation and scoring: one fused kernel per layer, where eager attention runs its matmuls, mask and
             # softmax apart (docs/perf-notes.md).
-            from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
             return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
                                           **kwargs)
         eager = sys.modules[type(module).__module__].eager_attention_forward
