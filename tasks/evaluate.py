@@ -17,7 +17,7 @@ from roleforge.evaluation.capability import (Guardrails, capability_items, lost_
 from roleforge.evaluation.contracts import Compliance, OutputContract, compliance
 from roleforge.evaluation.drift import mean_token_kl
 from roleforge.evaluation.judging import JudgeCalibration, judge_generation
-from roleforge.evaluation.scoring import ModelScore, completion_logps, pair_correct, score
+from roleforge.evaluation.scoring import ModelScore, pair_correct, score
 from roleforge.models.generation import answer_mixed
 from roleforge.ops.progress import advance
 from roleforge.ops.retries import retry_transient
@@ -25,7 +25,7 @@ from roleforge.ops.timing import STAGES
 from roleforge.runtime import MODEL_MODULES, import_for_stages
 from roleforge.storage.snapshots import load_split
 from roleforge.training.candidate import Candidate
-from roleforge.training.reference_store import reference_identity
+from roleforge.training.reference_store import KEPT_REFERENCES, ReferenceStore, reference_identity
 from roleforge.training.replay import general_prompts, reference_answers
 
 CANDIDATE, CHAMPION, REFERENCE = "candidate", "champion", "reference"
@@ -62,27 +62,30 @@ NO_GENERATION = EvaluationConfig(generation_prompts=0, contract_prompts=0, capab
 NO_CONTRACT = OutputContract()
 REFERENCE_ANSWERS = "reference-answers"  # under checkpoints/: the reference's answers to the fixed prompt sets
 DRIFT_MAX_NEW_TOKENS = 96  # the reference's answers to the drift prompts: a plain answer's length
+SCORING_MAX_LENGTH = 4096  # tokens of a held-out pair scored: the whole pair, as users wrote it
 
 
 def evaluate_candidate(candidate: Candidate, system_prompt: str, base_model: Path, champion_adapter: Path | None,
                        champion_version: str | None, max_pairs: int, base_adapter: Path | None = None,
                        config: EvaluationConfig = NO_GENERATION, judge: Any = None, confidence: float = 0.95,
                        contract: OutputContract = NO_CONTRACT, cache_dir: Path | None = None,
-                       judge_calibration: JudgeCalibration | None = None) -> Evaluation:
+                       judge_calibration: JudgeCalibration | None = None, kept_logps: ReferenceStore | None = None) -> Evaluation:
     """Score candidate and opponent (the champion adapter; else the reference: the role's SFT adapter or the base
     model) on the role's held-out pairs. Implicit rewards are log-ratios to that same reference. Then, as the
     configuration asks: both answer held-out prompts (the role's output contract, and the judge's A/B), the candidate
     and the reference answer the retained-capability questions, the candidate's logit drift from the reference is
     read on general prompts, and both answer the role's task prompts. The reference's answers to the fixed sets are
-    kept in `cache_dir`: they never change."""
-    from roleforge.models.base import BASE_MODELS, attach_adapter, chat_prompts, load_tokenizer
+    kept in `cache_dir`: they never change. With `kept_logps`, the held-out log-probs of the reference and of the
+    champion (models whose files do not change) are kept there, so that a later night computes only the pairs and
+    models that are new to it."""
+    from roleforge.models.base import BASE_MODELS, attach_adapter, load_tokenizer
     from roleforge.models.generation import read_tool_use_prompts
+    from roleforge.training.dpo_batches import tokenize_pairs
+    from roleforge.training.fast_dpo import reference_logps
 
     pairs = sorted(load_split(candidate.dataset_path, "held_out"), key=lambda p: p["pair_id"])[:max_pairs]
     tokenizer = load_tokenizer(base_model)
-    prompts = chat_prompts(tokenizer, system_prompt, [p["prompt"] for p in pairs])
-    chosen = [p["chosen"] + tokenizer.eos_token for p in pairs]
-    rejected = [p["rejected"] + tokenizer.eos_token for p in pairs]
+    prefix, examples = tokenize_pairs(tokenizer, system_prompt, pairs, SCORING_MAX_LENGTH)
     opponent_adapter = CHAMPION if champion_adapter is not None else (REFERENCE if base_adapter is not None else None)
     reference_adapter = REFERENCE if base_adapter is not None else None
     held_out_prompts = list(dict.fromkeys(p["prompt"] for p in pairs))
@@ -104,16 +107,27 @@ def evaluate_candidate(candidate: Candidate, system_prompt: str, base_model: Pat
                     attach_adapter(model, path, adapter_name=name)
             model.eval()
 
-            def logps(adapter: str | None) -> tuple[list[tuple[float, int]], list[tuple[float, int]]]:
-                if adapter is not None:
-                    model.set_adapter(adapter)
-                with model.disable_adapter() if adapter is None else nullcontext():
-                    return completion_logps(model, tokenizer, prompts, chosen), completion_logps(model, tokenizer, prompts, rejected)
+            dtype = str(next(model.parameters()).dtype)
+
+            def logps(adapter: str | None, files: Path | None = None, kept: bool = True) -> tuple[list[tuple[float, int]], ...]:
+                """(log-prob sum, tokens) of every pair's chosen and of its rejected answer, under `adapter` (None: the
+                base model), whose files are `files` (None: the base model's alone)."""
+                def compute(subset: list[dict[str, Any]]) -> list[tuple[float, float]]:
+                    if adapter is not None:
+                        model.set_adapter(adapter)
+                    with model.disable_adapter() if adapter is None else nullcontext():
+                        return reference_logps(model, prefix, subset, tokenizer.pad_token_id,
+                                               what=f"held-out log-probs ({adapter or 'base'})")
+
+                identity = reference_identity(base_model, files, dtype, model.device.type)
+                sums = kept_logps.reference(identity, prefix, examples, compute) if kept and kept_logps else compute(examples)
+                return ([(chosen, len(e["chosen_ids"])) for e, (chosen, _) in zip(examples, sums)],
+                        [(rejected, len(e["rejected_ids"])) for e, (_, rejected) in zip(examples, sums)])
 
             advance(message=f"scoring {len(pairs)} held-out pairs")
-            reference = logps(reference_adapter)
-            ours = logps(CANDIDATE)
-            theirs = logps(CHAMPION) if champion_adapter is not None else reference
+            reference = logps(reference_adapter, base_adapter)
+            ours = logps(CANDIDATE, kept=False)  # new every night
+            theirs = logps(CHAMPION, champion_adapter) if champion_adapter is not None else reference
             candidate_score = score(*ours, *reference)
             opponent_score = score(*theirs, *reference) if champion_adapter is not None else score(*reference, None, None)
             if general:
@@ -235,6 +249,11 @@ def _answers(base_model: Path, tokenizer: Any, system_prompt: str, config: Evalu
     return answers, general_answers
 
 
+def kept_log_probs(settings: Any) -> ReferenceStore:
+    """The store the trainings keep reference log-probs in: evaluation keeps its fixed models' held-out ones there."""
+    return ReferenceStore(settings.path("checkpoints") / KEPT_REFERENCES, settings.retention.reference_unused_days)
+
+
 @task(name="evaluate-candidate", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
 @STAGES.timed("evaluate")
 def evaluate_role(candidate: Candidate, profile: str) -> Evaluation:
@@ -252,7 +271,8 @@ def evaluate_role(candidate: Candidate, profile: str) -> Evaluation:
     evaluation = evaluate_candidate(candidate, config.system_prompt, settings.resolved_base_model, champion_path,
                                     champion_version, role_recipe(profile, settings.role_training(candidate.role), candidate.role)["data"]["max_eval_pairs"],
                                     config.base_adapter, config.evaluation, judge, config.gate.confidence,
-                                    config.output, settings.path("checkpoints", REFERENCE_ANSWERS), calibration)
+                                    config.output, settings.path("checkpoints", REFERENCE_ANSWERS), calibration,
+                                    kept_log_probs(settings))
     for key, value in evaluation_metrics(evaluation).items():
         client.log_metric(candidate.mlflow_run_id, key, value)
     if any(evaluation.answers.values()):

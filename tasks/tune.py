@@ -94,7 +94,8 @@ def run_trial(dataset: PreferenceDataset, profile: str, overrides: dict[str, dic
 
     from roleforge.config.recipes import role_recipe
     from roleforge.registry.tracking import current_flow_run, experiment_id, mlflow_client
-    from roleforge.tasks.evaluate import REFERENCE_ANSWERS, evaluate_candidate, evaluation_judge, evaluation_metrics
+    from roleforge.tasks.evaluate import (REFERENCE_ANSWERS, evaluate_candidate, evaluation_judge, evaluation_metrics,
+                                          kept_log_probs)
     from roleforge.tasks.promote import gate
     from roleforge.training.backends import LocalTraining
 
@@ -109,7 +110,7 @@ def run_trial(dataset: PreferenceDataset, profile: str, overrides: dict[str, dic
     judge, calibration = evaluation_judge(settings, config.evaluation) if config.evaluation.generation_prompts else (None, None)
     evaluation = evaluate_candidate(candidate, config.system_prompt, base_model, None, None, recipe["data"]["max_eval_pairs"],
                                     config.base_adapter, config.evaluation, judge, config.gate.confidence, config.output,
-                                    settings.path("checkpoints", REFERENCE_ANSWERS), calibration)
+                                    settings.path("checkpoints", REFERENCE_ANSWERS), calibration, kept_log_probs(settings))
     passed, reason = gate(evaluation, config.gate)
     result = TrialResult(trial=number, mlflow_run_id=candidate.mlflow_run_id, objective=objective(evaluation),
                          passed=passed, reason=reason)

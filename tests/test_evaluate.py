@@ -30,10 +30,7 @@ def test_evaluation_scores_generates_judges_and_guards(home, tiny_model_dir, tmp
     assert main(["ingest", str(SAMPLE / "tool-agent.jsonl")]) == 0
     settings = load_settings()
     dataset, _ = label_stored("tool-agent", settings)
-    adapter = random_adapter(tiny_model_dir, tmp_path / "adapter")
-    candidate = Candidate(role="tool-agent", adapter_path=str(adapter), mlflow_experiment_id="0", mlflow_run_id="r",
-                          snapshot_hash=dataset.snapshot_hash, dataset_path=dataset.path, train_pairs=dataset.train_pairs,
-                          steps=1, resumed_from_step=None, train_seconds=0.0, train_metrics={})
+    candidate = candidate_of(random_adapter(tiny_model_dir, tmp_path / "adapter"), dataset, "tool-agent")
     role = settings.role("tool-agent")
     # The tool agent's own configuration measures no drift: asked for here, so that the drift path runs too.
     config = role.evaluation.model_copy(update={"generation_prompts": 3, "contract_prompts": 3, "max_new_tokens": 8, "max_task_prompts": 4,
@@ -108,3 +105,44 @@ def test_the_ab_chart_is_a_png(tmp_path):
         side: {"n": 4, "thought_rate": 0.5, "json_valid_rate": 0.25, "full_compliance_rate": 0.25} for side in ("candidate", "opponent")}})
     chart = write_chart(ev, tmp_path / "chart.png")
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and chart.stat().st_size > 5_000
+
+
+def candidate_of(adapter, dataset, role):
+    return Candidate(role=role, adapter_path=str(adapter), mlflow_experiment_id="0", mlflow_run_id="r",
+                     snapshot_hash=dataset.snapshot_hash, dataset_path=dataset.path, train_pairs=dataset.train_pairs,
+                     steps=1, resumed_from_step=None, train_seconds=0.0, train_metrics={})
+
+
+def test_a_later_evaluation_scores_only_the_new_candidate_on_pairs_it_has_seen(home, tiny_model_dir, tmp_path, monkeypatch):
+    """The reference's and the champion's held-out log-probs are kept: they change only with their files. The
+    scores read from the store are the ones computed."""
+    from roleforge.cli import main
+    from roleforge.config.settings import load_settings
+    from roleforge.tasks.evaluate import NO_GENERATION
+    from roleforge.tasks.label import label_stored
+    from roleforge.training import fast_dpo
+    from roleforge.training.reference_store import ReferenceStore
+
+    assert main(["ingest", str(SAMPLE / "ceo.jsonl")]) == 0
+    settings = load_settings()
+    dataset, _ = label_stored("ceo", settings)
+    system_prompt = settings.role("ceo").system_prompt
+    champion = random_adapter(tiny_model_dir, tmp_path / "champion")
+    tonight = candidate_of(random_adapter(tiny_model_dir, tmp_path / "tonight"), dataset, "ceo")
+    scored: list[str] = []
+    real = fast_dpo.reference_logps
+
+    def counted(model, prefix, examples, *args, what="", **kwargs):
+        scored.append(what)
+        return real(model, prefix, examples, *args, what=what, **kwargs)
+
+    monkeypatch.setattr(fast_dpo, "reference_logps", counted)
+    store = ReferenceStore(tmp_path / "kept.db")
+    evaluate_candidate(candidate_of(random_adapter(tiny_model_dir, tmp_path / "last-night"), dataset, "ceo"),
+                       system_prompt, tiny_model_dir, champion, "3", 8, None, NO_GENERATION, kept_logps=store)
+    assert sorted(scored) == ["held-out log-probs (base)", "held-out log-probs (candidate)", "held-out log-probs (champion)"]
+    kept = evaluate_candidate(tonight, system_prompt, tiny_model_dir, champion, "3", 8, None, NO_GENERATION, kept_logps=store)
+    assert scored[3:] == ["held-out log-probs (candidate)"]
+    computed = evaluate_candidate(tonight, system_prompt, tiny_model_dir, champion, "3", 8, None, NO_GENERATION)
+    assert (kept.candidate, kept.opponent_score) == (computed.candidate, computed.opponent_score), \
+        "kept values are the ones computed"

@@ -386,3 +386,48 @@ def test_a_step_in_micro_batches_makes_the_same_update_as_one_batch(tiny_model_d
         split = adapter_after_one_step(batch, accumulation)
         for name, value in whole.items():
             assert torch.allclose(split[name], value, atol=1e-6, rtol=1e-4), (batch, accumulation, name)
+
+
+def test_a_later_night_takes_the_replayed_answers_distillation_targets_from_the_store(tiny_model_dir, tmp_path, monkeypatch):
+    """The replayed answers are the same every night: their distillation targets are computed once, and a later
+    training gets the very values the first computed, reference log-probs included."""
+    from trl import DPOConfig
+
+    from roleforge.training import fast_dpo
+    from roleforge.training.engines import roleforge_trainer
+    from roleforge.training.reference_store import ReferenceStore
+    from roleforge.training.replay import REPLAY_SOURCE
+
+    tokenizer = load_tokenizer(tiny_model_dir)
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    replayed = [{"prompt": "Why is the sky blue?", "chosen": "Light scatters in the air.", "rejected": PAIRS[0]["chosen"],
+                 "source": REPLAY_SOURCE},
+                {"prompt": "Name a colour.", "chosen": "Red.", "rejected": PAIRS[1]["chosen"], "source": REPLAY_SOURCE}]
+    store = ReferenceStore(tmp_path / "kept.db")
+    distilled: list[int] = []
+    real = fast_dpo.set_chosen_soft_targets
+
+    def counted(model, prefix, examples, *args, **kwargs):
+        distilled.append(len(examples))
+        return real(model, prefix, examples, *args, **kwargs)
+
+    monkeypatch.setattr(fast_dpo, "set_chosen_soft_targets", counted)
+
+    def night(name, pairs):
+        args = DPOConfig(output_dir=str(tmp_path / name), report_to="none", use_cpu=True, bf16=False, max_steps=1,
+                         per_device_train_batch_size=2, save_strategy="no", disable_tqdm=True)
+        trainer = roleforge_trainer(load_model(tiny_model_dir), args, lora, None, tokenizer, pairs, SYSTEM, [],
+                                    tmp_path / name / "reference.json", store, replay_top_k=4)
+        trainer.model.unload()
+        return {tuple(e["prompt_ids"] + e["chosen_ids"]): e for e in trainer.train_dataset if "chosen_soft_ids" in e}
+
+    first = night("one", PAIRS[:3] + replayed)
+    second = night("two", PAIRS[2:] + replayed)  # the role's pairs changed; the replayed answers did not
+    assert distilled == [2]
+    assert len(first) == 2 and first.keys() == second.keys()
+    for key, example in first.items():
+        for field in ("chosen_soft_ids", "chosen_soft_weights", "ref_chosen"):
+            assert second[key][field] == example[field], field
+    third = night("three", PAIRS[:3] + replayed[:1] + [{**replayed[1], "chosen": "Blue."}])  # one answer is new
+    assert distilled == [2, 1]
+    assert len(third) == 2

@@ -82,3 +82,42 @@ def test_values_unused_for_the_keep_period_are_dropped(tmp_path, monkeypatch):
     again = Reference()
     store.reference("base", PREFIX, pairs, again)
     assert again.asked == [[2, 3]]
+
+
+def soft(examples: list[dict]) -> None:
+    """A stand-in for the distillation pass: two candidates per chosen token, weights from the token ids."""
+    for e in examples:
+        e["chosen_soft_ids"] = [[token, token + 1] for token in e["chosen_ids"]]
+        e["chosen_soft_weights"] = [[(token % 4) / 8, 1 - (token % 4) / 8] for token in e["chosen_ids"]]
+
+
+def test_distillation_targets_are_kept_exactly_and_computed_only_for_answers_not_seen(tmp_path):
+    store, asked = ReferenceStore(tmp_path / "ref.db"), []
+
+    def compute(examples):
+        asked.append([e["index"] for e in examples])
+        soft(examples)
+
+    night_one = [example(i) for i in range(3)]
+    store.soft_targets("base", PREFIX, night_one, 2, compute)
+    night_two = [example(i) for i in (2, 5, 0)]
+    store.soft_targets("base", PREFIX, night_two, 2, compute)
+    assert asked == [[0, 1, 2], [5]]
+    expected = [example(i) for i in (2, 5, 0)]
+    soft(expected)
+    for got, want in zip(night_two, expected):  # weights a float32 holds exactly, as the pass's are: kept bit for bit
+        assert (got["chosen_soft_ids"], got["chosen_soft_weights"]) == (want["chosen_soft_ids"], want["chosen_soft_weights"])
+    store.soft_targets("base", PREFIX, [example(0)], 3, compute)  # another k: other targets
+    store.soft_targets("sft adapter", PREFIX, [example(0)], 2, compute)  # another reference
+    assert asked[2:] == [[0], [0]]
+
+
+def test_garbage_collection_counts_and_drops_both_kinds_of_kept_values(tmp_path, monkeypatch):
+    store, then = ReferenceStore(tmp_path / "ref.db"), time.time()
+    store.reference("base", PREFIX, [example(i) for i in range(2)], Reference())
+    store.soft_targets("base", PREFIX, [example(i) for i in range(3)], 2, soft)
+    monkeypatch.setattr(time, "time", lambda: then + 10 * 86400)
+    store.reference("base", PREFIX, [example(7)], Reference())
+    now = then + (KEEP_DAYS + 2) * 86400
+    assert store.prune(now, dry_run=True) == (5, 1)
+    assert store.prune(now) == (5, 1) and store.prune(now) == (0, 1)

@@ -48,3 +48,18 @@ def test_a_cut_off_answer_is_replayed_open_without_an_end_of_sequence_token(tiny
     # Cut off: the model learns the base's words, not to stop after them; finished: it learns to stop there.
     assert examples[0]["chosen_ids"][-1] != eos and examples[0]["rejected_ids"][-1] == eos
     assert examples[1]["chosen_ids"][-1] == eos
+
+
+def test_a_replayed_prompt_keeps_its_rejected_answer_when_the_roles_pairs_change_in_part():
+    """Reference log-probs are kept by the pair's tokens: a pick drawn anew each night would recompute them all."""
+    answers = {f"general question {n}?": f"answer {n}." for n in range(60)}
+    role_pairs = [{"prompt": f"Q{n}?", "chosen": f"Decision: option {n}.", "rejected": "Maybe."} for n in range(40)]
+    before = {p["prompt"]: p["rejected"] for p in replay_pairs(answers, role_pairs, 60, seed=40)}
+    # The next night: five pairs gone, five new, and another count of pairs (the old seed).
+    changed = role_pairs[5:] + [{"prompt": f"New {n}?", "chosen": f"Decision: new {n}.", "rejected": "No."} for n in range(5)]
+    after = {p["prompt"]: p["rejected"] for p in replay_pairs(answers, changed, 60, seed=41)}
+    kept = sum(before[prompt] == after[prompt] for prompt in before)
+    gone = {pair["chosen"] for pair in role_pairs[:5]}
+    assert kept == sum(before[prompt] not in gone and not after[prompt].startswith("Decision: new") for prompt in before)
+    assert kept >= 40, "most prompts keep their pick"
+    assert len(set(after.values())) > 20, "the picks still spread over the role's answers"

@@ -46,7 +46,8 @@ def roleforge_trainer(base: Any, dpo_config: Any, lora_config: Any, base_adapter
                       kept_references: ReferenceStore | None = None, replay_top_k: int = 0) -> Any:
     """roleforge's path (fast_dpo.py): the adapter attached here, reference log-probs computed once (adapter off, or
     the SFT adapter as a frozen "ref" copy) and cached beside the checkpoints; with `kept_references`, a pair's value
-    from an earlier training under the same reference is taken from there instead of computed. With `replay_top_k`,
+    from an earlier training under the same reference is taken from there instead of computed, and so are the replayed
+    answers' distillation targets. With `replay_top_k`,
     each replay pair's chosen answer is trained on as the reference's top-k next-token distribution at every token
     (distillation) instead of its greedy tokens."""
     from contextlib import contextmanager
@@ -90,10 +91,22 @@ def roleforge_trainer(base: Any, dpo_config: Any, lora_config: Any, base_adapter
                 for name, parameter in model.named_parameters():
                     parameter.requires_grad = "lora_" in name and ".default." in name
 
+        base_dir = Path(base.name_or_path)
+        parameter = next(base.parameters())
+        # What the kept values depend on besides the pairs; None: a model made in memory has no files to name it by.
+        identity = (reference_identity(base_dir, base_adapter, str(parameter.dtype), parameter.device.type)
+                    if kept_references is not None and base_dir.is_dir() else None)
+
+        def distill(subset: list[dict[str, Any]]) -> None:
+            with as_reference():
+                set_chosen_soft_targets(model, prefix, subset, replay_top_k, tokenizer.pad_token_id)
+
         replayed = [e for e, pair in zip(examples, pairs) if pair.get("source") == REPLAY_SOURCE]
         if replay_top_k > 0 and replayed:
-            with as_reference():
-                set_chosen_soft_targets(model, prefix, replayed, replay_top_k, tokenizer.pad_token_id)
+            if identity is None:
+                distill(replayed)
+            else:
+                kept_references.soft_targets(identity, prefix, replayed, replay_top_k, distill)
         key = hashlib.sha256(json.dumps([prefix, examples, str(base_adapter)]).encode()).hexdigest()
 
         computed: list[int] = []  # pairs whose reference log-probs this training computed (not kept from before)
@@ -104,11 +117,8 @@ def roleforge_trainer(base: Any, dpo_config: Any, lora_config: Any, base_adapter
                 return reference_logps(model, prefix, subset, tokenizer.pad_token_id)
 
         def every_pair() -> list[tuple[float, float]]:
-            base_dir = Path(base.name_or_path)
-            if kept_references is None or not base_dir.is_dir():  # a model made in memory has no files to name it by
+            if identity is None:
                 return compute(examples)
-            parameter = next(base.parameters())
-            identity = reference_identity(base_dir, base_adapter, str(parameter.dtype), parameter.device.type)
             return kept_references.reference(identity, prefix, examples, compute)
 
         for example, (chosen, rejected) in zip(examples, cached_reference(reference_cache, key, every_pair)):

@@ -136,8 +136,9 @@ class SharedPrefixDPOTrainer(Trainer):
 
 @torch.no_grad()
 def reference_logps(model: Any, prefix_ids: list[int], examples: list[dict[str, Any]], pad_id: int,
-                    batch_size: int = 32) -> list[tuple[float, float]]:
-    """(chosen, rejected) log-probs of every pair under the current model state (the reference), no grad."""
+                    batch_size: int = 32, what: str = "reference log-probs") -> list[tuple[float, float]]:
+    """(chosen, rejected) log-probs of every pair under the current model state (the reference), no grad; `what`
+    names them in the progress lines."""
     from roleforge.models.base import inference_autocast
 
     prefix = torch.tensor(prefix_ids, dtype=torch.long, device=next(model.parameters()).device)
@@ -155,7 +156,7 @@ def reference_logps(model: Any, prefix_ids: list[int], examples: list[dict[str, 
             chosen, rejected = sums.float().chunk(2)
             for row, c, r in zip(rows, chosen.tolist(), rejected.tolist()):
                 results[row["index"]] = (c, r)
-            advance(len(results), len(order), "reference log-probs")
+            advance(len(results), len(order), what)
     model.train(was_training)
     return [results[e["index"]] for e in examples]
 

@@ -7,7 +7,11 @@ file beside the checkpoints, by a key that names everything they depend on: the 
 size and modification time), the dtype and device kind the model computes in, and the pair's token ids with the
 shared prefix. Only the pairs not found are computed. A value not used for `keep_days` (retention.reference_unused_days)
 is dropped, by the next training's write or by `roleforge gc`. The store is a cache: when it cannot be read or
-written, the training computes what it needs and says so in its log."""
+written, the training computes what it needs and says so in its log.
+
+The replayed answers' distillation targets (the reference's top-k next tokens and their weights at every token of a
+replayed answer, fast_dpo.set_chosen_soft_targets) are kept the same way: the replayed answers are the same every
+night, and their targets took about as long as the reference log-probs of every pair."""
 
 from __future__ import annotations
 
@@ -26,7 +30,11 @@ log = logging.getLogger(__name__)
 KEEP_DAYS = 30
 KEPT_REFERENCES = "reference_logps.db"  # the store's file, in the checkpoints directory
 SCHEMA = ("CREATE TABLE IF NOT EXISTS reference (key TEXT PRIMARY KEY, chosen REAL NOT NULL, rejected REAL NOT NULL, "
-          "used INTEGER NOT NULL) WITHOUT ROWID")
+          "used INTEGER NOT NULL) WITHOUT ROWID",
+          # A rowid table: a row holds a few kilobytes (SQLite advises WITHOUT ROWID for small rows only).
+          "CREATE TABLE IF NOT EXISTS soft_targets (key TEXT PRIMARY KEY, ids BLOB NOT NULL, weights BLOB NOT NULL, "
+          "used INTEGER NOT NULL)")
+TABLES = {"reference": "reference log-probs", "soft_targets": "distillation targets"}  # and what each holds, for logs
 BUSY_TIMEOUT_S = 60  # roles training side by side in one process each write their own values
 SQLITE_VARIABLES = 500  # keys looked up per statement, under SQLite's limit on bound variables
 
@@ -63,6 +71,17 @@ def pair_keys(identity: str, prefix: list[int], examples: list[dict[str, Any]]) 
     return keys
 
 
+def soft_target_keys(identity: str, prefix: list[int], examples: list[dict[str, Any]], top_k: int) -> list[str]:
+    """Each replayed answer's key for its distillation targets: the reference, the prefix, k and the answer's tokens."""
+    head = hashlib.sha256(json.dumps([identity, prefix, top_k]).encode())
+    keys = []
+    for example in examples:
+        digest = head.copy()
+        digest.update(json.dumps([example["prompt_ids"], example["chosen_ids"]]).encode())
+        keys.append(digest.hexdigest())
+    return keys
+
+
 class ReferenceStore:
     """The reference log-probs of earlier trainings, in the SQLite file at `path`."""
 
@@ -75,49 +94,79 @@ class ReferenceStore:
         """(chosen, rejected) reference log-probs of every example: those kept from earlier trainings under the same
         identity, and `compute(missing examples)` for the rest, which are kept for the next."""
         keys = pair_keys(identity, prefix, examples)
-        known = self._read(keys)
+        known = self._read("reference", ("chosen", "rejected"), keys)
         missing = [index for index, key in enumerate(keys) if key not in known]
         if missing:
-            computed = compute([examples[index] for index in missing])
-            known.update(zip((keys[index] for index in missing), computed))
+            values = compute([examples[index] for index in missing])
+            known.update(zip((keys[index] for index in missing), values))
+        computed = {keys[index] for index in missing}
         log.info("reference log-probs: %d of %d pairs kept from earlier trainings, %d computed",
                  len(keys) - len(missing), len(keys), len(missing))
-        self._write({key: known[key] for key in keys})
+        self._write("reference", keys, [(key, *known[key]) for key in keys if key in computed])
         return [known[key] for key in keys]
+
+    def soft_targets(self, identity: str, prefix: list[int], examples: list[dict[str, Any]], top_k: int,
+                     compute: Callable[[list[dict[str, Any]]], None]) -> None:
+        """Give every example its distillation targets (`chosen_soft_ids`, `chosen_soft_weights`): those kept from
+        earlier trainings under the same identity, and for the rest `compute(missing examples)`, which sets them in
+        place and whose results are kept for the next."""
+        import numpy as np
+
+        keys = soft_target_keys(identity, prefix, examples, top_k)
+        known = self._read("soft_targets", ("ids", "weights"), keys)
+        missing = [example for key, example in zip(keys, examples) if key not in known]
+        for key, example in zip(keys, examples):
+            if key in known:
+                ids, weights = known[key]
+                # int32 and float32: the dtypes the targets are computed in, so a kept value is the computed one.
+                example["chosen_soft_ids"] = np.frombuffer(ids, dtype=np.int32).reshape(-1, top_k).tolist()
+                example["chosen_soft_weights"] = np.frombuffer(weights, dtype=np.float32).reshape(-1, top_k).tolist()
+        if missing:
+            compute(missing)
+        log.info("distillation targets: %d of %d replayed answers kept from earlier trainings, %d computed",
+                 len(keys) - len(missing), len(keys), len(missing))
+        self._write("soft_targets", keys, [
+            (key, np.asarray(example["chosen_soft_ids"], dtype=np.int32).tobytes(),
+             np.asarray(example["chosen_soft_weights"], dtype=np.float32).tobytes())
+            for key, example in zip(keys, examples) if key not in known])
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """A connection in one transaction (committed when the block ends without an error), closed after."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with closing(sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S)) as connection, connection:
-            connection.execute(SCHEMA)
+            for schema in SCHEMA:
+                connection.execute(schema)
             yield connection
 
-    def _read(self, keys: list[str]) -> dict[str, tuple[float, float]]:
+    def _read(self, table: str, columns: tuple[str, ...], keys: list[str]) -> dict[str, tuple[Any, ...]]:
+        """The kept values of `keys` in `table`, as tuples of `columns`; {} when the store cannot be read."""
         try:
             with self._transaction() as connection:
-                found: dict[str, tuple[float, float]] = {}
+                found: dict[str, tuple[Any, ...]] = {}
                 for start in range(0, len(keys), SQLITE_VARIABLES):
                     part = keys[start:start + SQLITE_VARIABLES]
-                    found.update((key, (chosen, rejected)) for key, chosen, rejected in connection.execute(
-                        f"SELECT key, chosen, rejected FROM reference WHERE key IN ({','.join('?' * len(part))})", part))
+                    found.update((key, tuple(values)) for key, *values in connection.execute(
+                        f"SELECT key, {', '.join(columns)} FROM {table} WHERE key IN ({','.join('?' * len(part))})", part))
                 return found
         except (sqlite3.Error, OSError) as error:
-            log.warning("kept reference log-probs could not be read (%s: %s): computing them all", self.path, error)
+            log.warning("kept %s could not be read (%s: %s): computing them all", TABLES[table], self.path, error)
             return {}
 
-    def _write(self, values: dict[str, tuple[float, float]]) -> None:
-        """Every value used now, marked with today, and those unused for keep_days days dropped."""
+    def _write(self, table: str, used: list[str], rows: list[tuple[Any, ...]]) -> None:
+        """`rows` (key first) added to `table`, every key in `used` marked with today, and what is unused for
+        keep_days days dropped."""
         today = int(time.time() // 86400)
         try:
             with self._transaction() as connection:
-                connection.executemany(
-                    "INSERT INTO reference (key, chosen, rejected, used) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT (key) DO UPDATE SET used = excluded.used",
-                    [(key, chosen, rejected, today) for key, (chosen, rejected) in values.items()])
-                connection.execute("DELETE FROM reference WHERE used < ?", (today - self.keep_days,))
+                if rows:
+                    connection.executemany(f"INSERT OR REPLACE INTO {table} VALUES ({','.join('?' * (len(rows[0]) + 1))})",
+                                           [(*row, today) for row in rows])
+                connection.executemany(f"UPDATE {table} SET used = ? WHERE key = ?", [(today, key) for key in used])
+                for name in TABLES:
+                    connection.execute(f"DELETE FROM {name} WHERE used < ?", (today - self.keep_days,))
         except (sqlite3.Error, OSError) as error:
-            log.warning("reference log-probs could not be kept for the next training (%s: %s)", self.path, error)
+            log.warning("%s could not be kept for the next training (%s: %s)", TABLES[table], self.path, error)
 
     def prune(self, now: float, dry_run: bool = False) -> tuple[int, int]:
         """Drop the values unused for keep_days days before `now` (a timestamp) and give the file's space back;
@@ -125,11 +174,14 @@ class ReferenceStore:
         if not self.path.exists():
             return 0, 0
         oldest = int(now // 86400) - self.keep_days
+        stale = total = 0
         with self._transaction() as connection:
-            stale, total = connection.execute(
-                "SELECT count(*) FILTER (WHERE used < ?), count(*) FROM reference", (oldest,)).fetchone()
-            if stale and not dry_run:
-                connection.execute("DELETE FROM reference WHERE used < ?", (oldest,))
+            for table in TABLES:
+                old, rows = connection.execute(
+                    f"SELECT count(*) FILTER (WHERE used < ?), count(*) FROM {table}", (oldest,)).fetchone()
+                stale, total = stale + old, total + rows
+                if old and not dry_run:
+                    connection.execute(f"DELETE FROM {table} WHERE used < ?", (oldest,))
         if stale and not dry_run:
             with closing(sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S)) as connection:
                 connection.execute("VACUUM")  # deleted rows leave free pages: the file shrinks only when rewritten

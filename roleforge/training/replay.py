@@ -70,9 +70,16 @@ def replay_pairs(answers: dict[str, str], role_pairs: list[dict[str, Any]], coun
     pairs = []
     for prompt in prompts[:count]:
         digest = hashlib.sha256(prompt.encode()).hexdigest()[:16]
-        pair = {"prompt": prompt, "chosen": answers[prompt], "rejected": rng.choice(shaped),
+        pair = {"prompt": prompt, "chosen": answers[prompt], "rejected": rejected_for(prompt, shaped),
                 "pair_id": f"{REPLAY_SOURCE}-{digest}", "source": REPLAY_SOURCE}
         if complete is not None and prompt not in complete:
             pair["chosen_open"] = True
         pairs.append(pair)
     return pairs
+
+
+def rejected_for(prompt: str, shaped: list[str]) -> str:
+    """The role-shaped answer a replayed prompt is paired with: the one whose hash with the prompt is least. A night
+    whose role pairs changed in part keeps most prompts' pick, and so their kept reference log-probs
+    (reference_store.py); a draw from the whole list would pick anew whenever the list changed."""
+    return min(shaped, key=lambda answer: hashlib.sha256(f"{prompt}\0{answer}".encode()).digest())
