@@ -75,9 +75,9 @@ def evaluate_candidate(candidate: Candidate, system_prompt: str, base_model: Pat
     configuration asks: both answer held-out prompts (the role's output contract, and the judge's A/B), the candidate
     and the reference answer the retained-capability questions, the candidate's logit drift from the reference is
     read on general prompts, and both answer the role's task prompts. The reference's answers to the fixed sets are
-    kept in `cache_dir`: they never change. With `kept_logps`, the held-out log-probs of the reference and of the
-    champion (models whose files do not change) are kept there, so that a later night computes only the pairs and
-    models that are new to it."""
+    kept in `cache_dir`: they never change. With `kept_logps`, every model's held-out log-probs are kept there by
+    the model's files, so that a later night computes only the pairs and models new to it (the champion is usually
+    a candidate of an earlier night)."""
     from roleforge.models.base import BASE_MODELS, attach_adapter, load_tokenizer
     from roleforge.models.generation import read_tool_use_prompts
     from roleforge.training.dpo_batches import tokenize_pairs
@@ -109,9 +109,10 @@ def evaluate_candidate(candidate: Candidate, system_prompt: str, base_model: Pat
 
             dtype = str(next(model.parameters()).dtype)
 
-            def logps(adapter: str | None, files: Path | None = None, kept: bool = True) -> tuple[list[tuple[float, int]], ...]:
+            def logps(adapter: str | None, files: Path | str | None) -> tuple[list[tuple[float, int]], ...]:
                 """(log-prob sum, tokens) of every pair's chosen and of its rejected answer, under `adapter` (None: the
-                base model), whose files are `files` (None: the base model's alone)."""
+                base model), whose files are `files` (None: the base model's alone). Kept: tonight's candidate may be
+                tomorrow's champion, whose registry copy has the same contents."""
                 def compute(subset: list[dict[str, Any]]) -> list[tuple[float, float]]:
                     if adapter is not None:
                         model.set_adapter(adapter)
@@ -119,14 +120,14 @@ def evaluate_candidate(candidate: Candidate, system_prompt: str, base_model: Pat
                         return reference_logps(model, prefix, subset, tokenizer.pad_token_id,
                                                what=f"held-out log-probs ({adapter or 'base'})")
 
-                identity = reference_identity(base_model, files, dtype, model.device.type)
-                sums = kept_logps.reference(identity, prefix, examples, compute) if kept and kept_logps else compute(examples)
+                identity = reference_identity(base_model, files and Path(files), dtype, model.device.type)
+                sums = kept_logps.reference(identity, prefix, examples, compute) if kept_logps else compute(examples)
                 return ([(chosen, len(e["chosen_ids"])) for e, (chosen, _) in zip(examples, sums)],
                         [(rejected, len(e["rejected_ids"])) for e, (_, rejected) in zip(examples, sums)])
 
             advance(message=f"scoring {len(pairs)} held-out pairs")
             reference = logps(reference_adapter, base_adapter)
-            ours = logps(CANDIDATE, kept=False)  # new every night
+            ours = logps(CANDIDATE, candidate.adapter_path)
             theirs = logps(CHAMPION, champion_adapter) if champion_adapter is not None else reference
             candidate_score = score(*ours, *reference)
             opponent_score = score(*theirs, *reference) if champion_adapter is not None else score(*reference, None, None)

@@ -114,8 +114,10 @@ def candidate_of(adapter, dataset, role):
 
 
 def test_a_later_evaluation_scores_only_the_new_candidate_on_pairs_it_has_seen(home, tiny_model_dir, tmp_path, monkeypatch):
-    """The reference's and the champion's held-out log-probs are kept: they change only with their files. The
-    scores read from the store are the ones computed."""
+    """Held-out log-probs are kept by the model's files: the reference's, and a candidate's, which the next night's
+    champion (the registry's copy of it) finds. The scores read from the store are the ones computed."""
+    import shutil
+
     from roleforge.cli import main
     from roleforge.config.settings import load_settings
     from roleforge.tasks.evaluate import NO_GENERATION
@@ -127,7 +129,7 @@ def test_a_later_evaluation_scores_only_the_new_candidate_on_pairs_it_has_seen(h
     settings = load_settings()
     dataset, _ = label_stored("ceo", settings)
     system_prompt = settings.role("ceo").system_prompt
-    champion = random_adapter(tiny_model_dir, tmp_path / "champion")
+    last_night = random_adapter(tiny_model_dir, tmp_path / "last-night")
     tonight = candidate_of(random_adapter(tiny_model_dir, tmp_path / "tonight"), dataset, "ceo")
     scored: list[str] = []
     real = fast_dpo.reference_logps
@@ -138,11 +140,12 @@ def test_a_later_evaluation_scores_only_the_new_candidate_on_pairs_it_has_seen(h
 
     monkeypatch.setattr(fast_dpo, "reference_logps", counted)
     store = ReferenceStore(tmp_path / "kept.db")
-    evaluate_candidate(candidate_of(random_adapter(tiny_model_dir, tmp_path / "last-night"), dataset, "ceo"),
-                       system_prompt, tiny_model_dir, champion, "3", 8, None, NO_GENERATION, kept_logps=store)
-    assert sorted(scored) == ["held-out log-probs (base)", "held-out log-probs (candidate)", "held-out log-probs (champion)"]
-    kept = evaluate_candidate(tonight, system_prompt, tiny_model_dir, champion, "3", 8, None, NO_GENERATION, kept_logps=store)
-    assert scored[3:] == ["held-out log-probs (candidate)"]
-    computed = evaluate_candidate(tonight, system_prompt, tiny_model_dir, champion, "3", 8, None, NO_GENERATION)
+    evaluate_candidate(candidate_of(last_night, dataset, "ceo"), system_prompt, tiny_model_dir, None, None, 8, None,
+                       NO_GENERATION, kept_logps=store)
+    assert sorted(scored) == ["held-out log-probs (base)", "held-out log-probs (candidate)"]
+    champion = shutil.copytree(last_night, tmp_path / "registry-cache" / "ceo" / "1")  # promoted, and downloaded
+    kept = evaluate_candidate(tonight, system_prompt, tiny_model_dir, champion, "1", 8, None, NO_GENERATION, kept_logps=store)
+    assert scored[2:] == ["held-out log-probs (candidate)"], "the base and the champion were kept"
+    computed = evaluate_candidate(tonight, system_prompt, tiny_model_dir, champion, "1", 8, None, NO_GENERATION)
     assert (kept.candidate, kept.opponent_score) == (computed.candidate, computed.opponent_score), \
         "kept values are the ones computed"

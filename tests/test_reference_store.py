@@ -121,3 +121,19 @@ def test_garbage_collection_counts_and_drops_both_kinds_of_kept_values(tmp_path,
     now = then + (KEEP_DAYS + 2) * 86400
     assert store.prune(now, dry_run=True) == (5, 1)
     assert store.prune(now) == (5, 1) and store.prune(now) == (0, 1)
+
+
+def test_an_adapter_is_named_by_its_contents_so_its_copy_is_the_same_adapter(tmp_path):
+    import shutil
+
+    model, adapter = tmp_path / "model", tmp_path / "adapter"
+    model.mkdir()
+    adapter.mkdir()
+    (model / "model.safetensors").write_bytes(b"weights")
+    (adapter / "adapter_model.safetensors").write_bytes(b"lora")
+    trained = reference_identity(model, adapter, "torch.float32", "cpu")
+    copy = shutil.copytree(adapter, tmp_path / "registry-copy")
+    os.utime(copy / "adapter_model.safetensors", ns=(1, 1))
+    assert reference_identity(model, copy, "torch.float32", "cpu") == trained
+    (copy / "adapter_model.safetensors").write_bytes(b"LORA")  # same size, other weights
+    assert reference_identity(model, copy, "torch.float32", "cpu") != trained

@@ -51,9 +51,26 @@ def files_identity(directory: Path | None) -> list[list[Any]]:
             for path in sorted(directory.rglob("*")) if path.is_file() for stat in [path.stat()]]
 
 
-def reference_identity(base_model: Path, base_adapter: Path | None, dtype: str, device: str) -> str:
-    """What a reference log-prob depends on besides the pair: the reference's files, dtype and device kind."""
-    return json.dumps([files_identity(base_model), files_identity(base_adapter), dtype, device])
+def contents_identity(directory: Path | None) -> list[list[Any]]:
+    """Each file under `directory` (an adapter) as [relative name, size, SHA-256 of its bytes], in name order: a copy
+    of the same adapter (the registry's download of a candidate that became champion) is the same adapter. [] for None."""
+    if directory is None:
+        return []
+    directory = Path(directory)
+    found = []
+    for path in sorted(directory.rglob("*")):
+        if path.is_file():
+            with path.open("rb") as stream:
+                found.append([str(path.relative_to(directory)), path.stat().st_size,
+                              hashlib.file_digest(stream, "sha256").hexdigest()])
+    return found
+
+
+def reference_identity(base_model: Path, adapter: Path | None, dtype: str, device: str) -> str:
+    """What a model's log-prob depends on besides the pair: the base model's files (by name, size and modification
+    time: reading 0.5 GB or more for a hash would cost each training a second or more), the adapter's contents (a
+    few megabytes, whose copies must match), the dtype and the device kind."""
+    return json.dumps([files_identity(base_model), contents_identity(adapter), dtype, device])
 
 
 def pair_keys(identity: str, prefix: list[int], examples: list[dict[str, Any]]) -> list[str]:
