@@ -30,23 +30,38 @@ def night_environment(home: Path, base_model: Path) -> dict[str, str]:
     return env
 
 
-def night_benchmark(base_model: Path, work: Path, profile: str, roles: list[str] | None = None) -> dict[str, Any]:
-    """Run the sample night in a new process on a new home under `work` and report it.
+def night_benchmark(base_model: Path, work: Path, profile: str, roles: list[str] | None = None,
+                    nights: int = 1) -> dict[str, Any]:
+    """Run the sample night in a new process on a new home under `work` and report it; with `nights` > 1, the
+    nights after it on the same home, each ingesting a day of new sample feedback (`next_day_feedback`) first.
 
     Args:
         base_model: the base model directory the night loads (not converted again).
         work: an empty directory for the night's home.
         profile: the training profile, quick or default.
         roles: the roles to run (default: every configured role).
+        nights: the first night and this many minus one after it.
 
     The night's progress lines go to this process's stderr as it runs. The report holds `wall_s` (the whole
     command, start-up included), `flow_wall_s`, `stage_s` and `overhead_s` (the run's own timing), `role_s` (each
     role's pipeline), `peak_rss_mb` (the night's process and its children), `promotions`, `task_metrics` and
-    `outcomes` (OUTCOME_FIELDS per role).
+    `outcomes` (OUTCOME_FIELDS per role), all of the first night; `later_nights` holds the same of each night after
+    it, with the `feedback_rows` it ingested.
     """
     home = work / "home"
-    command = [sys.executable, "-m", "roleforge.cli", "run", "--sample", "--profile", profile, "--json",
-               *(["--roles", ",".join(roles)] if roles else [])]
+    selected = ["--roles", ",".join(roles)] if roles else []
+    report = {"profile": profile, **one_night(["--sample", *selected], home, base_model, profile), "base_model": str(base_model)}
+    report["later_nights"] = []
+    for night in range(2, nights + 1):
+        files, rows = next_day_feedback(work / f"day-{night}", report["roles"], night)
+        later = one_night([*map(str, files), *selected], home, base_model, profile)
+        report["later_nights"].append({"night": night, "feedback_rows": rows, **later})
+    return report
+
+
+def one_night(arguments: list[str], home: Path, base_model: Path, profile: str) -> dict[str, Any]:
+    """`roleforge run ARGUMENTS --profile PROFILE --json` in a new process on `home`, and what it took and decided."""
+    command = [sys.executable, "-m", "roleforge.cli", "run", *arguments, "--profile", profile, "--json"]
     started = time.perf_counter()
     night = subprocess.Popen(command, env=night_environment(home, base_model), stdout=subprocess.PIPE, text=True)
     try:
@@ -62,15 +77,35 @@ def night_benchmark(base_model: Path, work: Path, profile: str, roles: list[str]
     outcomes: dict[str, dict[str, Any]] = json.loads(lines[-1])
     timing = json.loads((home / "runs" / "last-run-timing.json").read_text())
     return {
-        "profile": profile, "roles": list(outcomes), "base_model": str(base_model),
-        "wall_s": round(wall, 2), "flow_wall_s": timing["wall_seconds"], "stage_s": timing["stages"],
-        "overhead_s": timing["overhead_seconds"],
+        "roles": list(outcomes), "wall_s": round(wall, 2), "flow_wall_s": timing["wall_seconds"],
+        "stage_s": timing["stages"], "overhead_s": timing["overhead_seconds"],
         "role_s": {role: outcome.get("seconds") for role, outcome in outcomes.items()},
         "peak_rss_mb": round(rss.peak_mb, 1),
         "promotions": {role: outcome["promoted"] for role, outcome in outcomes.items()},
         "task_metrics": {role: outcome["task_metrics"] for role, outcome in outcomes.items() if outcome.get("task_metrics")},
         "outcomes": {role: {key: outcome.get(key) for key in OUTCOME_FIELDS} for role, outcome in outcomes.items()},
     }
+
+
+def next_day_feedback(directory: Path, roles: list[str], day: int) -> tuple[list[Path], int]:
+    """A day of new feedback for each of `roles` the sample generator writes for (the bundled roles and the ten-role
+    sample's), drawn with the day as its seed: other prompts and answers than the sample's. Returns the files and
+    their row count."""
+    from roleforge.sample.generate import DAY_ROWS, day_rows
+
+    directory.mkdir(parents=True, exist_ok=True)
+    files, count = [], 0
+    for role in roles:
+        rows = day_rows(role, day)[:DAY_ROWS]
+        if rows:
+            path = directory / f"{role}.jsonl"
+            path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+            files.append(path)
+            count += len(rows)
+    if not files:
+        raise RoleforgeError(f"no sample feedback can be made for {', '.join(roles)}: later nights need one of the "
+                             "bundled roles or the ten-role sample's")
+    return files, count
 
 
 def stop_night(night: subprocess.Popen[str], grace_s: float = 30.0) -> None:
@@ -95,9 +130,13 @@ def stop_night(night: subprocess.Popen[str], grace_s: float = 30.0) -> None:
 
 
 def night_summary(report: dict[str, Any]) -> str:
-    """The report in three lines for people."""
-    stages = ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in report["stage_s"].items())
-    roles = ", ".join(f"{role} {seconds:.0f} s" for role, seconds in report["role_s"].items() if seconds is not None)
-    promoted = [role for role, won in report["promotions"].items() if won]
-    return (f"night ({report['profile']}, {len(report['roles'])} roles): {report['wall_s']:.0f} s wall, peak RSS "
-            f"{report['peak_rss_mb']:.0f} MB\nstages: {stages}\nroles: {roles}; promoted: {', '.join(promoted) or 'none'}")
+    """The report in three lines a night for people."""
+    lines = []
+    for number, night in enumerate([report, *report.get("later_nights", [])], start=1):
+        stages = ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in night["stage_s"].items())
+        roles = ", ".join(f"{role} {seconds:.0f} s" for role, seconds in night["role_s"].items() if seconds is not None)
+        promoted = [role for role, won in night["promotions"].items() if won]
+        lines += [f"night {number} ({report['profile']}, {len(night['roles'])} roles): {night['wall_s']:.0f} s wall, "
+                  f"peak RSS {night['peak_rss_mb']:.0f} MB",
+                  f"  stages: {stages}", f"  roles: {roles}; promoted: {', '.join(promoted) or 'none'}"]
+    return "\n".join(lines)

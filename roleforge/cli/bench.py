@@ -135,9 +135,11 @@ def cmd_bench_night(args: argparse.Namespace) -> int:
 
     from roleforge.bench.night import night_benchmark, night_summary
 
+    if args.nights < 1:
+        raise RoleforgeError(f"--nights {args.nights}: at least 1")
     roles = role_names(settings, args.roles)
     base_model = settings.base_model_dir()  # converted here once if needed; the night reuses the directory
     with tempfile.TemporaryDirectory(prefix="bench-night-", dir=settings.path("bench")) as work:
-        report = night_benchmark(base_model, Path(work), args.profile or settings.profile, roles)
+        report = night_benchmark(base_model, Path(work), args.profile or settings.profile, roles, args.nights)
     return _bench_done(report, Path(args.out) if args.out else settings.path("bench") / "night.json",
                        night_summary(report), args)

@@ -158,6 +158,8 @@ def build_parser() -> Parser:
                                                  "stage and role seconds, peak RSS, promotions and task metrics")
     bench_night.add_argument("--profile", choices=["quick", "default"], help="training profile (default: settings.profile)")
     bench_night.add_argument("--roles", help="comma-separated roles (default: all configured)")
+    bench_night.add_argument("--nights", type=int, default=1,
+                             help="nights on the same home: the first, then each after it with a day of new sample feedback")
     bench_night.add_argument("--out", help="JSON file to write (default $ROLEFORGE_HOME/bench/night.json)")
     bench_night.add_argument("--json", action="store_true")
     bench_night.set_defaults(handler=cmd_bench_night)

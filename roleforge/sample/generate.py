@@ -304,6 +304,20 @@ def role_rows() -> dict[str, list[dict[str, object]]]:
     return {**rows, "tool-agent": tool_agent_rows(random.Random(SEED + 10))}
 
 
+# A later day's feedback per role in `bench night --nights`: a day's worth beside the sample's history.
+DAY_ROWS = 60
+
+
+def day_rows(role: str, day: int) -> list[dict[str, object]]:
+    """A later day's feedback rows of `role` (A/B choices first, then ratings), drawn from the day's own seed; [] for a
+    role the generator does not write."""
+    rng = random.Random(SEED + 1000 * day + sum(map(ord, role)))
+    if role == "tool-agent":
+        return tool_agent_rows(rng)
+    good = EXEC_ROLES.get(role) or EXEC_ROLES.get(EXTRA_ROLES.get(role, ""))
+    return exec_rows(rng, role, good) if good is not None else []
+
+
 def ten_role_feedback(out_dir: Path, rows_per_role: int | None = None) -> list[Path]:
     """Feedback for ten roles, a file each: the bundled four and EXTRA_ROLES (seeded apart, so their prompts and
     answers differ from their model's). `rows_per_role` keeps each file's first rows: A/B choices, then ratings."""
