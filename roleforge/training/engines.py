@@ -47,9 +47,8 @@ def roleforge_trainer(base: Any, dpo_config: Any, lora_config: Any, base_adapter
     """roleforge's path (fast_dpo.py): the adapter attached here, reference log-probs computed once (adapter off, or
     the SFT adapter as a frozen "ref" copy) and cached beside the checkpoints; with `kept_references`, a pair's value
     from an earlier training under the same reference is taken from there instead of computed, and so are the replayed
-    answers' distillation targets. With `replay_top_k`,
-    each replay pair's chosen answer is trained on as the reference's top-k next-token distribution at every token
-    (distillation) instead of its greedy tokens."""
+    answers' distillation targets. With `replay_top_k`, each replay pair's chosen answer is trained on as the
+    reference's top-k next-token distribution at every token (distillation) instead of its greedy tokens."""
     from contextlib import contextmanager
 
     from peft import get_peft_model

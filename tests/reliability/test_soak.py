@@ -29,7 +29,7 @@ from tests.support.gates import open_gate
 
 NIGHTS, DISK_FULL, FLOOD, KILLED = 30, 5, 12, 20
 DAY = 86400
-ARCHIVE_DAYS, SNAPSHOT_KEEP, REFERENCE_DAYS, MAX_TRAIN_PAIRS = 5, 2, 4, 8
+ARCHIVE_DAYS, SNAPSHOT_KEEP, REFERENCE_DAYS, MAX_TRAIN_PAIRS, MAX_EVAL_PAIRS = 5, 2, 4, 8, 8
 SOAK = f"""
 [retention]
 archive_days = {ARCHIVE_DAYS}
@@ -46,7 +46,7 @@ learning_rate = 0.01
 save_steps = 2
 [roles.ceo.training.data]
 max_train_pairs = {MAX_TRAIN_PAIRS}
-max_eval_pairs = 8
+max_eval_pairs = {MAX_EVAL_PAIRS}
 replay_pairs = 0
 [roles.ceo.evaluation]
 generation_prompts = 0
@@ -189,7 +189,9 @@ def check_the_home(home: Path, good: set[str], bad: set[tuple[str, int]], traine
         (kept,) = connection.execute("SELECT count(*) FROM reference").fetchone()
         (stale,) = connection.execute("SELECT count(*) FROM reference WHERE used < ?", (int(time.time() // DAY) - REFERENCE_DAYS,)).fetchone()
     recent = [n for n in trained_nights if night - n <= REFERENCE_DAYS]
-    assert stale == 0 and kept <= MAX_TRAIN_PAIRS * max(len(recent), 1), f"night {night}: {kept} reference log-probs kept"
+    # Per training: its pairs' reference values, and the held-out values of the three models its evaluation scores.
+    per_night = MAX_TRAIN_PAIRS + 3 * MAX_EVAL_PAIRS
+    assert stale == 0 and kept <= per_night * max(len(recent), 1), f"night {night}: {kept} reference log-probs kept"
     collected = [e for e in audit.read(home) if e["action"] == "gc"]
     assert not collected or collected[-1]["errors"] == []
 
