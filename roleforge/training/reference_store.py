@@ -3,15 +3,16 @@
 DPO needs each pair's log-probs under the reference (the base model, or the role's SFT adapter), computed once per
 training before its first step: on the sample data about a third of roleforge's training time. A nightly training
 sees mostly the pairs of the nights before, under the same reference, so their values are kept here, in a SQLite
-file beside the checkpoints, by a key that names everything they depend on: the reference's files (each one's name,
-size and modification time), the dtype and device kind the model computes in, and the pair's token ids with the
-shared prefix. Only the pairs not found are computed. A value not used for `keep_days` (retention.reference_unused_days)
+file beside the checkpoints, by a key that names everything they depend on: the base model's files (each one's name,
+size and modification time), the adapter's contents, the dtype and device kind the model computes in, and the pair's
+token ids with the shared prefix. Only the pairs not found are computed. A value not used for `keep_days` (retention.reference_unused_days)
 is dropped, by the next training's write or by `roleforge gc`. The store is a cache: when it cannot be read or
 written, the training computes what it needs and says so in its log.
 
 The replayed answers' distillation targets (the reference's top-k next tokens and their weights at every token of a
 replayed answer, fast_dpo.set_chosen_soft_targets) are kept the same way: the replayed answers are the same every
-night, and their targets took about as long as the reference log-probs of every pair."""
+night, and their targets took about as long as the reference log-probs of every pair. Evaluation keeps the held-out
+log-probs of every model it scores here too (tasks/evaluate.py): a candidate's are found again when it is champion."""
 
 from __future__ import annotations
 
@@ -100,7 +101,7 @@ def soft_target_keys(identity: str, prefix: list[int], examples: list[dict[str, 
 
 
 class ReferenceStore:
-    """The reference log-probs of earlier trainings, in the SQLite file at `path`."""
+    """The log-probs and distillation targets of earlier trainings and evaluations, in the SQLite file at `path`."""
 
     def __init__(self, path: Path, keep_days: int = KEEP_DAYS) -> None:
         self.path = Path(path)
