@@ -91,7 +91,7 @@ def next_day_feedback(directory: Path, roles: list[str], day: int) -> tuple[list
     """A day of new feedback for each of `roles` the sample generator writes for (the bundled roles and the ten-role
     sample's), drawn with the day as its seed: other prompts and answers than the sample's. Returns the files and
     their row count."""
-    from roleforge.sample.generate import DAY_ROWS, day_rows
+    from roleforge.sample.generate import DAY_ROWS, day_rows, write_jsonl
 
     directory.mkdir(parents=True, exist_ok=True)
     files, count = [], 0
@@ -99,7 +99,7 @@ def next_day_feedback(directory: Path, roles: list[str], day: int) -> tuple[list
         rows = day_rows(role, day)[:DAY_ROWS]
         if rows:
             path = directory / f"{role}.jsonl"
-            path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+            write_jsonl(path, rows)
             files.append(path)
             count += len(rows)
     if not files:
